@@ -1,0 +1,60 @@
+"""The `camelid` command: argparse front door over app.core.
+
+Each sub-command lives in its own module under app/cli and exposes
+`register(subparsers)`, which adds its parser and sets `run(args) -> int`.
+With no sub-command, `camelid` opens the desktop app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+from app import __version__
+from app.core.errors import CamelidError
+
+#: Sub-command modules, in the order `camelid --help` lists them.
+COMMAND_MODULES = (
+    "app.cli.hw",
+    "app.cli.starter",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="camelid",
+        description="Run the best local LLM your machine can hold.",
+    )
+    parser.add_argument("--version", action="version", version=f"camelid {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from app.cli.gui import open_app
+
+        return open_app()
+    try:
+        return int(args.run(args) or 0)
+    except CamelidError as exc:
+        report_error(exc, as_json=getattr(args, "json", False))
+        return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        return 130
+
+
+def report_error(exc: CamelidError, *, as_json: bool) -> None:
+    """A user-facing error: one sentence and its fix, never a traceback."""
+    if as_json:
+        print(json.dumps({"error": exc.to_dict()}, indent=2))
+    else:
+        print(f"camelid: {exc}", file=sys.stderr)

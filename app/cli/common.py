@@ -1,0 +1,62 @@
+"""Helpers shared by sub-commands: --json output, hardware flags, byte sizes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from app.core.hardware import HardwareProfile
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def add_hardware_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that describe another machine; shared by hw, plan and recommend."""
+    group = parser.add_argument_group(
+        "simulated hardware", "plan for another machine instead of this one (sizes in GB as sold)"
+    )
+    group.add_argument("--preset", metavar="NAME", help="a named machine (see `camelid hw --presets`)")
+    group.add_argument("--hardware", metavar="FILE.json", type=Path,
+                       help="a machine described in JSON (the format of `camelid hw --json`)")
+    group.add_argument("--vram", metavar="GB", type=float, action="append",
+                       help="a GPU with this much memory; repeat for several GPUs")
+    group.add_argument("--ram", metavar="GB", type=float, help="system RAM")
+    group.add_argument("--unified", action="store_true",
+                       help="Apple Silicon style unified memory (the GPU shares --ram)")
+    group.add_argument("--gpu", metavar="NAME", help='GPU model, e.g. "RTX 4070" (VRAM looked up if known)')
+
+
+def hardware_from_args(args: argparse.Namespace) -> HardwareProfile:
+    from app import paths
+    from app.core.hardware import detect
+    from app.core.simulate import simulate
+
+    return simulate(
+        detect=lambda: detect(models_dir=paths.models_dir()),
+        preset=args.preset,
+        hardware_file=args.hardware,
+        vram_gb=args.vram,
+        ram_gb=args.ram,
+        unified=args.unified,
+        gpu_name=args.gpu,
+    )
+
+
+def human_bytes(n: int | float | None) -> str:
+    """1536 -> '1.5 KiB'; binary units, as memory is sold and reported by tools."""
+    if n is None:
+        return "unknown"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

@@ -1,0 +1,1 @@
+"""Camelid's domain logic. Never imports Qt (a test enforces it)."""

@@ -1,0 +1,73 @@
+"""Errors a user can meet. Each says what happened and what to do about it.
+
+Front doors (CLI, GUI) show `str(error)`: the sentence and the fix, never a
+traceback. Code raises the most specific subclass it can.
+"""
+
+from __future__ import annotations
+
+
+class CamelidError(Exception):
+    """Base for every error Camelid shows to a person."""
+
+    #: A short machine-readable name, used in `--json` output.
+    code = "error"
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.fix}" if self.fix else self.message
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"code": self.code, "message": self.message, "fix": self.fix}
+
+
+class HardwareFileError(CamelidError):
+    """A --hardware JSON file or preset could not be used."""
+
+    code = "hardware_file"
+
+
+class ModelFileError(CamelidError):
+    """A model file is missing, unreadable, not a GGUF, or damaged."""
+
+    code = "model_file"
+
+
+class RemoteError(CamelidError):
+    """The Hub (or a mirror) answered with an error or not at all."""
+
+    code = "remote"
+
+
+class NotFoundError(RemoteError):
+    code = "not_found"
+
+
+class GatedRepoError(RemoteError):
+    """A gated or private repository needs a token or an accepted license."""
+
+    code = "gated"
+
+
+class DiskSpaceError(CamelidError):
+    code = "disk_space"
+
+
+class ChecksumError(CamelidError):
+    code = "checksum"
+
+
+class ModelLoadError(CamelidError):
+    """llama.cpp could not load a model."""
+
+    code = "model_load"
+
+
+class UsageError(CamelidError):
+    """A command was given arguments that cannot work together."""
+
+    code = "usage"
