@@ -1,0 +1,32 @@
+"""Shared fixtures. Every test runs with CAMELID_HOME in a fresh temporary folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TEST_MODEL = REPO_ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(autouse=True)
+def camelid_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every Camelid path at a private temporary folder."""
+    home = tmp_path_factory.mktemp("camelid-home")
+    monkeypatch.setenv("CAMELID_HOME", str(home))
+    monkeypatch.delenv("CAMELID_MODELS_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    return home
+
+
+@pytest.fixture(scope="session")
+def starter_model() -> Path:
+    """The real SmolLM2-135M-Instruct Q4_1 GGUF (98 MB), fetched by `make test`."""
+    path = Path(os.environ.get("CAMELID_TEST_MODEL", DEFAULT_TEST_MODEL))
+    if not path.is_file():
+        pytest.fail(f"The test model is missing at {path}: run `make test`, which fetches it.")
+    return path
