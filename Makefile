@@ -75,7 +75,6 @@ test: sysdeps $(VENV)/.installed $(TEST_MODEL)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check app tests bench scripts
-	$(VENV)/bin/ruff format --check app tests bench scripts
 
 bench: $(VENV)/.installed $(TEST_MODEL)
 	$(TEST_ENV) $(PY) bench/run_all.py

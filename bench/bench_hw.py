@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import machine_line, summary, table, update_section  # noqa: E402
+from bench.report import machine_line, summary, table, update_section
 
 ROUNDS = 7
 

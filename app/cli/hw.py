@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli.common import add_hardware_flags, add_json_flag, hardware_from_args, human_bytes, print_json
+from app.cli.common import (
+    add_hardware_flags,
+    add_json_flag,
+    hardware_from_args,
+    human_bytes,
+    print_json,
+)
 from app.core.hardware import HardwareProfile
 
 

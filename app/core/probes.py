@@ -7,6 +7,7 @@ The boundaries tests fake are deliberate and narrow: the `pynvml` module,
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
@@ -304,10 +305,8 @@ def probe_windows_registry(winreg: Any) -> list[GpuInfo]:
                     values = {}
                     for name in ("DriverDesc", "ProviderName", "MatchingDeviceId", "DriverVersion",
                                  "HardwareInformation.qwMemorySize", "HardwareInformation.MemorySize"):
-                        try:
+                        with contextlib.suppress(OSError):  # absent values are normal
                             values[name] = winreg.QueryValueEx(key, name)[0]
-                        except OSError:
-                            pass
             except OSError:
                 continue
             desc = str(values.get("DriverDesc") or "Display adapter")
@@ -370,7 +369,7 @@ def metal_recommended_working_set() -> int | None:
 
 def probe_apple(ram: RamInfo, notes: list[str]) -> AppleInfo | None:
     """Chip, Metal budget and Rosetta on a Mac; None on an Intel Mac."""
-    from app.core.hardware import GiB, AppleInfo, metal_budget_rule
+    from app.core.hardware import AppleInfo, GiB, metal_budget_rule
 
     arm64_hw = _sysctl("hw.optional.arm64") == "1"
     if not arm64_hw:

@@ -17,9 +17,9 @@ from typing import Any
 from app import paths
 from app.core.errors import HardwareFileError
 from app.core.hardware import (
-    GiB,
     AppleInfo,
     CpuInfo,
+    GiB,
     GpuInfo,
     HardwareProfile,
     RamInfo,
