@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("gui", help="open the desktop app (the default with no command)")
+    parser.set_defaults(run=lambda args: open_app())
 
 
 def open_app() -> int:
