@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def open_app() -> int:
-    if importlib.util.find_spec("app.ui.main_window") is None:
+    if importlib.util.find_spec("app.ui") is None or importlib.util.find_spec("app.ui.main_window") is None:
         # The desktop app is not built yet: show what Camelid knows today.
         from app import paths
         from app.cli.hw import describe
