@@ -44,7 +44,7 @@ def main() -> None:
                            ("detect() without the llama.cpp probe, fresh process", cold_nobackend),
                            ("psutil RAM + cores only, fresh process", cold_psutil)):
         median, spread = summary(samples)
-        rows.append((label, f"{median * 1000:.0f} ms", f"{spread * 1000:.0f} ms"))
+        rows.append((label, f"{median * 1000:.1f} ms", f"{spread * 1000:.1f} ms"))
     body = (f"`bench/bench_hw.py`, {ROUNDS} rounds each. {machine_line()}\n\n"
             + table(("what", "median", "spread"), rows)
             + "\n\nTarget: under 300 ms. Most of a fresh detect() is importing llama_cpp "
