@@ -9,6 +9,7 @@ another disk).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -35,11 +36,24 @@ def data_dir() -> Path:
 
 
 def models_dir() -> Path:
-    """Folder where downloaded models are stored."""
-    value = os.environ.get("CAMELID_MODELS_DIR")
+    """Folder where downloaded models are stored.
+
+    CAMELID_MODELS_DIR wins, then the `models_dir` setting, then the default.
+    """
+    value = os.environ.get("CAMELID_MODELS_DIR") or _models_dir_setting()
     if value:
         return Path(value).expanduser()
     return data_dir() / "models"
+
+
+def _models_dir_setting() -> str | None:
+    # Read directly rather than through app.core.settings: paths is the lowest
+    # layer and must not import the core.
+    try:
+        value = json.loads(settings_path().read_text(encoding="utf-8")).get("models_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def chats_db_path() -> Path:

@@ -20,6 +20,7 @@ from app.core.errors import CamelidError
 COMMAND_MODULES = (
     "app.cli.hw",
     "app.cli.starter",
+    "app.cli.settings",
     "app.cli.gui",
 )
 
