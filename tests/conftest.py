@@ -30,3 +30,18 @@ def starter_model() -> Path:
     if not path.is_file():
         pytest.fail(f"The test model is missing at {path}: run `make test`, which fetches it.")
     return path
+
+
+@pytest.fixture
+def loopback_hub(monkeypatch: pytest.MonkeyPatch):
+    """A real Hub-compatible HTTP server on 127.0.0.1 (tests/fixtures/loopback_hub.py).
+
+    HF_ENDPOINT points at it and HF_TOKEN is cleared, so code that reads the
+    endpoint and token at call time talks to it.
+    """
+    from tests.fixtures.loopback_hub import LoopbackHub
+
+    with LoopbackHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        yield hub
