@@ -34,7 +34,7 @@ CMAKE_ARGS_vulkan := -DGGML_VULKAN=on
 QT_ENV := QT_QPA_PLATFORM=offscreen
 TEST_ENV := $(QT_ENV) HF_HUB_DISABLE_XET=1 HF_HUB_DISABLE_TELEMETRY=1 CAMELID_TEST_MODEL=$(abspath $(TEST_MODEL))
 
-.PHONY: run test lint bench gpu sysdeps clean help starter
+.PHONY: run test lint bench gpu sysdeps clean help starter dist
 
 help:
 	@echo "make run    install everything and open Camelid"
@@ -42,6 +42,7 @@ help:
 	@echo "make gpu    rebuild llama-cpp-python for this machine's GPU (BACKEND=cuda|metal|vulkan to force)"
 	@echo "make lint   ruff"
 	@echo "make bench  run bench/ and refresh docs/BENCHMARKS.md"
+	@echo "make dist   build the installable app for this OS and self-test the frozen binary"
 
 # The stamp depends on pyproject.toml so a dependency change reinstalls.
 $(VENV)/.installed: pyproject.toml
@@ -78,6 +79,20 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed $(TEST_MODEL)
 	$(TEST_ENV) $(PY) bench/run_all.py
+
+# The double-click app for this OS (Linux: folder + tar.gz + AppImage; macOS: .app + .dmg).
+# Windows builds with installers/windows/build.ps1. The frozen binary's
+# --self-test must pass or the target fails.
+$(VENV)/.packaging: $(VENV)/.installed
+	$(PIP) install --quiet -e ".[packaging]"
+	@touch $@
+
+dist: sysdeps $(VENV)/.packaging $(TEST_MODEL)
+	@case "$$(uname -s)" in \
+		Linux) PY=$(PY) CAMELID_STARTER_MODEL=$(abspath $(TEST_MODEL)) sh installers/linux/build.sh;; \
+		Darwin) PY=$(PY) CAMELID_STARTER_MODEL=$(abspath $(TEST_MODEL)) sh installers/macos/build.sh;; \
+		*) echo "On Windows run installers\\windows\\build.ps1 in PowerShell."; exit 1;; \
+	esac
 
 # Rebuild llama-cpp-python with GPU offload for this machine.
 gpu:
