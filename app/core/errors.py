@@ -71,3 +71,15 @@ class UsageError(CamelidError):
     """A command was given arguments that cannot work together."""
 
     code = "usage"
+
+
+class WontFitError(CamelidError):
+    """The fit engine says a model cannot run on this machine at all."""
+
+    code = "no_fit"
+
+
+class DownloadCancelled(CamelidError):
+    """A download was stopped on request; its partial file is kept for resuming."""
+
+    code = "cancelled"
