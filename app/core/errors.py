@@ -83,3 +83,31 @@ class DownloadCancelled(CamelidError):
     """A download was stopped on request; its partial file is kept for resuming."""
 
     code = "cancelled"
+
+
+class ChatStoreError(CamelidError):
+    """The conversation database could not be opened, read or written."""
+
+    code = "chat_store"
+
+
+class ConversationNotFoundError(ChatStoreError):
+    code = "conversation_not_found"
+
+
+class GenerationError(CamelidError):
+    """llama.cpp failed while writing a reply (the model stays loaded)."""
+
+    code = "generation"
+
+
+class ContextOverflowError(GenerationError):
+    """What must stay in the prompt (the system prompt) does not fit the context window."""
+
+    code = "context_overflow"
+
+
+class ChatTemplateError(GenerationError):
+    """The model's chat template could not format the conversation."""
+
+    code = "chat_template"
