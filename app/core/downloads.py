@@ -1,0 +1,824 @@
+"""Download jobs: plan first, then fetch with progress, cancel, resume, retries and verification.
+
+Why a hand-written Range downloader instead of ``hf_hub_download``:
+huggingface_hub 2.x writes to a process-unique temporary file and deletes it
+on any failure, so a dropped connection or a crash 70 GB into an 80 GB file
+starts again from zero. Camelid keeps ``<name>.part`` plus a JSON sidecar
+(etag, commit, size) under ``paths.downloads_dir()`` and continues with an
+HTTP Range request, using huggingface_hub's URL, header and metadata helpers
+and its HTTP session, so mirrors, tokens and proxies behave the same.
+
+The body is read in a helper thread that only writes to the part file; the
+calling thread hashes what has been written (sha256 while streaming, and
+over an existing part on resume), reports progress at a steady rate (the
+speed decays during a stall instead of freezing) and watches ``cancel``.
+Callers never see the helper thread: progress callbacks run on the caller's
+thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from app import paths
+from app.core import hub
+from app.core.errors import (
+    CamelidError,
+    ChecksumError,
+    DiskSpaceError,
+    DownloadCancelled,
+    RemoteError,
+    WontFitError,
+)
+from app.core.hub import QuantFile
+
+#: Hashing reads the part file in blocks this big. Also the resume granularity
+#: promised to users: a crash loses at most about this much already-fetched data.
+CHUNK_SIZE = 1024 * 1024
+#: Free space kept beyond the download itself: a fixed floor plus a share of the size.
+DISK_MARGIN_FLOOR = 1024**3
+DISK_MARGIN_SHARE = 0.02
+#: Seconds between progress reports.
+PROGRESS_INTERVAL = 0.25
+#: Seconds of history behind the speed readout.
+SPEED_WINDOW = 3.0
+SIDECAR_VERSION = 1
+
+
+# -- the plan ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FitJudgement:
+    """What the fit engine says about a model on this machine."""
+
+    verdict: str  # full_gpu | partial | cpu | no_fit
+    plan: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+#: The seam to the fit engine: given the remote model, say whether it fits (None: unknown).
+FitJudge = Callable[[QuantFile], "FitJudgement | None"]
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file of a planned download: where it comes from and where it will land."""
+
+    path: str  # in the repo
+    size: int
+    sha256: str | None
+    destination: Path
+    part: Path
+    already_bytes: int = 0  # in the part file, or the whole size when already installed
+    installed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256,
+                "destination": str(self.destination), "part": str(self.part),
+                "already_bytes": self.already_bytes, "installed": self.installed}
+
+
+@dataclass(frozen=True)
+class DownloadPlan:
+    """Everything decided before the first byte: files, sizes, destination, disk, fit."""
+
+    repo_id: str
+    revision: str
+    quant: str
+    name: str
+    files: tuple[PlannedFile, ...]
+    total_bytes: int
+    remaining_bytes: int
+    free_bytes: int
+    margin_bytes: int
+    fit: FitJudgement | None = None
+
+    @property
+    def destination(self) -> Path:
+        """The file to open (the first shard of a split model)."""
+        return self.files[0].destination
+
+    @property
+    def verdict(self) -> str | None:
+        return self.fit.verdict if self.fit else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "repo_id": self.repo_id, "revision": self.revision, "quant": self.quant, "name": self.name,
+            "destination": str(self.destination), "total_bytes": self.total_bytes,
+            "remaining_bytes": self.remaining_bytes, "free_bytes": self.free_bytes,
+            "margin_bytes": self.margin_bytes, "verdict": self.verdict,
+            "fit": self.fit.plan if self.fit else None,
+            "files": [f.to_dict() for f in self.files],
+        }
+
+
+def destination_folder(repo_id: str) -> Path:
+    """Where a repo's models live in the library: ``models/<owner>/<name>/``."""
+    hub.validate_repo_id(repo_id)
+    owner, name = repo_id.split("/")
+    return paths.models_dir() / owner / name
+
+
+def _part_folder(repo_id: str) -> Path:
+    owner, name = repo_id.split("/")
+    return paths.downloads_dir() / owner / name
+
+
+def disk_free_bytes(path: Path) -> int:
+    """Free bytes on the disk that holds ``path`` (or its nearest existing parent)."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def plan_download(quant: QuantFile, *, judge: FitJudge | None = None,
+                  allow_no_fit: bool = False) -> DownloadPlan:
+    """Plan a download; refuse early when the disk is short or the model cannot run here.
+
+    ``judge`` is the fit engine (see :func:`judge_remote_fit`); without one the
+    verdict is unknown and nothing is refused on fit grounds.
+    """
+    if not quant.complete:
+        raise RemoteError(
+            f"{quant.repo_id} lists {len(quant.files)} of the {quant.shard_count} shards of {quant.name}.",
+            "The upload looks unfinished; pick another quant or try again later.")
+    folder = destination_folder(quant.repo_id)
+    parts = _part_folder(quant.repo_id)
+    planned = []
+    for remote in quant.files:
+        base = hub.validate_filename(remote.path).name
+        destination, part = folder / base, parts / f"{base}.part"
+        installed = destination.is_file() and destination.stat().st_size == remote.size
+        already = remote.size if installed else _usable_part_bytes(part, remote.size)
+        planned.append(PlannedFile(path=remote.path, size=remote.size, sha256=remote.sha256,
+                                   destination=destination, part=part, already_bytes=already,
+                                   installed=installed))
+    total = sum(f.size for f in planned)
+    remaining = total - sum(f.already_bytes for f in planned)
+    margin = int(max(DISK_MARGIN_FLOOR, DISK_MARGIN_SHARE * total))
+    free = disk_free_bytes(paths.downloads_dir())
+    if remaining > 0 and free < remaining + margin:
+        from app.cli.common import human_bytes
+
+        raise DiskSpaceError(
+            f"{quant.name} needs {human_bytes(remaining)} more on disk (plus {human_bytes(margin)} kept "
+            f"free) but only {human_bytes(free)} is free at {paths.downloads_dir()}.",
+            "Free some space, or move the models folder to a bigger disk with CAMELID_MODELS_DIR.")
+    fit = judge(quant) if judge else None
+    if fit and fit.verdict == "no_fit" and not allow_no_fit:
+        raise WontFitError(
+            f"{quant.name} will not fit in this machine's memory"
+            + (f": {fit.reason}" if fit.reason else "."),
+            "Pick a smaller quant (see `camelid files`), or download anyway with --force.")
+    return DownloadPlan(repo_id=quant.repo_id, revision=quant.revision, quant=quant.quant, name=quant.name,
+                        files=tuple(planned), total_bytes=total, remaining_bytes=remaining,
+                        free_bytes=free, margin_bytes=margin, fit=fit)
+
+
+def _usable_part_bytes(part: Path, size: int) -> int:
+    sidecar = _read_sidecar(part)
+    if sidecar is None or sidecar.get("size") != size or not part.is_file():
+        return 0
+    have = part.stat().st_size
+    return have if have <= size else 0
+
+
+def judge_remote_fit(hardware: Any = None, *, token: str | None = None) -> FitJudge:
+    """A fit judge backed by the fit engine: reads the GGUF header over HTTP, plans memory."""
+
+    def judge(quant: QuantFile) -> FitJudgement | None:
+        from app.core.gguf_meta import read_gguf_remote
+        from app.core.hardware import detect
+        from app.core.memory import plan_memory
+
+        meta = read_gguf_remote(quant.repo_id, quant.first_file, revision=quant.revision,
+                                token=hub.resolve_token(token))
+        plan = plan_memory(meta, hardware or detect(models_dir=paths.models_dir()))
+        reasons = getattr(plan, "reasons", None) or []
+        return FitJudgement(verdict=plan.verdict, plan=plan.to_dict(),
+                            reason=str(reasons[0]) if reasons else None)
+
+    return judge
+
+
+# -- progress ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """A progress report: bytes on disk, current speed and time left."""
+
+    state: str  # checking | downloading | retrying | verifying | moving | done
+    bytes_done: int
+    total_bytes: int
+    speed_bps: float
+    eta_seconds: float | None
+    file: str
+    file_index: int
+    file_count: int
+    message: str | None = None
+
+    @property
+    def fraction(self) -> float:
+        return self.bytes_done / self.total_bytes if self.total_bytes else 1.0
+
+
+ProgressCallback = Callable[[DownloadProgress], None]
+
+
+class _Meter:
+    """Speed over a sliding window, sampled at every report, so a stall reads as a falling speed."""
+
+    def __init__(self, plan: DownloadPlan, progress: ProgressCallback | None) -> None:
+        self.plan = plan
+        self.callback = progress
+        self.samples: deque[tuple[float, int]] = deque()
+        self.network_bytes = 0
+        self.next_report = 0.0
+        self.state = "checking"
+        self.file = plan.files[0].path
+        self.file_index = 0
+        self.done_before = 0  # bytes of earlier files
+        self.current = 0  # bytes on disk of the current file
+        self.message: str | None = None
+
+    def speed(self, now: float) -> float:
+        self.samples.append((now, self.network_bytes))
+        while len(self.samples) > 2 and now - self.samples[0][0] > SPEED_WINDOW:
+            self.samples.popleft()
+        t0, b0 = self.samples[0]
+        return (self.network_bytes - b0) / (now - t0) if now > t0 else 0.0
+
+    def report(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self.next_report:
+            return
+        self.next_report = now + PROGRESS_INTERVAL
+        speed = self.speed(now)
+        if self.callback is None:
+            return
+        done = self.done_before + self.current
+        left = self.plan.total_bytes - done
+        eta = left / speed if speed > 1 else None
+        self.callback(DownloadProgress(
+            state=self.state, bytes_done=done, total_bytes=self.plan.total_bytes, speed_bps=speed,
+            eta_seconds=eta if left > 0 else 0.0, file=self.file, file_index=self.file_index,
+            file_count=len(self.plan.files), message=self.message))
+
+
+# -- the job -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries on dropped connections, timeouts and 5xx; never on 401/403/404."""
+
+    attempts: int = 6  # consecutive failures without progress before giving up
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0  # a stall longer than this reconnects with a Range request
+
+    def delay(self, failures: int) -> float:
+        return min(self.max_delay, self.base_delay * 2 ** max(failures - 1, 0))
+
+
+@dataclass(frozen=True)
+class DownloadedFile:
+    path: Path
+    size: int
+    sha256: str
+    verified: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "bytes": self.size, "sha256": self.sha256, "verified": self.verified}
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """The verified model in the library; ``path`` is the file to open."""
+
+    plan: DownloadPlan
+    files: tuple[DownloadedFile, ...]
+
+    @property
+    def path(self) -> Path:
+        return self.files[0].path
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def verified(self) -> bool:
+        return all(f.verified for f in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``path``, ``bytes``, ``sha256`` (of the file to open) and ``verified``, plus every shard."""
+        return {"path": str(self.path), "bytes": self.bytes, "sha256": self.files[0].sha256,
+                "verified": self.verified, "files": [f.to_dict() for f in self.files]}
+
+
+class _Retryable(Exception):
+    """A transient failure: dropped connection, timeout, 5xx, 429."""
+
+
+def download(plan: DownloadPlan, *, progress: ProgressCallback | None = None,
+             cancel: threading.Event | None = None, token: str | None = None,
+             retry: RetryPolicy | None = None) -> DownloadResult:
+    """Fetch every file of a plan, verify each against its LFS sha256, then move all into the library.
+
+    Raises DownloadCancelled (the part files stay, a later call resumes),
+    ChecksumError (the bad part is deleted), and RemoteError/NotFoundError/
+    GatedRepoError for failures that retrying cannot fix.
+    """
+    cancel = cancel or threading.Event()
+    retry = retry or RetryPolicy()
+    meter = _Meter(plan, progress)
+    digests: list[tuple[PlannedFile, str, bool]] = []
+    for index, planned in enumerate(plan.files):
+        meter.file, meter.file_index, meter.current = planned.path, index, 0
+        if planned.installed and planned.destination.is_file():
+            meter.state = "checking"
+            digest = _hash_file(planned.destination, meter, cancel)
+            verified = planned.sha256 is None or digest == planned.sha256
+            if not verified:
+                planned.destination.unlink()
+                raise ChecksumError(f"{planned.destination.name} in the library is damaged and was deleted.",
+                                    "Run the same download again to fetch it afresh.")
+        else:
+            fetch = _FileFetch(plan, planned, meter, cancel, retry, token)
+            digest, verified = fetch.run()
+        digests.append((planned, digest, verified))
+        meter.done_before += planned.size
+        meter.current = 0
+    # Only now, with every shard verified, does anything enter the library.
+    meter.state = "moving"
+    meter.report(force=True)
+    results = []
+    for planned, digest, verified in digests:
+        planned.destination.parent.mkdir(parents=True, exist_ok=True)
+        if not planned.installed:
+            os.replace(planned.part, planned.destination)
+            _sidecar_path(planned.part).unlink(missing_ok=True)
+        results.append(DownloadedFile(planned.destination, planned.size, digest, verified))
+    _prune_empty(_part_folder(plan.repo_id))
+    meter.state = "done"
+    meter.report(force=True)
+    return DownloadResult(plan=plan, files=tuple(results))
+
+
+def _hash_file(path: Path, meter: _Meter, cancel: threading.Event) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(CHUNK_SIZE * 8):
+            digest.update(block)
+            meter.current += len(block)
+            meter.report()
+            if cancel.is_set():
+                raise DownloadCancelled("Download cancelled.", "Run it again to resume.")
+    return digest.hexdigest()
+
+
+def _prune_empty(folder: Path) -> None:
+    for candidate in (folder, folder.parent):
+        with contextlib.suppress(OSError):
+            candidate.rmdir()
+
+
+def _sidecar_path(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def _read_sidecar(part: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(_sidecar_path(part).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("version") == SIDECAR_VERSION else None
+
+
+def _write_sidecar(part: Path, data: dict[str, Any]) -> None:
+    target = _sidecar_path(part)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps({"version": SIDECAR_VERSION, **data}, indent=2), encoding="utf-8")
+    os.replace(tmp, target)
+
+
+class _BodyReader(threading.Thread):
+    """Copies a response body into the part file; nothing else (the caller hashes and reports)."""
+
+    def __init__(self, response: Any, fd: int) -> None:
+        super().__init__(name="camelid-download-body", daemon=True)
+        self.response = response
+        self.fd = fd
+        self.received = 0
+        self.error: BaseException | None = None
+        self.news = threading.Event()
+        self._stopping = False
+
+    def run(self) -> None:
+        try:
+            signalled = 0
+            for piece in self.response.iter_raw():
+                if self._stopping:
+                    break
+                view = memoryview(piece)
+                while view:
+                    written = os.write(self.fd, view)
+                    view = view[written:]
+                self.received += len(piece)
+                if self.received - signalled >= CHUNK_SIZE:
+                    signalled = self.received
+                    self.news.set()
+        except BaseException as exc:  # handed to the caller's thread
+            self.error = exc
+        finally:
+            with contextlib.suppress(Exception):
+                self.response.close()
+            self.news.set()
+
+    def abort(self) -> None:
+        """Unblock a read stuck on a stalled socket: shut the socket down under it."""
+        self._stopping = True
+        stream = self.response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _FileFetch:
+    """One file: HEAD for metadata, resume or restart the part, GET with Range, hash, verify."""
+
+    def __init__(self, plan: DownloadPlan, planned: PlannedFile, meter: _Meter,
+                 cancel: threading.Event, retry: RetryPolicy, token: str | None) -> None:
+        self.plan, self.planned, self.meter, self.cancel, self.retry = plan, planned, meter, cancel, retry
+        self.token = hub.resolve_token(token)
+        self.part = planned.part
+        self.url = hub.file_url(plan.repo_id, planned.path, revision=plan.revision)
+        self.size = planned.size
+        self.expected_sha = planned.sha256
+        self.digest = hashlib.sha256()
+        self.hashed = 0
+
+    # -- the attempt loop --
+
+    def run(self) -> tuple[str, bool]:
+        self.part.parent.mkdir(parents=True, exist_ok=True)
+        failures = 0
+        while True:
+            self._check_cancel()
+            before = self._on_disk()
+            try:
+                self._attempt()
+                break
+            except _Retryable as exc:
+                failures = 1 if self._on_disk() > before else failures + 1
+                if failures >= self.retry.attempts:
+                    raise RemoteError(
+                        f"Downloading {self.planned.path} kept failing ({exc}).",
+                        "The partial file is kept: run the same command later to resume.") from exc
+                self._pause(self.retry.delay(failures), f"{exc}; retrying")
+        return self._verify()
+
+    def _attempt(self) -> None:
+        meta = self._head()
+        self._prepare_part(meta)
+        offset = self._on_disk()
+        self.meter.current = offset
+        if offset < self.size:
+            self._fetch_body(meta, offset)
+        self._hash_until(self.size)
+
+    def _head(self) -> Any:
+        from huggingface_hub import get_hf_file_metadata
+
+        self.meter.state = "checking"
+        self.meter.report(force=True)
+        try:
+            meta = get_hf_file_metadata(self.url, token=self.token or False, timeout=self.retry.connect_timeout,
+                                        endpoint=hub.endpoint())
+        except Exception as exc:
+            raise self._classify(exc) from exc
+        if meta.size is not None and meta.size != self.size:
+            # The file changed on the Hub since the plan; the new one is what we fetch.
+            self.size = meta.size
+        if meta.etag and len(meta.etag) == 64 and all(c in "0123456789abcdef" for c in meta.etag):
+            self.expected_sha = meta.etag  # the LFS sha256 of the file as it is now
+        return meta
+
+    def _prepare_part(self, meta: Any) -> None:
+        """Resume a part only if it belongs to the very same remote file; else start over."""
+        identity = {"repo_id": self.plan.repo_id, "path": self.planned.path, "etag": meta.etag,
+                    "size": self.size, "sha256": self.expected_sha}
+        sidecar = _read_sidecar(self.part)
+        same = sidecar is not None and all(sidecar.get(k) == v for k, v in identity.items())
+        if not same or not self.part.is_file() or self.part.stat().st_size > self.size:
+            self.part.unlink(missing_ok=True)
+            self.part.touch()
+            self._reset_hash()
+        _write_sidecar(self.part, {**identity, "commit": meta.commit_hash, "url": self.url})
+
+    def _fetch_body(self, meta: Any, offset: int) -> None:
+        import httpx2
+        from huggingface_hub.utils import get_session
+
+        headers = hub.auth_headers(self.token)
+        headers["Accept-Encoding"] = "identity"
+        location = meta.location or self.url
+        if _origin(location) != _origin(self.url):
+            # A signed CDN URL: the Hub token must not leave the Hub (huggingface_hub does the same).
+            headers.pop("authorization", None)
+            headers.pop("Authorization", None)
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        timeout = httpx2.Timeout(self.retry.read_timeout, connect=self.retry.connect_timeout)
+        self.meter.state = "downloading"
+        try:
+            request = get_session().build_request("GET", location, headers=headers, timeout=timeout)
+            response = get_session().send(request, stream=True, follow_redirects=True)
+        except Exception as exc:
+            raise self._classify(exc) from exc
+        try:
+            if response.status_code >= 400:
+                response.read()
+                from huggingface_hub.utils import hf_raise_for_status
+
+                try:
+                    hf_raise_for_status(response)
+                except Exception as exc:
+                    raise self._classify(exc) from exc
+            if offset and response.status_code == 200:
+                # The server ignored our Range: take the whole body, from byte zero.
+                os.truncate(self.part, 0)
+                self._reset_hash()
+                offset = 0
+                self.meter.current = 0
+            elif offset and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+                raise _Retryable(f"the server answered range {response.headers.get('Content-Range')!r}")
+        except BaseException:
+            response.close()
+            raise
+        self._stream(response, offset)
+
+    def _stream(self, response: Any, offset: int) -> None:
+        fd = os.open(self.part, os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0))
+        reader = _BodyReader(response, fd)
+        reader.start()
+        network_base = self.meter.network_bytes
+        try:
+            while True:
+                done = not reader.is_alive()
+                on_disk = offset + reader.received
+                self.meter.network_bytes = network_base + reader.received
+                self.meter.current = on_disk
+                if self.hashed < on_disk:
+                    self._hash_some(min(on_disk, self.hashed + CHUNK_SIZE * 8))
+                elif done:
+                    break
+                else:
+                    reader.news.wait(PROGRESS_INTERVAL)
+                    reader.news.clear()
+                self.meter.report()
+                if self.cancel.is_set():
+                    raise DownloadCancelled("Download cancelled.",
+                                            "The partial file is kept: run the same download again to resume.")
+        except BaseException:
+            reader.abort()
+            reader.join(timeout=10)
+            raise
+        finally:
+            self.meter.network_bytes = network_base + reader.received
+            # A reader still blocked after abort keeps its fd: closing it could let a new file
+            # reuse the number and receive the late write.
+            if not reader.is_alive():
+                os.close(fd)
+        if reader.error is not None:
+            raise self._classify(reader.error) from reader.error
+        if offset + reader.received < self.size:
+            raise _Retryable(f"the connection closed after {offset + reader.received} of {self.size} bytes")
+
+    # -- hashing and verification --
+
+    def _on_disk(self) -> int:
+        try:
+            return self.part.stat().st_size
+        except OSError:
+            return 0
+
+    def _reset_hash(self) -> None:
+        self.digest = hashlib.sha256()
+        self.hashed = 0
+
+    def _hash_some(self, upto: int) -> None:
+        with self.part.open("rb") as f:
+            f.seek(self.hashed)
+            while self.hashed < upto:
+                block = f.read(min(CHUNK_SIZE * 8, upto - self.hashed))
+                if not block:
+                    break
+                self.digest.update(block)
+                self.hashed += len(block)
+
+    def _hash_until(self, end: int) -> None:
+        if self.hashed < end:
+            self.meter.state = "verifying"
+        while self.hashed < end:
+            before = self.hashed
+            self._hash_some(min(end, self.hashed + CHUNK_SIZE * 8))
+            if self.hashed == before:
+                break
+            self.meter.report()
+            self._check_cancel()
+
+    def _verify(self) -> tuple[str, bool]:
+        size = self._on_disk()
+        self._hash_until(size)
+        digest = self.digest.hexdigest()
+        if size != self.size:
+            self._discard()
+            raise ChecksumError(f"{self.planned.path} arrived with {size} bytes instead of {self.size}; "
+                                "the partial file was deleted.", "Run the same download again to retry.")
+        if self.expected_sha is None:
+            return digest, False
+        if digest != self.expected_sha:
+            self._discard()
+            raise ChecksumError(
+                f"{self.planned.path} is corrupted: its sha256 does not match the Hub's "
+                f"({digest[:12]}... instead of {self.expected_sha[:12]}...). It was deleted and "
+                "nothing was added to the library.",
+                "Run the same download again to retry; if it fails again, the mirror or the connection "
+                "is damaging data.")
+        return digest, True
+
+    def _discard(self) -> None:
+        self.part.unlink(missing_ok=True)
+        _sidecar_path(self.part).unlink(missing_ok=True)
+
+    # -- helpers --
+
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise DownloadCancelled("Download cancelled.",
+                                    "The partial file is kept: run the same download again to resume.")
+
+    def _pause(self, seconds: float, message: str) -> None:
+        """Back off before a retry, still reporting (speed falls) and still cancellable."""
+        self.meter.state, self.meter.message = "retrying", message
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.meter.report()
+            self._check_cancel()
+            self.cancel.wait(min(left, PROGRESS_INTERVAL))
+        self.meter.message = None
+        self._check_cancel()
+
+    def _classify(self, exc: BaseException) -> BaseException:
+        """Transient failures retry; anything a retry cannot fix becomes a user-facing error."""
+        if isinstance(exc, (CamelidError, _Retryable)):
+            return exc
+        import httpx2
+        from huggingface_hub import errors as hf_errors
+
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if isinstance(exc, hf_errors.HfHubHTTPError) and status is not None:
+            if status >= 500 or status in (408, 429):
+                return _Retryable(f"the server answered {status}")
+            return hub.translate_error(exc, repo_id=self.plan.repo_id, filename=self.planned.path)
+        if isinstance(exc, (httpx2.TransportError, ConnectionError, TimeoutError)):
+            return _Retryable(type(exc).__name__)
+        return hub.translate_error(exc, repo_id=self.plan.repo_id, filename=self.planned.path)
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc.lower()
+
+
+# -- the queue ---------------------------------------------------------------------------
+
+
+@dataclass
+class QueuedDownload:
+    """A download waiting in, or taken from, the queue."""
+
+    id: int
+    plan: DownloadPlan
+    state: str = "waiting"  # waiting | active | done | failed | cancelled
+    cancel: threading.Event = field(default_factory=threading.Event)
+    result: DownloadResult | None = None
+    error: CamelidError | None = None
+
+
+class DownloadQueue:
+    """Downloads in order: ``max_active`` at a time (one by default), the rest waiting, reorderable.
+
+    The queue decides what runs next; whoever drives it (the CLI in a loop, the
+    GUI from worker threads) calls :meth:`run_next` and gets the job's result.
+    """
+
+    def __init__(self, *, max_active: int = 1) -> None:
+        self.max_active = max_active
+        self._jobs: list[QueuedDownload] = []
+        self._next_id = 1
+        self._lock = threading.Lock()
+
+    def add(self, plan: DownloadPlan) -> QueuedDownload:
+        """Queue a planned download at the end."""
+        with self._lock:
+            job = QueuedDownload(id=self._next_id, plan=plan)
+            self._next_id += 1
+            self._jobs.append(job)
+            return job
+
+    def jobs(self) -> list[QueuedDownload]:
+        with self._lock:
+            return list(self._jobs)
+
+    def waiting(self) -> list[QueuedDownload]:
+        return [j for j in self.jobs() if j.state == "waiting"]
+
+    def active(self) -> list[QueuedDownload]:
+        return [j for j in self.jobs() if j.state == "active"]
+
+    def move(self, job_id: int, index: int) -> None:
+        """Put a waiting job at ``index`` among the waiting jobs (0: next to run)."""
+        with self._lock:
+            job = self._find(job_id)
+            if job.state != "waiting":
+                raise CamelidError("Only a waiting download can be moved.", "Cancel it and queue it again.")
+            waiting = [j for j in self._jobs if j.state == "waiting" and j is not job]
+            index = max(0, min(index, len(waiting)))
+            waiting.insert(index, job)
+            others = [j for j in self._jobs if j.state != "waiting"]
+            self._jobs = others + waiting
+
+    def reorder(self, job_ids: Iterable[int]) -> None:
+        """Set the order of the waiting jobs (ids not listed keep their relative order, after)."""
+        for position, job_id in enumerate(job_ids):
+            self.move(job_id, position)
+
+    def cancel(self, job_id: int) -> None:
+        """Cancel a job: a waiting one leaves the queue, an active one stops (its part is kept)."""
+        with self._lock:
+            job = self._find(job_id)
+            job.cancel.set()
+            if job.state == "waiting":
+                job.state = "cancelled"
+
+    def take_next(self) -> QueuedDownload | None:
+        """Mark the next waiting job active, if fewer than ``max_active`` are running."""
+        with self._lock:
+            if sum(1 for j in self._jobs if j.state == "active") >= self.max_active:
+                return None
+            for job in self._jobs:
+                if job.state == "waiting":
+                    job.state = "active"
+                    return job
+        return None
+
+    def run_next(self, *, progress: Callable[[QueuedDownload, DownloadProgress], None] | None = None,
+                 token: str | None = None, retry: RetryPolicy | None = None) -> QueuedDownload | None:
+        """Run the next job to completion (or failure); None when nothing may start."""
+        job = self.take_next()
+        if job is None:
+            return None
+        report = (lambda p: progress(job, p)) if progress else None
+        try:
+            job.result = download(job.plan, progress=report, cancel=job.cancel, token=token, retry=retry)
+            job.state = "done"
+        except DownloadCancelled as exc:
+            job.state, job.error = "cancelled", exc
+        except CamelidError as exc:
+            job.state, job.error = "failed", exc
+        return job
+
+    def run(self, **kwargs: Any) -> list[QueuedDownload]:
+        """Run every waiting job in order, one after another."""
+        finished = []
+        while (job := self.run_next(**kwargs)) is not None:
+            finished.append(job)
+        return finished
+
+    def _find(self, job_id: int) -> QueuedDownload:
+        for job in self._jobs:
+            if job.id == job_id:
+                return job
+        raise CamelidError(f"No download with id {job_id} in the queue.", "List the queue to see the ids.")
