@@ -21,6 +21,10 @@ COMMAND_MODULES = (
     "app.cli.hw",
     "app.cli.starter",
     "app.cli.settings",
+    "app.cli.search",
+    "app.cli.files",
+    "app.cli.download",
+    "app.cli.models",
     "app.cli.gui",
 )
 

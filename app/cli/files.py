@@ -1,0 +1,63 @@
+"""`camelid files REPO`: the GGUF quants in a repo, their sizes, and whether each fits here."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from app.cli.common import add_json_flag, human_bytes, print_json
+from app.core import hub
+from app.core.errors import CamelidError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("files", help="list the quants of a Hub repo",
+                                   description="List a repo's GGUF files grouped by quant, with sizes, "
+                                               "sha256 and the fit verdict on this machine.")
+    add_json_flag(parser)
+    parser.add_argument("repo", help="owner/name, e.g. bartowski/Qwen_Qwen3-8B-GGUF")
+    parser.add_argument("--mmproj", action="store_true", help="also list vision projector (mmproj) files")
+    parser.add_argument("--no-fit", action="store_true",
+                        help="skip the fit verdict (it reads each file's header over the network)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    files = hub.repo_files(args.repo, include_mmproj=args.mmproj)
+    verdicts: dict[str, Any] = {}
+    if not args.no_fit and files.quants:
+        from app import paths
+        from app.core.downloads import judge_remote_fit
+        from app.core.hardware import detect
+
+        judge = judge_remote_fit(detect(models_dir=paths.models_dir()))
+        for quant in files.quants:
+            if quant.mmproj:
+                continue
+            try:
+                fit = judge(quant)
+                verdicts[quant.name] = fit.verdict if fit else None
+            except CamelidError as exc:
+                verdicts[quant.name] = None
+                verdicts[f"{quant.name}:problem"] = str(exc)
+    if args.json:
+        data = files.to_dict()
+        for q in data["quants"]:
+            q["verdict"] = verdicts.get(q["name"])
+            if f"{q['name']}:problem" in verdicts:
+                q["verdict_problem"] = verdicts[f"{q['name']}:problem"]
+        print_json(data)
+        return 0
+    gated = " (gated: accept the license at " + hub.repo_page(files.repo_id) + ")" if files.gated else ""
+    print(f"{files.repo_id} @ {files.sha[:10]}{gated}")
+    if not files.quants:
+        print("  no GGUF files")
+        return 0
+    width = max(len(q.quant) for q in files.quants)
+    for q in files.quants:
+        shards = f"  {len(q.files)} shards" if q.is_split else ""
+        missing = "" if q.complete else f" (only {len(q.files)} of {q.shard_count} present)"
+        verdict = "" if args.no_fit or q.mmproj else f"  {verdicts.get(q.name) or '?':8}"
+        print(f"  {q.quant:{width}}  {human_bytes(q.total_bytes):>10}{verdict}  {q.first_file}{shards}{missing}")
+    print(f"\nDownload one with `camelid download {files.repo_id}:QUANT`.")
+    return 0

@@ -1,0 +1,55 @@
+"""`camelid models` (the library) and `camelid rm NAME`."""
+
+from __future__ import annotations
+
+import argparse
+
+from app.cli.common import add_json_flag, human_bytes, print_json
+from app.core import library
+
+_WHERE = {"camelid": "", "lmstudio": "  [LM Studio]", "hf-cache": "  [HF cache]"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="list the models on disk",
+                                   description="Models in Camelid's folder, plus GGUFs found in the Hugging "
+                                               "Face cache and LM Studio's folder (read-only).")
+    add_json_flag(parser)
+    parser.add_argument("--source", action="append", choices=library.SOURCES,
+                        help="only these places (repeatable)")
+    parser.set_defaults(run=run_models)
+
+    rm = subparsers.add_parser("rm", help="delete a model from Camelid's folder",
+                               description="Delete a downloaded model (every shard) from Camelid's models folder.")
+    add_json_flag(rm)
+    rm.add_argument("name", help="a name from `camelid models`")
+    rm.set_defaults(run=run_rm)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from app import paths
+    from app.core.hardware import detect
+
+    hardware = detect(models_dir=paths.models_dir())
+    models = library.list_models(hardware=hardware, sources=args.source or library.SOURCES)
+    if args.json:
+        print_json([m.to_dict() for m in models])
+        return 0
+    if not models:
+        print(f"No models yet in {paths.models_dir()}. Find one with `camelid search`.")
+        return 0
+    width = max(len(m.name) for m in models)
+    for m in models:
+        verdict = m.verdict or "?"
+        note = f"  ({m.problem})" if m.problem else ""
+        print(f"{m.name:{width}}  {human_bytes(m.size_bytes):>10}  {verdict:8}{_WHERE.get(m.source, '')}{note}")
+    return 0
+
+
+def run_rm(args: argparse.Namespace) -> int:
+    model = library.delete_model(args.name)
+    if args.json:
+        print_json({"deleted": [str(f) for f in model.files], "bytes": model.size_bytes})
+    else:
+        print(f"Deleted {model.name} ({human_bytes(model.size_bytes)}).")
+    return 0

@@ -1,0 +1,374 @@
+"""The models on disk: Camelid's models folder, plus GGUFs found in the Hugging Face
+cache and in LM Studio's folder (read-only: shown with where they are, never deleted).
+
+Each model carries a summary of its GGUF header and its fit verdict on this
+machine. Reading headers is the slow part, so summaries are cached in
+``paths.cache_dir()/library.json`` keyed by path, size and mtime; a listing
+then costs one ``stat`` per file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app import paths
+from app.core.errors import CamelidError, ModelFileError
+from app.core.hub import parse_quant
+
+SOURCES = ("camelid", "lmstudio", "hf-cache")
+_SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})$")
+_CACHE_VERSION = 1
+_cache_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class LibraryModel:
+    """One model on disk: a GGUF file, or all shards of a split GGUF."""
+
+    name: str  # the file name without .gguf and shard suffix; what `camelid chat NAME` takes
+    path: Path  # the file to open (first shard)
+    files: tuple[Path, ...]
+    size_bytes: int
+    source: str  # camelid | lmstudio | hf-cache
+    repo_id: str | None = None
+    quant: str | None = None
+    shard_count: int = 1
+    #: Header summary (architecture, parameters, context length...), None if unreadable.
+    meta: dict[str, Any] | None = None
+    verdict: str | None = None  # full_gpu | partial | cpu | no_fit
+    problem: str | None = None  # why the header could not be read, or shards are missing
+
+    @property
+    def deletable(self) -> bool:
+        """Only Camelid's own folder is Camelid's to delete."""
+        return self.source == "camelid"
+
+    @property
+    def complete(self) -> bool:
+        return len(self.files) == self.shard_count
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "path": str(self.path), "files": [str(f) for f in self.files],
+            "size_bytes": self.size_bytes, "source": self.source, "repo_id": self.repo_id,
+            "quant": self.quant, "shards": self.shard_count, "complete": self.complete,
+            "deletable": self.deletable, "meta": self.meta, "verdict": self.verdict, "problem": self.problem,
+        }
+
+
+#: Reads a header summary and verdict for one model file: (summary, verdict).
+Describe = Callable[[Path], "tuple[dict[str, Any] | None, str | None]"]
+
+
+# -- where models are --------------------------------------------------------------------
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub"
+
+
+def lmstudio_dirs() -> list[Path]:
+    """LM Studio's models folders (current and older layouts)."""
+    home = Path.home()
+    return [home / ".lmstudio" / "models", home / ".cache" / "lm-studio" / "models"]
+
+
+def _group(files: Iterable[Path]) -> dict[tuple[Path, str], list[tuple[int, int, Path]]]:
+    groups: dict[tuple[Path, str], list[tuple[int, int, Path]]] = {}
+    for f in files:
+        stem = f.name[: -len(".gguf")]
+        shard = _SHARD_RE.search(stem)
+        base = _SHARD_RE.sub("", stem)
+        index, count = (int(shard.group(1)), int(shard.group(2))) if shard else (1, 1)
+        groups.setdefault((f.parent, base), []).append((index, count, f))
+    return groups
+
+
+def _models_from(files: Iterable[Path], source: str, repo_of: Callable[[Path], str | None]) -> list[LibraryModel]:
+    models = []
+    for (_, base), members in _group(files).items():
+        if "mmproj" in base.lower():
+            continue  # vision projectors are attachments, not models
+        members.sort()
+        shard_files = tuple(m[2] for m in members)
+        first = shard_files[0]
+        models.append(LibraryModel(
+            name=base, path=first, files=shard_files,
+            size_bytes=sum(_size(f) for f in shard_files), source=source,
+            repo_id=repo_of(first), quant=parse_quant(first.name), shard_count=max(m[1] for m in members),
+        ))
+    return models
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _scan_camelid() -> list[LibraryModel]:
+    root = paths.models_dir()
+    if not root.is_dir():
+        return []
+    downloads = paths.downloads_dir()
+    files = [f for f in root.rglob("*.gguf")
+             if f.is_file() and downloads not in f.parents and not f.name.startswith(".")]
+
+    def repo_of(f: Path) -> str | None:
+        rel = f.relative_to(root).parts
+        return f"{rel[0]}/{rel[1]}" if len(rel) == 3 else None
+
+    return _models_from(files, "camelid", repo_of)
+
+
+def _scan_lmstudio() -> list[LibraryModel]:
+    models = []
+    for root in lmstudio_dirs():
+        if not root.is_dir():
+            continue
+        files = [f for f in root.rglob("*.gguf") if f.is_file()]
+
+        def repo_of(f: Path, root: Path = root) -> str | None:
+            rel = f.relative_to(root).parts
+            return f"{rel[0]}/{rel[1]}" if len(rel) >= 3 else None
+
+        models.extend(_models_from(files, "lmstudio", repo_of))
+    return models
+
+
+def _scan_hf_cache() -> list[LibraryModel]:
+    cache = hf_cache_dir()
+    if not cache.is_dir():
+        return []
+    from huggingface_hub import scan_cache_dir
+
+    try:
+        info = scan_cache_dir(cache)
+    except Exception:  # a damaged cache must not break the library listing
+        return []
+    models = []
+    for repo in info.repos:
+        if repo.repo_type != "model":
+            continue
+        seen: dict[str, Path] = {}
+        for revision in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
+            for cached in revision.files:
+                if cached.file_name.endswith(".gguf") and cached.file_path.is_file():
+                    seen.setdefault(str(cached.file_path.relative_to(revision.snapshot_path)), cached.file_path)
+        models.extend(_models_from(seen.values(), "hf-cache", lambda _f, r=repo.repo_id: r))
+    return models
+
+
+# -- the metadata cache ------------------------------------------------------------------
+
+
+def _cache_path() -> Path:
+    return paths.cache_dir() / "library.json"
+
+
+def _load_cache() -> dict[str, Any]:
+    try:
+        data = json.loads(_cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data.get("entries", {}) if data.get("version") == _CACHE_VERSION else {}
+
+
+def _save_cache(entries: dict[str, Any]) -> None:
+    target = _cache_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"version": _CACHE_VERSION, "entries": entries}), encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def _key(path: Path) -> str:
+    st = path.stat()
+    return f"{path}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def hardware_key(hardware: Any) -> str:
+    """What a verdict depends on: the memory this machine offers (not its free bytes of the moment)."""
+    if hardware is None:
+        return "none"
+    ram = getattr(getattr(hardware, "ram", None), "total_bytes", None)
+    gpus = [(getattr(g, "name", ""), getattr(g, "vram_total_bytes", None)) for g in getattr(hardware, "gpus", [])]
+    return json.dumps([ram, gpus, bool(getattr(hardware, "unified_memory", False))])
+
+
+def engine_describe(hardware: Any = None) -> Describe:
+    """Header summary and verdict from the fit engine (gguf_meta + memory)."""
+
+    def describe(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+        from app.core.gguf_meta import read_gguf
+        from app.core.memory import plan_memory
+
+        meta = read_gguf(path)
+        summary = summarize_meta(meta)
+        verdict = plan_memory(meta, hardware).verdict if hardware is not None else None
+        return summary, verdict
+
+    return describe
+
+
+def summarize_meta(meta: Any) -> dict[str, Any]:
+    """The few header facts a library listing shows, as plain JSON."""
+    data = meta.to_dict() if hasattr(meta, "to_dict") else dict(vars(meta))
+    keep = ("architecture", "name", "parameters", "n_params", "context_length", "n_ctx_train", "file_type",
+            "quant", "n_layers", "block_count", "n_embd", "n_head", "n_head_kv", "n_vocab", "tensor_bytes",
+            "weights_bytes", "chat_template")
+    summary = {k: data[k] for k in keep if k in data and isinstance(data[k], (str, int, float, bool, type(None)))}
+    if isinstance(summary.get("chat_template"), str):
+        summary["chat_template"] = True  # only whether there is one; templates are long
+    return summary
+
+
+def _describe_all(models: list[LibraryModel], describe: Describe | None, hw_key: str) -> list[LibraryModel]:
+    if describe is None:
+        return models
+    with _cache_lock:
+        cache = _load_cache()
+        fresh: dict[str, Any] = {}
+        changed = False
+        out = []
+        for model in models:
+            try:
+                key = _key(model.path)
+            except OSError:
+                out.append(model)
+                continue
+            entry = cache.get(key) or {}
+            if "meta" not in entry or hw_key not in entry.get("verdicts", {}):
+                try:
+                    summary, verdict = describe(model.path)
+                    entry = {"meta": summary, "problem": None,
+                             "verdicts": {**entry.get("verdicts", {}), hw_key: verdict}}
+                except CamelidError as exc:
+                    entry = {"meta": None, "problem": str(exc), "verdicts": {hw_key: None}}
+                except (OSError, ValueError) as exc:
+                    entry = {"meta": None, "problem": f"Unreadable GGUF header: {exc}", "verdicts": {hw_key: None}}
+                changed = True
+            fresh[key] = entry
+            out.append(LibraryModel(**{**_fields(model), "meta": entry["meta"],
+                                       "verdict": entry["verdicts"].get(hw_key),
+                                       "problem": entry.get("problem") or model.problem}))
+        # Entries of files that are gone are dropped; other processes' entries for live files kept.
+        if changed or set(fresh) != set(cache):
+            _save_cache({**{k: v for k, v in cache.items() if _still_there(k)}, **fresh})
+    return out
+
+
+def _still_there(key: str) -> bool:
+    path = key.split("|", 1)[0]
+    try:
+        return _key(Path(path)) == key
+    except OSError:
+        return False
+
+
+def _fields(model: LibraryModel) -> dict[str, Any]:
+    return {name: getattr(model, name) for name in model.__dataclass_fields__}
+
+
+# -- the public calls --------------------------------------------------------------------
+
+
+def list_models(*, describe: Describe | None = None, hardware: Any = None,
+                sources: Iterable[str] = SOURCES) -> list[LibraryModel]:
+    """Every model on disk, Camelid's own first, each with header summary and fit verdict.
+
+    ``describe`` reads a header (default: the fit engine, judged against
+    ``hardware``); pass ``describe=False``-like ``lambda p: (None, None)`` to skip headers.
+    """
+    wanted = set(sources)
+    models: list[LibraryModel] = []
+    if "camelid" in wanted:
+        models.extend(_scan_camelid())
+    if "lmstudio" in wanted:
+        models.extend(_scan_lmstudio())
+    if "hf-cache" in wanted:
+        models.extend(_scan_hf_cache())
+    for i, model in enumerate(models):
+        if not model.complete:
+            models[i] = LibraryModel(**{**_fields(model), "problem":
+                                        f"{len(model.files)} of {model.shard_count} shards present"})
+    models.sort(key=lambda m: (SOURCES.index(m.source), m.name.lower()))
+    return _describe_all(models, describe if describe is not None else engine_describe(hardware),
+                         hardware_key(hardware))
+
+
+def find_model(name: str, *, models: list[LibraryModel] | None = None) -> Path:
+    """The file to open for a library name, ``repo:quant``, ``owner/repo/file.gguf`` or a path.
+
+    Exact names win over unique partial matches; Camelid's own copy wins over
+    LM Studio's and the HF cache's.
+    """
+    return find_library_model(name, models=models).path
+
+
+def find_library_model(name: str, *, models: list[LibraryModel] | None = None) -> LibraryModel:
+    """Like :func:`find_model`, returning the whole library entry."""
+    candidate = Path(name).expanduser()
+    if candidate.suffix == ".gguf" and candidate.is_file():
+        return LibraryModel(name=_SHARD_RE.sub("", candidate.stem), path=candidate, files=(candidate,),
+                            size_bytes=_size(candidate), source="path")
+    models = models if models is not None else list_models(describe=lambda _p: (None, None))
+    key = name.strip().lower().removesuffix(".gguf")
+    repo, _, quant = key.partition(":")
+
+    def usable(found: list[LibraryModel]) -> list[LibraryModel]:
+        return [m for m in found if m.complete]
+
+    tiers = [
+        [m for m in models if m.name.lower() == key],
+        [m for m in models if quant and (m.repo_id or "").lower() == repo and (m.quant or "").lower() == quant],
+        [m for m in models if m.repo_id and f"{m.repo_id}/{m.path.name}".lower().removesuffix(".gguf") == key],
+        [m for m in models if key in m.name.lower()],
+    ]
+    for tier in tiers:
+        found = usable(tier)
+        if not found:
+            continue
+        best = [m for m in found if m.source == found[0].source]
+        if len(best) == 1 or len({m.name.lower() for m in best}) == 1:
+            return best[0]
+        raise ModelFileError(f"{name!r} matches several models: {', '.join(m.name for m in best[:6])}.",
+                             "Use the full name shown by `camelid models`.")
+    raise ModelFileError(f"No model called {name!r} in the library.",
+                         "See `camelid models`, or fetch one with `camelid download`.")
+
+
+def delete_model(name: str) -> LibraryModel:
+    """Delete a model (every shard) from Camelid's models folder; other folders are read-only."""
+    model = find_library_model(name)
+    if not model.deletable:
+        where = {"lmstudio": "LM Studio's folder", "hf-cache": "the Hugging Face cache",
+                 "path": "a folder outside the library"}.get(model.source, model.source)
+        fix = ("Delete it from LM Studio." if model.source == "lmstudio"
+               else "Remove it with `hf cache delete`." if model.source == "hf-cache"
+               else "Delete the file yourself if you no longer need it.")
+        raise CamelidError(f"{model.name} lives in {where} ({model.path.parent}); Camelid only reads it there.", fix)
+    for f in model.files:
+        f.unlink(missing_ok=True)
+    root = paths.models_dir()
+    folder = model.path.parent
+    while folder != root and root in folder.parents:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+        folder = folder.parent
+    return model
