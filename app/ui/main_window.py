@@ -1,0 +1,320 @@
+"""The main window: navigation (Chat, Models, Hardware), status bar, menus, and `run_app()`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+import psutil
+from PySide6.QtCore import QByteArray, QSettings, QSize, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QStackedWidget,
+    QWidget,
+)
+
+from app import __version__, paths
+from app.core.hardware import HardwareProfile, detect
+from app.ui import text, theme
+from app.ui.hardware_view import HardwareView
+from app.ui.settings_dialog import SettingsDialog
+from app.ui.state import AppState
+from app.ui.workers import run_job
+
+#: How often the status bar re-reads RAM use (psutil: microseconds per read).
+MEMORY_REFRESH_MS = 2000
+
+
+class MainWindow(QMainWindow):
+    """The shell: pages on the right, navigation on the left, status at the bottom."""
+
+    def __init__(self, state: AppState) -> None:
+        super().__init__()
+        self.state = state
+        self.setWindowTitle("Camelid")
+        icon = paths.resources_dir() / "icons" / "camelid.svg"
+        if icon.is_file():
+            self.setWindowIcon(QIcon(str(icon)))
+        self.setMinimumSize(QSize(760, 520))
+        self._process = psutil.Process(os.getpid())
+
+        central = QWidget()
+        layout = QHBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        self.nav = QListWidget()
+        self.nav.setObjectName("NavList")
+        self.nav.setFixedWidth(170)
+        self.stack = QStackedWidget()
+        layout.addWidget(self.nav)
+        layout.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+        self.pages: dict[str, QWidget] = {}
+        self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
+
+        self._build_pages()
+        self._build_status_bar()
+        self._build_menus()
+
+        state.profile_changed.connect(self._profile_changed)
+        state.model_changed.connect(lambda _m: self._refresh_status())
+        state.settings_changed.connect(self._settings_changed)
+        state.status_message.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
+        if state.profile is not None:
+            self._profile_changed(state.profile)
+
+        self._memory_timer = QTimer(self)
+        self._memory_timer.setInterval(MEMORY_REFRESH_MS)
+        self._memory_timer.timeout.connect(self._refresh_status)
+        self._memory_timer.start()
+        self._refresh_status()
+        self._restore_geometry()
+
+    # --- pages ----------------------------------------------------------
+    def _build_pages(self) -> None:
+        for name, factory in self.page_factories():
+            self.add_page(name, factory())
+        self.nav.setCurrentRow(0)
+
+    def page_factories(self) -> list[tuple[str, Callable[[], QWidget]]]:
+        """The pages in navigation order; each view module is imported only here."""
+        factories: list[tuple[str, Callable[[], QWidget]]] = []
+        try:
+            from app.ui.chat_view import ChatView
+        except ImportError:
+            ChatView = None
+        if ChatView is not None:
+            factories.append(("Chat", lambda: ChatView(self.state)))
+        try:
+            from app.ui.models_view import ModelsView
+        except ImportError:
+            ModelsView = None
+        if ModelsView is not None:
+            factories.append(("Models", lambda: ModelsView(self.state)))
+        factories.append(("Hardware", HardwareView))
+        return factories
+
+    def add_page(self, name: str, widget: QWidget) -> None:
+        self.pages[name] = widget
+        self.stack.addWidget(widget)
+        item = QListWidgetItem(name)
+        item.setSizeHint(QSize(150, 38))
+        self.nav.addItem(item)
+
+    def show_page(self, name: str) -> bool:
+        """Switch to the page called `name`; False when it is not in this build."""
+        names = list(self.pages)
+        if name not in names:
+            return False
+        self.nav.setCurrentRow(names.index(name))
+        return True
+
+    def current_page(self) -> str:
+        return list(self.pages)[self.nav.currentRow()]
+
+    # --- status bar -------------------------------------------------------
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.model_label = QLabel("No model loaded")
+        self.backend_label = QLabel("")
+        self.memory_label = QLabel("")
+        bar.addPermanentWidget(self.model_label, 1)
+        bar.addPermanentWidget(self.backend_label)
+        bar.addPermanentWidget(self.memory_label)
+
+    def _refresh_status(self) -> None:
+        model = self.state.model
+        if model:
+            verdict = f" · {model['verdict_text']}" if model.get("verdict_text") else ""
+            self.model_label.setText(f"Model: {model.get('name', '?')}{verdict}")
+        else:
+            self.model_label.setText("No model loaded")
+        self.backend_label.setText(f"Backend: {self.state.backend_label()}")
+        vm = psutil.virtual_memory()
+        rss = self._process.memory_info().rss
+        parts = [f"RAM {text.size(vm.total - vm.available)} / {text.size(vm.total)}",
+                 f"Camelid {text.size(rss)}"]
+        vram = self._vram_text()
+        if vram:
+            parts.append(vram)
+        self.memory_label.setText(" · ".join(parts))
+
+    def _vram_text(self) -> str:
+        # VRAM use comes from the last hardware reading (a fresh NVML query every
+        # two seconds would cost more than the rest of the status bar together).
+        profile = self.state.profile
+        if profile is None or profile.simulated:
+            return ""
+        gpus = [g for g in profile.gpus if g.vram_total_bytes and g.vendor != "apple"]
+        if not gpus:
+            return ""
+        used = sum((g.vram_total_bytes or 0) - (g.vram_free_bytes if g.vram_free_bytes is not None
+                                                 else g.vram_total_bytes or 0) for g in gpus)
+        total = sum(g.vram_total_bytes or 0 for g in gpus)
+        return f"VRAM {text.size(used)} / {text.size(total)}"
+
+    # --- menus --------------------------------------------------------------
+    def _action(self, menu, label: str, slot: Callable[[], object], shortcut=None) -> QAction:
+        action = QAction(label, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(lambda _checked=False: slot())
+        menu.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        menus = self.menuBar()
+        file_menu = menus.addMenu("&File")
+        if "Chat" in self.pages:
+            self._action(file_menu, "&New chat", self._new_chat, "Ctrl+N")
+        self._action(file_menu, "&Settings…", self.open_settings, "Ctrl+,")
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, "Ctrl+Q")
+
+        view_menu = menus.addMenu("&View")
+        for i, name in enumerate(self.pages):
+            self._action(view_menu, name, lambda n=name: self.show_page(n), f"Ctrl+{i + 1}")
+        view_menu.addSeparator()
+        theme_menu = view_menu.addMenu("&Theme")
+        self.theme_actions: dict[str, QAction] = {}
+        for choice, label in (("system", "Follow the system"), ("light", "Light"), ("dark", "Dark")):
+            action = self._action(theme_menu, label, lambda c=choice: self.set_theme(c))
+            action.setCheckable(True)
+            action.setChecked(self.state.settings["theme"] == choice)
+            self.theme_actions[choice] = action
+
+        help_menu = menus.addMenu("&Help")
+        if self._wizard_available():
+            self._action(help_menu, "First-run &wizard…", self.open_wizard)
+        self._action(help_menu, "&About Camelid", self._about)
+
+    def _wizard_available(self) -> bool:
+        try:
+            from app.ui.wizard import FirstRunWizard  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def open_wizard(self) -> None:
+        from app.ui.wizard import FirstRunWizard
+
+        wizard = FirstRunWizard(self.state, self)
+        wizard.open()
+        self._wizard = wizard
+
+    def _new_chat(self) -> None:
+        self.show_page("Chat")
+        page = self.pages.get("Chat")
+        if page is not None and hasattr(page, "new_conversation"):
+            page.new_conversation()
+
+    def open_settings(self) -> SettingsDialog:
+        dialog = SettingsDialog(self.state.settings, self)
+        dialog.saved.connect(self.state.settings_changed.emit)
+        dialog.open()
+        self._settings_dialog = dialog
+        return dialog
+
+    def set_theme(self, choice: str) -> None:
+        self.state.settings.set("theme", choice)
+        try:
+            self.state.settings.save()
+        except OSError as exc:
+            self.statusBar().showMessage(f"The theme could not be saved ({exc.strerror}).", 8000)
+        self.state.settings_changed.emit(["theme"])
+
+    def _settings_changed(self, keys: list[str]) -> None:
+        if "theme" in keys:
+            choice = self.state.settings["theme"]
+            app = QApplication.instance()
+            if isinstance(app, QApplication):
+                theme.apply_theme(app, choice)
+            for key, action in self.theme_actions.items():
+                action.setChecked(key == choice)
+            self.update()
+
+    def _about(self) -> None:
+        QMessageBox.about(self, "About Camelid",
+                          f"<b>Camelid {__version__}</b><br>Runs the best local LLM your machine can hold.<br>"
+                          "llama.cpp through llama-cpp-python; models from the Hugging Face Hub.")
+
+    def _profile_changed(self, profile: HardwareProfile) -> None:
+        hardware = self.pages.get("Hardware")
+        if isinstance(hardware, HardwareView):
+            hardware.set_profile(profile)
+        self._refresh_status()
+
+    # --- window state ---------------------------------------------------------
+    @staticmethod
+    def _window_settings() -> QSettings:
+        # An ini file next to settings.json, so CAMELID_HOME isolates it like everything else.
+        return QSettings(str(paths.config_dir() / "window.ini"), QSettings.Format.IniFormat)
+
+    def _restore_geometry(self) -> None:
+        stored = self._window_settings()
+        geometry = stored.value("geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1180, 760)
+        page = stored.value("page")
+        if isinstance(page, str):
+            self.show_page(page)
+
+    def save_window_state(self) -> None:
+        stored = self._window_settings()
+        stored.setValue("geometry", self.saveGeometry())
+        stored.setValue("page", self.current_page())
+        stored.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.state.demo:
+            self.save_window_state()
+        for page in self.pages.values():
+            if hasattr(page, "shutdown"):
+                page.shutdown()
+        self._memory_timer.stop()
+        super().closeEvent(event)
+
+
+def build_app(argv: list[str] | None = None) -> QApplication:
+    app = QApplication.instance()
+    if not isinstance(app, QApplication):
+        app = QApplication(argv if argv is not None else sys.argv[:1])
+    app.setApplicationName("Camelid")
+    app.setApplicationDisplayName("Camelid")
+    app.setOrganizationName("Camelid")
+    app.setApplicationVersion(__version__)
+    return app
+
+
+def create_window(state: AppState | None = None) -> MainWindow:
+    """A main window over `state` (a fresh AppState on this machine by default), theme applied."""
+    app = build_app()
+    state = state or AppState()
+    theme.apply_theme(app, state.settings["theme"])
+    theme.follow_system(app)
+    window = MainWindow(state)
+    if state.profile is None:
+        # Detection imports llama.cpp and asks the drivers: never on the GUI thread.
+        run_job(lambda: detect(models_dir=paths.models_dir()), result=state.set_profile)
+    return window
+
+
+def run_app() -> int:
+    """Open Camelid and run until the window closes."""
+    paths.ensure_dirs()
+    app = build_app()
+    window = create_window()
+    window.show()
+    if not window.state.settings["first_run_done"] and window._wizard_available():
+        QTimer.singleShot(0, window.open_wizard)
+    return app.exec()

@@ -1,0 +1,62 @@
+"""`camelid gui --screenshot PATH --page NAME`: one page rendered offscreen with demo state.
+
+Demo state is a simulated machine (an RTX 4090 desktop) and, for the chat
+page, a sample conversation in a throwaway store, so screenshots look the same
+on every machine and never touch the user's data.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+PAGES = ("wizard", "chat", "models", "hardware")
+DEMO_PRESET = "rtx-4090"
+SIZE = (1180, 760)
+
+
+def render(path: Path, page: str = "hardware", *, theme_choice: str = "light") -> Path:
+    """Render `page` with demo state and save it as a PNG at `path`."""
+    if page not in PAGES:
+        raise ValueError(f"page must be one of {', '.join(PAGES)}")
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    # Demo data goes to a private folder so the user's chats and settings stay untouched.
+    if not os.environ.get("CAMELID_SCREENSHOT_KEEP_HOME"):
+        os.environ["CAMELID_HOME"] = tempfile.mkdtemp(prefix="camelid-screenshot-")
+
+    from PySide6.QtWidgets import QApplication
+
+    from app.core.settings import Settings
+    from app.core.simulate import preset_profile
+    from app.ui import demo
+    from app.ui.main_window import build_app, create_window
+    from app.ui.state import AppState
+
+    app = build_app()
+    settings = Settings()
+    settings.set("theme", theme_choice)
+    state = AppState(settings, preset_profile(DEMO_PRESET), demo=True)
+    window = create_window(state)
+    window.resize(*SIZE)
+    target = window
+    if page == "wizard":
+        wizard = demo.wizard(window)
+        wizard.resize(900, 680)
+        wizard.show()
+        target = wizard
+    else:
+        demo.prepare(window, page)
+        name = page.capitalize()
+        if not window.show_page(name):
+            raise ValueError(f"The {name} page is not part of this build.")
+        window.show()
+    for _ in range(5):
+        QApplication.processEvents()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not target.grab().save(str(path), "PNG"):
+        raise OSError(f"Could not write {path}")
+    window.close()
+    app.processEvents()
+    return path

@@ -1,0 +1,51 @@
+"""What the whole window shares: settings, the hardware profile, the loaded model.
+
+Views read from it and listen to its signals instead of talking to each
+other. It holds core objects only; the work on them runs through workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from app.core.hardware import HardwareProfile
+from app.core.settings import Settings
+
+
+class AppState(QObject):
+    """Shared state of one window. Lives on the GUI thread."""
+
+    profile_changed = Signal(object)  # HardwareProfile
+    #: The loaded model's description (dict with name, path, verdict...) or None after unload.
+    model_changed = Signal(object)
+    settings_changed = Signal(list)  # keys that changed
+    #: A sentence for the status bar (e.g. "Downloading Qwen2.5-7B: 43%").
+    status_message = Signal(str)
+
+    def __init__(self, settings: Settings | None = None, profile: HardwareProfile | None = None,
+                 *, demo: bool = False) -> None:
+        super().__init__()
+        self.settings = settings or Settings()
+        self.profile = profile
+        self.model: dict[str, Any] | None = None
+        #: Demo state (screenshots): views show sample content and start no I/O.
+        self.demo = demo
+
+    def set_profile(self, profile: HardwareProfile) -> None:
+        self.profile = profile
+        self.profile_changed.emit(profile)
+
+    def set_model(self, model: dict[str, Any] | None) -> None:
+        self.model = model
+        self.model_changed.emit(model)
+
+    def backend_label(self) -> str:
+        """"CUDA", "Metal", "CPU"...: the backend the loaded model (or this build) runs on."""
+        if self.model and self.model.get("backend"):
+            return str(self.model["backend"])
+        if self.profile is None:
+            return "…"
+        gpu = self.profile.backend.gpu_backends
+        return gpu[0] if gpu and self.profile.backend.gpu_offload else "CPU"
