@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "app.cli.files",
     "app.cli.download",
     "app.cli.models",
+    "app.cli.chat",
     "app.cli.gui",
 )
 

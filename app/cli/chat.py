@@ -1,0 +1,290 @@
+"""`camelid chat`: talk to a model in the terminal, or answer one prompt (`--prompt`).
+
+Every conversation is saved in the chat store (the same one the desktop app
+shows). The model runs on an `EngineThread`, so the main thread stays free to
+catch Ctrl-C at once: the first Ctrl-C stops the reply (even during a long
+prompt evaluation), a second one, or one at the prompt, exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app import paths
+from app.cli.common import add_json_flag, print_json
+from app.core.errors import ModelFileError
+
+T = TypeVar("T")
+
+HELP = """Commands:
+  /new            start a new conversation (same system prompt)
+  /system [TEXT]  show or set the system prompt of this conversation
+  /save [FILE]    export this conversation to Markdown (.md) or JSON (.json)
+  /quit           leave (so do Ctrl-D and Ctrl-C at the prompt)
+Ctrl-C while the model writes stops the reply."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "chat", help="chat with a model in the terminal, or answer one --prompt",
+        description="Chat with a local GGUF model. MODEL is a .gguf path, a model in your "
+                    "library, or `starter` (the default).")
+    parser.add_argument("model", nargs="?", default="starter", metavar="MODEL",
+                        help="a .gguf file, a library model name, or `starter`")
+    parser.add_argument("--prompt", metavar="TEXT", help="answer this once and exit")
+    parser.add_argument("--system", metavar="TEXT", help="system prompt")
+    parser.add_argument("--preset", choices=("precise", "balanced", "creative"),
+                        help="sampling preset (default: the sampling_preset setting)")
+    parser.add_argument("--max-tokens", type=int, metavar="N", help="longest reply in tokens")
+    parser.add_argument("--temperature", type=float, metavar="T")
+    parser.add_argument("--top-p", type=float, metavar="P")
+    parser.add_argument("--top-k", type=int, metavar="K")
+    parser.add_argument("--min-p", type=float, metavar="P")
+    parser.add_argument("--repeat-penalty", type=float, metavar="R")
+    parser.add_argument("--seed", type=int, metavar="S", help="fixed seed for repeatable replies")
+    parser.add_argument("--ctx", type=int, metavar="N", help="context window in tokens")
+    parser.add_argument("--resume", type=int, metavar="ID", help="continue a saved conversation")
+    parser.add_argument("--list", action="store_true", help="list saved conversations and exit")
+    add_json_flag(parser)
+    parser.set_defaults(run=run)
+
+
+def resolve_model(name: str) -> Path:
+    """A model argument as a file: `starter`, a path, or a library name."""
+    if name == "starter":
+        installed = paths.starter_model_path()
+        if installed.is_file():
+            return installed
+        bundled = paths.bundled_starter_model()
+        if bundled is not None:
+            return bundled
+        raise ModelFileError(f"The starter model is not installed (expected at {installed}).",
+                             "Run `make run` or `camelid starter --install-from FILE.gguf`.")
+    candidate = Path(name).expanduser()
+    if candidate.exists():
+        return candidate
+    from app.core.library import find_model
+
+    return Path(find_model(name))
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.core.chats import ChatStore
+
+    store = ChatStore()
+    try:
+        if args.list:
+            return list_conversations(store, as_json=args.json)
+        return chat(args, store)
+    finally:
+        store.close()
+
+
+def list_conversations(store: Any, *, as_json: bool) -> int:
+    conversations = store.list_conversations()
+    if as_json:
+        print_json([{"id": c.id, "title": c.title, "model": c.model, "updated_at": c.updated_at}
+                    for c in conversations])
+    elif not conversations:
+        print("No saved conversations yet.")
+    else:
+        for c in conversations:
+            print(f"{c.id:5}  {c.title or 'Untitled'}  ({c.model or 'unknown model'})")
+    return 0
+
+
+def sampling_from_args(args: argparse.Namespace) -> Any:
+    from app.core.sampling import preset
+    from app.core.settings import Settings
+
+    name = args.preset or Settings()["sampling_preset"]
+    return preset(name).with_(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                              min_p=args.min_p, repeat_penalty=args.repeat_penalty,
+                              seed=args.seed, max_tokens=args.max_tokens)
+
+
+def load_params(args: argparse.Namespace, path: Path) -> tuple[Any, list[str]]:
+    from app.core.engine import plan_params
+    from app.core.settings import Settings
+
+    settings = Settings()
+    params, _plan, notices = plan_params(path, n_ctx=args.ctx)
+    if settings["threads"]:
+        params = params.with_(n_threads=settings["threads"])
+    return params, notices
+
+
+def chat(args: argparse.Namespace, store: Any) -> int:
+    from app.core.engine import EngineThread
+
+    sampling = sampling_from_args(args)
+    path = resolve_model(args.model)
+    params, notices = load_params(args, path)
+    if args.resume is not None:
+        conversation = store.conversation(args.resume)
+        if args.system is not None:
+            conversation = store.update_conversation(conversation.id, system_prompt=args.system)
+    else:
+        conversation = store.create_conversation(model=path.name, system_prompt=args.system or "",
+                                                 settings={"sampling": sampling.to_dict()})
+    interactive = args.prompt is None
+    worker = EngineThread()
+    try:
+        progress = _progress_printer(path.name) if interactive and not args.json else None
+        cancel = threading.Event()
+        report = wait(worker.load(path, params, progress=progress, cancel=cancel), worker, cancel)
+        if progress is not None:
+            print(file=sys.stderr)
+        for notice in notices + report.notices:
+            print(f"note: {notice}", file=sys.stderr)
+        if interactive:
+            return interactive_chat(worker, store, conversation, sampling, report)
+        return one_shot(worker, store, conversation.id, args.prompt, sampling, as_json=args.json)
+    finally:
+        worker.close()
+
+
+def one_shot(worker: Any, store: Any, conversation_id: int, prompt: str, sampling: Any, *,
+             as_json: bool) -> int:
+    from app.core.conversation import send_message
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    reply, _message = wait(worker.submit(
+        lambda e: send_message(e, store, conversation_id, prompt, sampling,
+                               on_text=None if as_json else show)), worker)
+    if as_json:
+        s = reply.stats
+        print_json({"reply": reply.text,
+                    "stats": {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
+                              "ttft_s": s.ttft_s, "tokens_per_s": s.tokens_per_s,
+                              "stop_reason": s.stop_reason,
+                              "prompt_tokens_evaluated": s.prompt_tokens_evaluated,
+                              "prompt_tokens_per_s": s.prompt_tokens_per_s, "seed": s.seed},
+                    "notices": reply.notices, "conversation_id": conversation_id})
+    else:
+        print(_ending(reply.stats.stop_reason))
+        for notice in reply.notices:
+            print(f"note: {notice}", file=sys.stderr)
+    return 0
+
+
+def interactive_chat(worker: Any, store: Any, conversation: Any, sampling: Any, report: Any) -> int:
+    from app.core.conversation import send_message
+
+    print(f"Chatting with {Path(report.path).name} (context {report.n_ctx} tokens). "
+          "Type /help for commands; Ctrl-C stops a reply.")
+    if conversation.messages:
+        print(f"(resumed: {conversation.title}, {len(conversation.messages)} messages)")
+    current = conversation
+    while True:
+        try:
+            line = input("\n> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("/"):
+            current, leave = command(text, store, current)
+            if leave:
+                return 0
+            continue
+
+        def show(chunk: str) -> None:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+        conversation_id = current.id
+        reply, _message = wait(worker.submit(
+            lambda e, cid=conversation_id, t=text: send_message(e, store, cid, t, sampling,
+                                                                 on_text=show)), worker)
+        print(_ending(reply.stats.stop_reason))
+        for notice in reply.notices:
+            print(f"note: {notice}", file=sys.stderr)
+
+
+def command(text: str, store: Any, current: Any) -> tuple[Any, bool]:
+    """Run a /command; returns (conversation, leave)."""
+    name, _, rest = text.partition(" ")
+    rest = rest.strip()
+    if name in ("/quit", "/exit", "/q"):
+        return current, True
+    if name == "/help":
+        print(HELP)
+    elif name == "/new":
+        current = store.create_conversation(model=current.model, system_prompt=current.system_prompt,
+                                            settings=current.settings)
+        print(f"New conversation {current.id}.")
+    elif name == "/system":
+        if rest:
+            current = store.update_conversation(current.id, system_prompt=rest)
+            print("System prompt set; it applies from the next reply.")
+        else:
+            current = store.conversation(current.id)
+            print(current.system_prompt or "(no system prompt)")
+    elif name == "/save":
+        target = Path(rest).expanduser() if rest else Path.cwd() / f"camelid-chat-{current.id}.md"
+        print(f"Saved to {store.export(current.id, target)}")
+    else:
+        print(f"Unknown command {name}. " + HELP.splitlines()[0].rstrip(":") + ": /help")
+    return current, False
+
+
+def wait(future: Future[T], worker: Any, cancel: threading.Event | None = None) -> T:
+    """The future's result, with Ctrl-C stopping the engine instead of killing the process.
+
+    The first Ctrl-C calls engine.stop() (llama.cpp aborts within a graph
+    node); a second one raises KeyboardInterrupt and the command exits.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return future.result()
+    presses = 0
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        nonlocal presses
+        presses += 1
+        if presses > 1:
+            raise KeyboardInterrupt
+        worker.stop()
+        if cancel is not None:
+            cancel.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        while True:
+            try:
+                # A short timeout keeps the main thread returning to the
+                # interpreter, where Python runs signal handlers.
+                return future.result(timeout=0.1)
+            except FutureTimeout:
+                continue
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _progress_printer(name: str) -> Any:
+    last = [-1]
+
+    def show(fraction: float) -> None:
+        percent = int(fraction * 100)
+        if percent != last[0]:
+            last[0] = percent
+            print(f"\rLoading {name}… {percent}%", end="", file=sys.stderr, flush=True)
+    return show
+
+
+def _ending(stop_reason: str) -> str:
+    """What to print after a reply: nothing when the model finished by itself."""
+    return {"cancelled": " [stopped]", "length": " [cut: the max-tokens limit was reached]",
+            "context": " [cut: the context window is full]"}.get(stop_reason, "")

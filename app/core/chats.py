@@ -1,0 +1,492 @@
+"""Conversations in SQLite: create, stream replies into, reopen, rename, search, export.
+
+The file is `paths.chats_db_path()` in WAL mode with `synchronous=NORMAL`: a
+committed write survives the process being killed (it sits in the WAL, which
+the OS already holds), and readers never wait for the writer. An assistant
+reply is a row from its first token: `ReplyWriter` rewrites its text at most
+every `flush_interval` seconds while tokens arrive and once more when the
+reply ends, so a crash loses at most the last second of what was shown.
+
+Threads: `ChatStore` keeps one SQLite connection per thread (opened on first
+use in that thread), so the GUI thread can read while the engine's thread
+writes, without a Python lock; SQLite's own locking (with a busy timeout)
+serialises the writers. Objects returned are frozen snapshots, safe to pass
+between threads. Call `close()` once, when no thread is using the store.
+
+Schema changes go in `MIGRATIONS`: entry i moves a file from version i to
+i + 1 (`PRAGMA user_version`); a file from a newer Camelid is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app import paths
+from app.core.errors import ChatStoreError, ConversationNotFoundError
+
+ROLES = ("system", "user", "assistant")
+#: Message states: `streaming` is a reply being written (or one whose writer
+#: died: the text is what had been shown); `stopped` was cut by the user.
+STATES = ("complete", "streaming", "stopped", "error")
+TITLE_LENGTH = 60
+EXPORT_FORMAT = "camelid-conversation"
+
+
+def _migration_1(db: sqlite3.Connection) -> None:
+    # One statement at a time: executescript() would commit the migration's
+    # transaction halfway.
+    for statement in (
+        """CREATE TABLE conversations (
+            id            INTEGER PRIMARY KEY,
+            title         TEXT NOT NULL DEFAULT '',
+            model         TEXT,
+            system_prompt TEXT NOT NULL DEFAULT '',
+            settings      TEXT NOT NULL DEFAULT '{}',
+            created_at    REAL NOT NULL,
+            updated_at    REAL NOT NULL
+        )""",
+        """CREATE TABLE messages (
+            id              INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role            TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+            content         TEXT NOT NULL DEFAULT '',
+            stats           TEXT,
+            state           TEXT NOT NULL DEFAULT 'complete',
+            created_at      REAL NOT NULL,
+            updated_at      REAL NOT NULL
+        )""",
+        "CREATE INDEX messages_by_conversation ON messages(conversation_id, id)",
+        "CREATE INDEX conversations_by_recent ON conversations(updated_at DESC)",
+    ):
+        db.execute(statement)
+
+
+#: MIGRATIONS[i] upgrades a database from user_version i to i + 1.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    state: str = "complete"
+    stats: dict[str, Any] | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "role": self.role, "content": self.content, "state": self.state,
+                "stats": self.stats, "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    title: str
+    model: str | None
+    system_prompt: str
+    settings: dict[str, Any]
+    created_at: float
+    updated_at: float
+    #: Empty when listed; filled by `ChatStore.conversation()`.
+    messages: tuple[Message, ...] = field(default=())
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        """The conversation as the engine takes it: system prompt first, then the turns.
+
+        Replies that ended in an error are left out; stopped and interrupted
+        replies stay, since the user saw them and may refer to them.
+        """
+        out: list[dict[str, str]] = []
+        if self.system_prompt:
+            out.append({"role": "system", "content": self.system_prompt})
+        out.extend({"role": m.role, "content": m.content} for m in self.messages
+                   if m.state != "error" and (m.content or m.role != "assistant"))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": EXPORT_FORMAT, "schema_version": SCHEMA_VERSION, "id": self.id,
+                "title": self.title, "model": self.model, "system_prompt": self.system_prompt,
+                "settings": self.settings, "created_at": self.created_at,
+                "updated_at": self.updated_at, "messages": [m.to_dict() for m in self.messages]}
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    conversation_id: int
+    title: str
+    #: None when the title matched rather than a message.
+    message_id: int | None
+    snippet: str
+    updated_at: float
+
+
+def derive_title(text: str, limit: int = TITLE_LENGTH) -> str:
+    """A title from the first message: one line, cut at a word boundary."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat or "New chat"
+    cut = flat[:limit].rsplit(" ", 1)[0] if " " in flat[:limit] else flat[:limit]
+    return cut.rstrip(" ,.;:") + "…"
+
+
+class ChatStore:
+    """The conversation database. Thread-safe: one SQLite connection per thread."""
+
+    def __init__(self, path: Path | None = None, *, busy_timeout_s: float = 10.0) -> None:
+        self.path = Path(path) if path else paths.chats_db_path()
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._migrate(self._conn())
+
+    # -- connections ---------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            return db
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # check_same_thread=False only so close() may close every thread's
+            # connection; each connection is still used by its own thread only.
+            db = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+        except (sqlite3.Error, OSError) as exc:
+            raise ChatStoreError(f"The conversation database {self.path} could not be opened ({exc}).",
+                                 "Check that the folder is writable and the disk is not full.") from exc
+        db.row_factory = sqlite3.Row
+        self._local.db = db
+        with self._all_lock:
+            self._all.append(db)
+        return db
+
+    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `fn` in one IMMEDIATE transaction (takes the write lock up front, no upgrade deadlock)."""
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+        except sqlite3.Error as exc:
+            raise ChatStoreError(f"The conversation database could not be written ({exc}).",
+                                 "Check free disk space; another program may hold the file.") from exc
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ChatStoreError(
+                    f"The conversation database {self.path} was written by a newer Camelid "
+                    f"(schema {version}, this version knows {SCHEMA_VERSION}).",
+                    "Update Camelid, or move the file away to start with an empty history.")
+            for step in range(version, SCHEMA_VERSION):
+                MIGRATIONS[step](db)
+            if version != SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._write(run)
+
+    def schema_version(self) -> int:
+        return int(self._conn().execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        """Close every thread's connection; call when no thread is using the store."""
+        with self._all_lock:
+            connections, self._all = self._all, []
+        for db in connections:
+            db.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> ChatStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- conversations -------------------------------------------------------
+    def create_conversation(self, *, model: str | None = None, system_prompt: str = "",
+                            settings: dict[str, Any] | None = None, title: str = "") -> Conversation:
+        """A new, empty conversation; its title comes from the first user message unless given."""
+        now = time.time()
+
+        def run(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO conversations (title, model, system_prompt, settings, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (title, model, system_prompt, json.dumps(settings or {}), now, now))
+            return int(cur.lastrowid)
+        return self.conversation(self._write(run), with_messages=False)
+
+    def conversation(self, conversation_id: int, *, with_messages: bool = True) -> Conversation:
+        """One conversation, with its messages in order unless `with_messages` is False."""
+        db = self._conn()
+        row = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        if row is None:
+            raise ConversationNotFoundError(f"There is no conversation {conversation_id}.",
+                                            "List them with `camelid chat --list`.")
+        messages: tuple[Message, ...] = ()
+        if with_messages:
+            rows = db.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id",
+                              (conversation_id,)).fetchall()
+            messages = tuple(_message(r) for r in rows)
+        return _conversation(row, messages)
+
+    def list_conversations(self, *, limit: int | None = None) -> list[Conversation]:
+        """Conversations, most recently active first, without their messages."""
+        sql = "SELECT * FROM conversations ORDER BY updated_at DESC, id DESC"
+        rows = self._conn().execute(sql + (" LIMIT ?" if limit else ""),
+                                    (limit,) if limit else ()).fetchall()
+        return [_conversation(r, ()) for r in rows]
+
+    def update_conversation(self, conversation_id: int, *, model: str | None = None,
+                            system_prompt: str | None = None,
+                            settings: dict[str, Any] | None = None) -> Conversation:
+        """Change the model, system prompt or settings; arguments left as None are kept."""
+        updates: dict[str, Any] = {}
+        if model is not None:
+            updates["model"] = model
+        if system_prompt is not None:
+            updates["system_prompt"] = system_prompt
+        if settings is not None:
+            updates["settings"] = json.dumps(settings)
+        if updates:
+            self._touch(conversation_id, updates)
+        return self.conversation(conversation_id)
+
+    def rename(self, conversation_id: int, title: str) -> Conversation:
+        title = " ".join(title.split())
+        if not title:
+            raise ChatStoreError("A conversation title cannot be empty.", "Type at least one character.")
+        self._touch(conversation_id, {"title": title})
+        return self.conversation(conversation_id, with_messages=False)
+
+    def delete(self, conversation_id: int) -> None:
+        """Delete a conversation and its messages."""
+        def run(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount
+        if not self._write(run):
+            raise ConversationNotFoundError(f"There is no conversation {conversation_id}.")
+
+    def _touch(self, conversation_id: int, updates: dict[str, Any]) -> None:
+        columns = ", ".join(f"{name} = ?" for name in updates)
+
+        def run(db: sqlite3.Connection) -> int:
+            return db.execute(f"UPDATE conversations SET {columns}, updated_at = ? WHERE id = ?",
+                              (*updates.values(), time.time(), conversation_id)).rowcount
+        if not self._write(run):
+            raise ConversationNotFoundError(f"There is no conversation {conversation_id}.")
+
+    # -- messages ------------------------------------------------------------
+    def add_message(self, conversation_id: int, role: str, content: str, *,
+                    stats: dict[str, Any] | None = None, state: str = "complete") -> Message:
+        """Append a message; the first user message also names an untitled conversation."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+        if state not in STATES:
+            raise ValueError(f"state must be one of {STATES}, not {state!r}")
+        now = time.time()
+
+        def run(db: sqlite3.Connection) -> int:
+            conv = db.execute("SELECT title FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            if conv is None:
+                raise ConversationNotFoundError(f"There is no conversation {conversation_id}.")
+            cur = db.execute(
+                "INSERT INTO messages (conversation_id, role, content, stats, state, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, role, content, _dumps(stats), state, now, now))
+            title = conv["title"] or (derive_title(content) if role == "user" else "")
+            db.execute("UPDATE conversations SET title = ?, updated_at = ? WHERE id = ?",
+                       (title, now, conversation_id))
+            return int(cur.lastrowid)
+        message_id = self._write(run)
+        return Message(message_id, conversation_id, role, content, state, stats, now, now)
+
+    def message(self, message_id: int) -> Message:
+        row = self._conn().execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if row is None:
+            raise ChatStoreError(f"There is no message {message_id}.")
+        return _message(row)
+
+    def update_message(self, message_id: int, content: str, *, state: str | None = None,
+                       stats: dict[str, Any] | None = None) -> None:
+        """Rewrite a message's text (and optionally its state and stats)."""
+        now = time.time()
+
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE messages SET content = ?, state = COALESCE(?, state),"
+                       " stats = COALESCE(?, stats), updated_at = ? WHERE id = ?",
+                       (content, state, _dumps(stats), now, message_id))
+            db.execute("UPDATE conversations SET updated_at = ? WHERE id ="
+                       " (SELECT conversation_id FROM messages WHERE id = ?)", (now, message_id))
+        self._write(run)
+
+    def delete_messages_from(self, message_id: int) -> None:
+        """Delete a message and every later one in its conversation (regenerate, edit)."""
+        def run(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is not None:
+                db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?",
+                           (row[0], message_id))
+        self._write(run)
+
+    def begin_reply(self, conversation_id: int, *, flush_interval: float = 1.0) -> ReplyWriter:
+        """Start an assistant message that is saved while it streams."""
+        message = self.add_message(conversation_id, "assistant", "", state="streaming")
+        return ReplyWriter(self, message.id, flush_interval=flush_interval)
+
+    # -- search and export ---------------------------------------------------
+    def search(self, text: str, *, limit: int = 50) -> list[SearchHit]:
+        """Conversations whose title or messages contain `text` (case-insensitive for ASCII)."""
+        needle = text.strip()
+        if not needle:
+            return []
+        pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        db = self._conn()
+        hits: list[SearchHit] = []
+        seen: set[int] = set()
+        for row in db.execute("SELECT id, title, updated_at FROM conversations WHERE title LIKE ? ESCAPE '\\'"
+                              " ORDER BY updated_at DESC LIMIT ?", (pattern, limit)):
+            hits.append(SearchHit(row["id"], row["title"], None, row["title"], row["updated_at"]))
+            seen.add(row["id"])
+        rows = db.execute(
+            "SELECT m.id, m.conversation_id, m.content, c.title, c.updated_at FROM messages m"
+            " JOIN conversations c ON c.id = m.conversation_id WHERE m.content LIKE ? ESCAPE '\\'"
+            " ORDER BY c.updated_at DESC, m.id LIMIT ?", (pattern, limit * 4))
+        for row in rows:
+            if row["conversation_id"] in seen or len(hits) >= limit:
+                continue
+            seen.add(row["conversation_id"])
+            hits.append(SearchHit(row["conversation_id"], row["title"], row["id"],
+                                  _snippet(row["content"], needle), row["updated_at"]))
+        return hits
+
+    def export_json(self, conversation_id: int) -> dict[str, Any]:
+        """The conversation as a JSON-ready dict (format `camelid-conversation`)."""
+        return self.conversation(conversation_id).to_dict()
+
+    def export_markdown(self, conversation_id: int) -> str:
+        """The conversation as a readable Markdown document."""
+        conv = self.conversation(conversation_id)
+        lines = [f"# {conv.title or 'Untitled chat'}", ""]
+        made = time.strftime("%Y-%m-%d %H:%M", time.localtime(conv.created_at))
+        lines += [f"_Model: {conv.model or 'unknown'} · started {made}_", ""]
+        if conv.system_prompt:
+            lines += ["## System", "", conv.system_prompt, ""]
+        for m in conv.messages:
+            heading = m.role.capitalize()
+            if m.state == "stopped":
+                heading += " (stopped)"
+            elif m.state == "streaming":
+                heading += " (interrupted)"
+            lines += [f"## {heading}", "", m.content, ""]
+        return "\n".join(lines).rstrip() + "\n"
+
+    def export(self, conversation_id: int, path: Path) -> Path:
+        """Write Markdown (.md) or JSON (.json, anything else) to `path`."""
+        path = Path(path)
+        if path.suffix.lower() in (".md", ".markdown"):
+            text = self.export_markdown(conversation_id)
+        else:
+            text = json.dumps(self.export_json(conversation_id), indent=2, ensure_ascii=False) + "\n"
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ChatStoreError(f"The conversation could not be written to {path} ({exc}).",
+                                 "Choose a folder you can write to.") from exc
+        return path
+
+
+class ReplyWriter:
+    """An assistant message saved while it streams.
+
+    `append()` is cheap (called per token); the text reaches the database at
+    most every `flush_interval` seconds, and on `flush()` / `finish()`.
+    Use it from one thread (the one generating the reply).
+    """
+
+    def __init__(self, store: ChatStore, message_id: int, *, flush_interval: float = 1.0) -> None:
+        self.store = store
+        self.message_id = message_id
+        self.flush_interval = flush_interval
+        self._parts: list[str] = []
+        self._text = ""
+        self._last_flush = time.monotonic()
+        self._dirty = False
+        self.finished = False
+
+    @property
+    def text(self) -> str:
+        if self._parts:
+            self._text += "".join(self._parts)
+            self._parts.clear()
+        return self._text
+
+    def append(self, chunk: str) -> None:
+        if not chunk:
+            return
+        self._parts.append(chunk)
+        self._dirty = True
+        if time.monotonic() - self._last_flush >= self.flush_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Save the text shown so far."""
+        if self._dirty:
+            self.store.update_message(self.message_id, self.text)
+            self._dirty = False
+        self._last_flush = time.monotonic()
+
+    def finish(self, *, state: str = "complete", stats: dict[str, Any] | None = None) -> Message:
+        """Save the final text with its state (complete, stopped, error) and stats."""
+        if state not in STATES:
+            raise ValueError(f"state must be one of {STATES}, not {state!r}")
+        self.store.update_message(self.message_id, self.text, state=state, stats=stats)
+        self._dirty = False
+        self.finished = True
+        return self.store.message(self.message_id)
+
+
+def _dumps(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _message(row: sqlite3.Row) -> Message:
+    return Message(row["id"], row["conversation_id"], row["role"], row["content"], row["state"],
+                   json.loads(row["stats"]) if row["stats"] else None,
+                   row["created_at"], row["updated_at"])
+
+
+def _conversation(row: sqlite3.Row, messages: Sequence[Message]) -> Conversation:
+    try:
+        settings = json.loads(row["settings"] or "{}")
+    except ValueError:
+        settings = {}
+    return Conversation(row["id"], row["title"], row["model"], row["system_prompt"], settings,
+                        row["created_at"], row["updated_at"], tuple(messages))
+
+
+def _snippet(content: str, needle: str, width: int = 80) -> str:
+    at = content.lower().find(needle.lower())
+    if at < 0:
+        return " ".join(content[:width].split())
+    start = max(0, at - width // 2)
+    text = " ".join(content[start:start + width].split())
+    return ("…" if start else "") + text + ("…" if start + width < len(content) else "")

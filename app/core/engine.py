@@ -1,0 +1,764 @@
+"""The chat engine: one llama.cpp model, loaded per plan, streaming replies, stoppable.
+
+`Engine` wraps llama-cpp-python's `Llama` and adds what a desktop app needs:
+
+- `load()` checks the GGUF header before llama.cpp sees the file, reports
+  progress (and can be cancelled), and when a GPU load fails retries with
+  fewer GPU layers, then on the CPU, saying what it did.
+- `chat()` formats the conversation with the model's own chat template from
+  the GGUF, keeps it inside the context window (`app.core.context_window`),
+  streams text to a callback, and returns the reply with llama.cpp's own
+  performance counters.
+- `stop()` (any thread) ends a reply within one llama.cpp graph node: it sets
+  a flag that llama.cpp's abort callback reads, so even a long prompt
+  evaluation stops; the model stays loaded and usable.
+
+Threads (house rule 4): the thread that calls `load()` owns the model; `chat()`,
+`count_tokens()` and `unload()` must come from that thread (checked). Only
+`stop()` may be called from anywhere. `EngineThread` is an owner thread with a
+request queue for callers (the GUI) that hop between threads.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import ctypes.util
+import gc
+import queue
+import random
+import re
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app.core.context_window import WindowFit, fit_to_window, reply_reserve
+from app.core.errors import (
+    ChatTemplateError,
+    GenerationError,
+    ModelFileError,
+    ModelLoadError,
+    UsageError,
+)
+from app.core.hardware import BackendInfo, CpuInfo
+from app.core.sampling import SamplingSettings
+
+T = TypeVar("T")
+Progress = Callable[[float], None]
+OnText = Callable[[str], None]
+
+GGUF_MAGIC = b"GGUF"
+GGUF_VERSIONS = (2, 3)
+#: Magic numbers of the pre-GGUF formats (ggml, ggmf, ggjt), as bytes on disk.
+LEGACY_MAGICS = (b"lmgg", b"fmgg", b"tjgg", b"ggml", b"ggmf", b"ggjt")
+#: Cache types llama.cpp accepts for K and V (ggml type ids).
+CACHE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
+               "iq4_nl": 20, "bf16": 30}
+#: Used when a GGUF carries no chat template (rare: very old conversions).
+FALLBACK_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
+                     "message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+                     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+STOP_REASONS = ("stop", "length", "context", "cancelled")
+
+
+# --------------------------------------------------------------------------
+# Load parameters
+# --------------------------------------------------------------------------
+def default_threads(cpu: CpuInfo | None = None) -> int:
+    """Generation threads: Apple performance cores, else physical cores.
+
+    llama.cpp's token generation is memory-bound; hyper-threads and
+    efficiency cores add contention, not speed.
+    """
+    if cpu is None:
+        from app.core.probes import probe_cpu
+
+        cpu = probe_cpu()
+    return max(1, cpu.performance_cores or cpu.cores_physical or 1)
+
+
+@dataclass(frozen=True)
+class LoadParams:
+    """How llama.cpp loads a model: the knobs a `MemoryPlan` decides."""
+
+    n_ctx: int = 4096
+    #: Layers offloaded to the GPU; -1 means all, 0 the CPU only.
+    n_gpu_layers: int = 0
+    flash_attn: bool = False
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    n_batch: int = 512
+    n_ubatch: int = 512
+    #: None: `default_threads()` (physical cores; Apple performance cores).
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+    use_mmap: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("cache_type_k", "cache_type_v"):
+            if getattr(self, name) not in CACHE_TYPES:
+                raise UsageError(f"Unknown KV cache type {getattr(self, name)!r}.",
+                                 f"Use one of {', '.join(CACHE_TYPES)}.")
+        if self.cache_type_v not in ("f16", "f32", "bf16") and not self.flash_attn:
+            raise UsageError(f"A {self.cache_type_v} V cache needs flash attention.",
+                             "Turn flash attention on, or keep the V cache at f16.")
+        if self.n_ctx < 16:
+            raise UsageError(f"A context of {self.n_ctx} tokens is too small to chat.",
+                             "Use at least 256 tokens.")
+
+    @classmethod
+    def from_plan(cls, plan: Any, *, n_threads: int | None = None) -> LoadParams:
+        """Parameters from a `memory.MemoryPlan` (read by attribute name, so any
+        object exposing n_ctx, n_gpu_layers, flash_attn, cache_type_k/v,
+        n_batch, n_ubatch works)."""
+        base = cls()
+
+        def pick(name: str) -> Any:
+            value = getattr(plan, name, None)
+            return getattr(base, name) if value is None else value
+
+        return cls(n_ctx=int(pick("n_ctx")), n_gpu_layers=int(pick("n_gpu_layers")),
+                   flash_attn=bool(pick("flash_attn")), cache_type_k=str(pick("cache_type_k")),
+                   cache_type_v=str(pick("cache_type_v")), n_batch=int(pick("n_batch")),
+                   n_ubatch=int(pick("n_ubatch")), n_threads=n_threads)
+
+    def with_(self, **changes: Any) -> LoadParams:
+        return replace(self, **changes)
+
+    def llama_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `llama_cpp.Llama`."""
+        threads = self.n_threads or default_threads()
+        return {
+            "n_ctx": self.n_ctx,
+            "n_gpu_layers": self.n_gpu_layers,
+            "flash_attn": self.flash_attn,
+            "type_k": CACHE_TYPES[self.cache_type_k],
+            "type_v": CACHE_TYPES[self.cache_type_v],
+            "n_batch": self.n_batch,
+            "n_ubatch": min(self.n_ubatch, self.n_batch),
+            "n_threads": threads,
+            "n_threads_batch": self.n_threads_batch or threads,
+            "use_mmap": self.use_mmap,
+            "verbose": False,
+        }
+
+
+def backend_info() -> BackendInfo:
+    """What the installed llama.cpp was built with (CPU / CUDA / Metal / Vulkan...)."""
+    from app.core.probes import probe_backend
+
+    return probe_backend()
+
+
+# --------------------------------------------------------------------------
+# GGUF header check: llama.cpp must never be the first to read a bad file
+# --------------------------------------------------------------------------
+_SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+
+
+def check_gguf(path: Path) -> None:
+    """Raise ModelFileError with a sentence unless `path` starts like a GGUF llama.cpp can read."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"The model file {path} does not exist.",
+                             "Check the path, or download the model again.")
+    if not path.is_file():
+        raise ModelFileError(f"{path} is a folder, not a model file.", "Choose the .gguf file inside it.")
+    try:
+        with path.open("rb") as f:
+            head = f.read(24)
+    except OSError as exc:
+        raise ModelFileError(f"The model file {path} could not be read ({exc.strerror or exc}).",
+                             "Check its permissions and that the disk is attached.") from exc
+    name = path.name
+    if head[:4] in LEGACY_MAGICS:
+        raise ModelFileError(f"{name} is in the old GGML format, which llama.cpp no longer reads.",
+                             "Download the GGUF version of this model.")
+    if len(head) < 24 or head[:4] != GGUF_MAGIC:
+        raise ModelFileError(f"{name} is not a GGUF model file (it does not start with the GGUF "
+                             "signature), or it is damaged.",
+                             "Download the model again; only .gguf files can be loaded.")
+    version = struct.unpack_from("<I", head, 4)[0]
+    if version not in GGUF_VERSIONS:
+        if struct.unpack_from(">I", head, 4)[0] in GGUF_VERSIONS:
+            raise ModelFileError(f"{name} is a big-endian GGUF, made for other processors.",
+                                 "Download the ordinary (little-endian) file of this model.")
+        raise ModelFileError(f"{name} is GGUF version {version}, which this llama.cpp does not read.",
+                             "Download a current conversion of the model, or update Camelid.")
+    n_tensors, n_kv = struct.unpack_from("<QQ", head, 8)
+    if n_tensors == 0 or n_tensors > 1_000_000 or n_kv > 1_000_000:
+        raise ModelFileError(f"The header of {name} is damaged ({n_tensors} tensors, {n_kv} keys).",
+                             "Download the model again.")
+    shard = _SHARD.search(name)
+    if shard and int(shard.group(1)) != 1:
+        raise ModelFileError(f"{name} is part {int(shard.group(1))} of a model split in "
+                             f"{int(shard.group(2))} files.",
+                             "Load the first part (-00001-of-...); llama.cpp finds the others.")
+
+
+# --------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------
+@dataclass
+class LoadReport:
+    """What `Engine.load()` did."""
+
+    path: str
+    params: LoadParams
+    seconds: float
+    n_ctx: int
+    n_ctx_train: int
+    #: Sentences for the user (retries, template fallbacks).
+    notices: list[str] = field(default_factory=list)
+    #: One line per load attempt: "n_gpu_layers=33: out of memory".
+    attempts: list[str] = field(default_factory=list)
+    chat_template: str = "gguf"
+    #: Planned vs llama.cpp's reported buffers, when a plan and the log were available.
+    buffers: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["params"] = asdict(self.params)
+        return data
+
+
+@dataclass
+class ReplyStats:
+    """Per-reply numbers; speeds come from llama.cpp's perf counters."""
+
+    prompt_tokens: int = 0
+    #: Prompt tokens actually evaluated (the rest came from the KV cache).
+    prompt_tokens_evaluated: int = 0
+    completion_tokens: int = 0
+    ttft_s: float | None = None
+    tokens_per_s: float | None = None
+    prompt_tokens_per_s: float | None = None
+    total_s: float = 0.0
+    stop_reason: str = "stop"
+    seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Reply:
+    text: str
+    stats: ReplyStats
+    #: Sentences for the user: trimmed history, folded system prompt.
+    notices: list[str] = field(default_factory=list)
+    window: WindowFit | None = None
+
+
+# --------------------------------------------------------------------------
+# The engine
+# --------------------------------------------------------------------------
+LlamaLoader = Callable[[str, dict[str, Any], Callable[[float], bool]], Any]
+
+
+class Engine:
+    """One loaded llama.cpp model, owned by the thread that loaded it."""
+
+    def __init__(self, *, loader: LlamaLoader | None = None) -> None:
+        self._loader = loader or _load_llama
+        self._llm: Any = None
+        self._owner: int | None = None
+        self.report: LoadReport | None = None
+        self.model_path: Path | None = None
+        # Stop: an Event for the Python loop and a C byte for llama.cpp's abort callback.
+        self._stop = threading.Event()
+        self._abort_flag = ctypes.create_string_buffer(2)
+        self._abort_cb: Any = None
+        self._formatter: Any = None
+        self._fold_system = False
+        self._fold_noticed = False
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._vocab: Any = None
+
+    # -- state --------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._llm is not None
+
+    @property
+    def n_ctx(self) -> int:
+        self._require_model()
+        return int(self._llm.n_ctx())
+
+    def _check_owner(self) -> None:
+        if self._owner is not None and self._owner != threading.get_ident():
+            raise RuntimeError("The engine's model is owned by another thread; call it from the "
+                               "thread that loaded it (or use EngineThread).")
+
+    def _require_model(self) -> None:
+        if self._llm is None:
+            raise ModelLoadError("No model is loaded.", "Load a model first.")
+
+    # -- load / unload -------------------------------------------------------
+    def load(self, path: Path | str, params: LoadParams | None = None, *,
+             progress: Progress | None = None, cancel: threading.Event | None = None) -> LoadReport:
+        """Load `path` (unloading any current model). Without `params`, plan them from the header.
+
+        Raises ModelFileError for a bad file, ModelLoadError when llama.cpp
+        refuses it, and ModelLoadError with code "cancelled" if `cancel` is set.
+        """
+        path = Path(path)
+        check_gguf(path)
+        if self._llm is not None:
+            self._check_owner()
+            self.unload()
+        notices: list[str] = []
+        plan = None
+        if params is None:
+            params, plan, plan_notices = plan_params(path)
+            notices += plan_notices
+        started = time.perf_counter()
+        attempts: list[str] = []
+        llm = None
+        tried: list[int] = []
+        for layers in _layer_schedule(params.n_gpu_layers):
+            tried.append(layers)
+            attempt = params.with_(n_gpu_layers=layers)
+            try:
+                llm = self._loader(str(path), attempt.llama_kwargs(),
+                                   _progress_callback(progress, cancel))
+            except (ValueError, RuntimeError, OSError) as exc:
+                if cancel is not None and cancel.is_set():
+                    raise ModelLoadError(f"Loading {path.name} was cancelled.") from exc
+                attempts.append(f"n_gpu_layers={layers}: {exc}")
+                continue
+            params = attempt
+            break
+        if llm is None:
+            raise _load_failure(path, tried)
+        if len(tried) > 1:
+            where = "on the CPU only" if params.n_gpu_layers == 0 else \
+                f"with {params.n_gpu_layers} layers on the GPU"
+            notices.append(f"Loading {path.name} with {_layers_text(tried[0])} on the GPU failed "
+                           f"(most likely not enough free GPU memory); it was loaded {where} "
+                           "instead, so replies will be slower.")
+        self._owner = threading.get_ident()
+        self._llm = llm
+        self.model_path = path
+        self._install_abort_callback()
+        template_source = self._setup_template(notices)
+        n_ctx_train = int(_call(llm, "n_ctx_train", default=0))
+        self.report = LoadReport(
+            path=str(path), params=params, seconds=time.perf_counter() - started,
+            n_ctx=int(llm.n_ctx()), n_ctx_train=n_ctx_train, notices=notices,
+            attempts=attempts, chat_template=template_source,
+            buffers=_compare_buffers(plan))
+        if progress is not None:
+            progress(1.0)
+        return self.report
+
+    def unload(self) -> None:
+        """Free the model and its context (RAM and VRAM)."""
+        if self._llm is None:
+            return
+        self._check_owner()
+        llm, self._llm = self._llm, None
+        self._formatter = None
+        self._vocab = None
+        close = getattr(llm, "close", None)
+        if close is not None:
+            close()
+        del llm
+        self._abort_cb = None
+        self._owner = None
+        self.report = None
+        self.model_path = None
+        gc.collect()
+
+    # -- stop ----------------------------------------------------------------
+    def stop(self) -> None:
+        """End the current reply as soon as possible. Safe from any thread."""
+        self._stop.set()
+        self._abort_flag[0] = b"\x01"
+
+    def _install_abort_callback(self) -> None:
+        import llama_cpp
+
+        ctx = getattr(self._llm, "ctx", None)
+        if ctx is None:
+            return
+        # llama.cpp polls the abort callback before every graph node from a
+        # compute thread. A Python callback would need the GIL there, hundreds
+        # of times per token, and would wait whenever the GUI thread holds it.
+        # libc's strlen on a 2-byte buffer [flag, 0] returns 0 or 1 without
+        # Python: exactly "is the flag set" in the callback's calling convention.
+        strlen = _libc_strlen()
+        if strlen is not None:
+            self._abort_cb = ctypes.cast(strlen, llama_cpp.ggml_abort_callback)
+            data = ctypes.cast(self._abort_flag, ctypes.c_void_p)
+        else:
+            flag = self._abort_flag
+
+            def aborted(_data: Any) -> bool:
+                return flag[0] != b"\x00"
+
+            self._abort_cb = llama_cpp.ggml_abort_callback(aborted)
+            data = ctypes.c_void_p(0)
+        llama_cpp.llama_set_abort_callback(ctx, self._abort_cb, data)
+
+    # -- chat template -------------------------------------------------------
+    def _setup_template(self, notices: list[str]) -> str:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llm = self._llm
+        metadata = getattr(llm, "metadata", {}) or {}
+        template = metadata.get("tokenizer.chat_template")
+        source = "gguf"
+        if not template:
+            template, source = FALLBACK_TEMPLATE, "chatml (fallback)"
+            notices.append("This model has no chat template in its file; Camelid uses the common "
+                           "ChatML format, which may suit it poorly.")
+        eos, bos = llm.token_eos(), llm.token_bos()
+        self._formatter = Jinja2ChatFormatter(
+            template=template, eos_token=self._token_text(eos), bos_token=self._token_text(bos),
+            stop_token_ids=[eos])
+        self._fold_system = False
+        self._fold_noticed = False
+        import llama_cpp
+
+        self._vocab = llama_cpp.llama_model_get_vocab(llm.model) if hasattr(llm, "model") else None
+        return source
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self._llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
+
+    def render(self, messages: Sequence[dict[str, str]]) -> str:
+        """The prompt text for `messages` with the model's template (system folded if it must be)."""
+        self._require_model()
+        msgs = [dict(m) for m in messages]
+        if self._fold_system:
+            msgs = _fold_system(msgs)
+        try:
+            return self._formatter(messages=msgs).prompt
+        except Exception as exc:  # jinja2 and the template's raise_exception use many types
+            if self._fold_system or not msgs or msgs[0]["role"] != "system":
+                raise ChatTemplateError(f"The model's chat template rejected the conversation ({exc}).",
+                                        "Start a new chat; if it persists, try another model.") from exc
+        # The template refused the system role (Gemma, Mistral and others): put
+        # the system prompt at the start of the first user turn from now on.
+        try:
+            prompt = self._formatter(messages=_fold_system(msgs)).prompt
+        except Exception as exc:
+            raise ChatTemplateError(f"The model's chat template rejected the conversation ({exc}).",
+                                    "Start a new chat; if it persists, try another model.") from exc
+        self._fold_system = True
+        return prompt
+
+    def tokenize_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        prompt = self.render(messages)
+        # The template writes BOS itself where the model wants it.
+        return self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+    def count_tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        """Tokens the conversation takes as a prompt, template included."""
+        self._check_owner()
+        return len(self.tokenize_prompt(messages))
+
+    def _cut_head(self, text: str, n: int) -> str:
+        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        return self._llm.detokenize(tokens[n:]).decode("utf-8", errors="ignore")
+
+    # -- chat ----------------------------------------------------------------
+    def chat(self, messages: Sequence[dict[str, str]], sampling: SamplingSettings | None = None, *,
+             on_text: OnText | None = None) -> Reply:
+        """Answer the conversation `messages` ({"role", "content"} dicts, oldest first).
+
+        Text is passed to `on_text` as it is generated (on this thread).
+        `stop()` ends the reply early (stop_reason "cancelled"). Too long a
+        conversation is trimmed per `context_window` and the reply says so in
+        `notices`.
+        """
+        import llama_cpp
+
+        self._require_model()
+        self._check_owner()
+        sampling = sampling or SamplingSettings()
+        started = time.perf_counter()
+        self._stop.clear()
+        self._abort_flag[0] = b"\x00"
+        llm = self._llm
+        n_ctx = int(llm.n_ctx())
+        if not messages or messages[-1]["role"] != "user":
+            raise UsageError("A reply needs a conversation that ends with a user message.")
+        was_folded = self._fold_system
+        window = fit_to_window(messages, budget=n_ctx - reply_reserve(n_ctx, sampling.max_tokens),
+                               count=lambda m: len(self.tokenize_prompt(m)), cut_head=self._cut_head)
+        notices = window.notices()
+        if self._fold_system and not was_folded and not self._fold_noticed:
+            self._fold_noticed = True
+            notices.append("This model's chat template has no system role, so the system prompt "
+                           "is sent at the start of the first user message.")
+        tokens = self.tokenize_prompt(window.messages)
+        seed = sampling.seed if sampling.seed is not None else random.randrange(2**31 - 1)
+        llm.set_seed(seed)
+        stats = ReplyStats(prompt_tokens=len(tokens), seed=seed)
+        # An aborted decode leaves its tokens queued in the perf counters until
+        # the next sync; sync first so they are not billed to this reply.
+        llama_cpp.llama_synchronize(llm.ctx)
+        llama_cpp.llama_perf_context_reset(llm.ctx)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        parts: list[str] = []
+        max_tokens = sampling.max_tokens
+        generated = 0
+        reason = "stop"
+        generator = llm.generate(tokens, top_k=sampling.top_k, top_p=sampling.top_p,
+                                 min_p=sampling.min_p, temp=sampling.temperature,
+                                 repeat_penalty=sampling.repeat_penalty, reset=True)
+        try:
+            if self._stop.is_set():
+                raise _Stopped
+            for token in generator:
+                if self._is_eog(token):
+                    break
+                generated += 1
+                text = decoder.decode(self._piece(token))
+                if text:
+                    if stats.ttft_s is None:
+                        stats.ttft_s = time.perf_counter() - started
+                    parts.append(text)
+                    if on_text is not None:
+                        on_text(text)
+                if self._stop.is_set():
+                    reason = "cancelled"
+                    break
+                if max_tokens is not None and generated >= max_tokens:
+                    reason = "length"
+                    break
+                if llm.n_tokens >= n_ctx:
+                    reason = "context"
+                    break
+        except _Stopped:
+            reason = "cancelled"
+        except RuntimeError as exc:
+            # llama_decode returns 2 when the abort callback fired.
+            if not self._stop.is_set():
+                raise GenerationError(f"llama.cpp failed while writing the reply ({exc}).",
+                                      "Try again; if it repeats, reload the model.") from exc
+            reason = "cancelled"
+        finally:
+            generator.close()
+            self._abort_flag[0] = b"\x00"
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            parts.append(tail)
+            if on_text is not None:
+                on_text(tail)
+        llama_cpp.llama_synchronize(llm.ctx)
+        perf = llama_cpp.llama_perf_context(llm.ctx)
+        stats.completion_tokens = generated
+        stats.stop_reason = reason
+        stats.prompt_tokens_evaluated = int(perf.n_p_eval)
+        if perf.n_eval > 0 and perf.t_eval_ms > 0:
+            stats.tokens_per_s = perf.n_eval / (perf.t_eval_ms / 1000)
+        if perf.n_p_eval > 0 and perf.t_p_eval_ms > 0:
+            stats.prompt_tokens_per_s = perf.n_p_eval / (perf.t_p_eval_ms / 1000)
+        stats.total_s = time.perf_counter() - started
+        return Reply(text="".join(parts), stats=stats, notices=notices, window=window)
+
+    def _is_eog(self, token: int) -> bool:
+        import llama_cpp
+
+        if self._vocab is not None:
+            return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return token == self._llm.token_eos()
+
+    def _piece(self, token: int) -> bytes:
+        import llama_cpp
+
+        if self._vocab is None:
+            return self._llm.detokenize([token])
+        buf = self._piece_buf
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:  # the piece is longer than the buffer: grow it once
+            self._piece_buf = buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+
+class _Stopped(Exception):
+    """Stop arrived before generation began."""
+
+
+# --------------------------------------------------------------------------
+# An owner thread for callers that hop threads (the GUI)
+# --------------------------------------------------------------------------
+class EngineThread:
+    """A thread that owns an `Engine`; every call runs there, in order.
+
+    Methods return `concurrent.futures.Future`s. Callbacks (`progress`,
+    `on_text`) run on the engine thread: a GUI forwards them with a signal.
+    `stop()` acts at once, from any thread.
+    """
+
+    def __init__(self, engine: Engine | None = None, *, name: str = "camelid-engine") -> None:
+        self.engine = engine or Engine()
+        self._queue: queue.Queue[tuple[Callable[[Engine], Any], Future[Any]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(self.engine))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def submit(self, fn: Callable[[Engine], T]) -> Future[T]:
+        """Run `fn(engine)` on the engine thread."""
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        return future
+
+    def load(self, path: Path | str, params: LoadParams | None = None, *,
+             progress: Progress | None = None, cancel: threading.Event | None = None) -> Future[LoadReport]:
+        return self.submit(lambda e: e.load(path, params, progress=progress, cancel=cancel))
+
+    def chat(self, messages: Sequence[dict[str, str]], sampling: SamplingSettings | None = None, *,
+             on_text: OnText | None = None) -> Future[Reply]:
+        messages = [dict(m) for m in messages]
+        return self.submit(lambda e: e.chat(messages, sampling, on_text=on_text))
+
+    def unload(self) -> Future[None]:
+        return self.submit(lambda e: e.unload())
+
+    def stop(self) -> None:
+        self.engine.stop()
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Stop any reply, unload the model and end the thread."""
+        self.engine.stop()
+        self.unload()
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+def plan_params(path: Path, *, n_ctx: int | None = None) -> tuple[LoadParams, Any, list[str]]:
+    """LoadParams for `path` on this machine: header -> MemoryPlan -> LoadParams.
+
+    Returns (params, plan or None, notices).
+    """
+    params = LoadParams()
+    return (params.with_(n_ctx=n_ctx) if n_ctx else params), None, []
+
+
+def _compare_buffers(plan: Any) -> dict[str, Any] | None:
+    return None
+
+
+def _layer_schedule(n_gpu_layers: int) -> list[int]:
+    """GPU layer counts to try: as planned, half, then the CPU only."""
+    if n_gpu_layers == 0:
+        return [0]
+    if n_gpu_layers < 0:
+        return [n_gpu_layers, 0]
+    return list(dict.fromkeys([n_gpu_layers, n_gpu_layers // 2, 0]))
+
+
+def _layers_text(layers: int) -> str:
+    return "all layers" if layers < 0 else f"{layers} layers"
+
+
+def _load_failure(path: Path, tried: list[int]) -> ModelLoadError:
+    if tried == [0]:
+        return ModelLoadError(
+            f"llama.cpp could not load {path.name}: it may need more memory than is free, or use a "
+            "model architecture this version of llama.cpp does not know.",
+            "Close other programs, or choose a smaller quantization or a different model.")
+    return ModelLoadError(
+        f"llama.cpp could not load {path.name}, neither on the GPU ({_layers_text(tried[0])}) nor "
+        "on the CPU: it may need more memory than is free, or use an architecture this version "
+        "of llama.cpp does not know.",
+        "Close other programs, or choose a smaller quantization or a different model.")
+
+
+def _progress_callback(progress: Progress | None,
+                       cancel: threading.Event | None) -> Callable[[float], bool]:
+    def report(fraction: float) -> bool:
+        if cancel is not None and cancel.is_set():
+            return False  # llama.cpp stops loading and returns no model
+        if progress is not None:
+            try:
+                progress(min(max(float(fraction), 0.0), 1.0))
+            except Exception:
+                # An exception cannot cross the C callback; losing one progress
+                # update is better than aborting the load.
+                return True
+        return True
+    return report
+
+
+def _load_llama(path: str, kwargs: dict[str, Any], progress: Callable[[float], bool]) -> Any:
+    """Build `llama_cpp.Llama` with a load-progress callback.
+
+    Llama() offers no progress argument; it fills `self.model_params` from
+    llama_model_default_params() and passes that struct to llama.cpp. A
+    subclass sets the callback on that struct as it is assigned, so nothing
+    global is patched.
+    """
+    import llama_cpp
+    from llama_cpp import Llama
+
+    c_progress = llama_cpp.llama_progress_callback(lambda fraction, _data: progress(fraction))
+
+    class _LlamaWithProgress(Llama):
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name == "model_params":
+                value.progress_callback = c_progress
+            object.__setattr__(self, name, value)
+
+    llm = _LlamaWithProgress(model_path=path, **kwargs)
+    llm._camelid_progress = c_progress  # keep the C callback alive as long as the model
+    return llm
+
+
+def _libc_strlen() -> Any:
+    try:
+        if sys.platform == "win32":
+            return ctypes.cdll.msvcrt.strlen
+        name = ctypes.util.find_library("c")
+        return ctypes.CDLL(name).strlen if name else ctypes.CDLL(None).strlen
+    except (OSError, AttributeError):
+        return None
+
+
+def _fold_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0]["content"], [dict(m) for m in messages[1:]]
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = f"{system}\n\n{m['content']}" if system else m["content"]
+            return rest
+    return [{"role": "user", "content": system}, *rest]
+
+
+def _call(obj: Any, name: str, *, default: Any) -> Any:
+    fn = getattr(obj, name, None)
+    if fn is None:
+        fn = getattr(getattr(obj, "_model", None), name, None)
+    try:
+        return fn() if fn is not None else default
+    except Exception:
+        return default
