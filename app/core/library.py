@@ -238,9 +238,7 @@ def summarize_meta(meta: Any) -> dict[str, Any]:
     return summary
 
 
-def _describe_all(models: list[LibraryModel], describe: Describe | None, hw_key: str) -> list[LibraryModel]:
-    if describe is None:
-        return models
+def _describe_all(models: list[LibraryModel], describe: Describe, hw_key: str) -> list[LibraryModel]:
     with _cache_lock:
         cache = _load_cache()
         fresh: dict[str, Any] = {}
@@ -288,13 +286,8 @@ def _fields(model: LibraryModel) -> dict[str, Any]:
 # -- the public calls --------------------------------------------------------------------
 
 
-def list_models(*, describe: Describe | None = None, hardware: Any = None,
-                sources: Iterable[str] = SOURCES) -> list[LibraryModel]:
-    """Every model on disk, Camelid's own first, each with header summary and fit verdict.
-
-    ``describe`` reads a header (default: the fit engine, judged against
-    ``hardware``); pass ``describe=False``-like ``lambda p: (None, None)`` to skip headers.
-    """
+def scan_models(sources: Iterable[str] = SOURCES) -> list[LibraryModel]:
+    """Every model on disk without reading headers (instant), Camelid's own first."""
     wanted = set(sources)
     models: list[LibraryModel] = []
     if "camelid" in wanted:
@@ -308,7 +301,17 @@ def list_models(*, describe: Describe | None = None, hardware: Any = None,
             models[i] = LibraryModel(**{**_fields(model), "problem":
                                         f"{len(model.files)} of {model.shard_count} shards present"})
     models.sort(key=lambda m: (SOURCES.index(m.source), m.name.lower()))
-    return _describe_all(models, describe if describe is not None else engine_describe(hardware),
+    return models
+
+
+def list_models(*, describe: Describe | None = None, hardware: Any = None,
+                sources: Iterable[str] = SOURCES) -> list[LibraryModel]:
+    """Every model on disk, each with its header summary and its fit verdict on ``hardware``.
+
+    ``describe`` reads one header (default: the fit engine); results are cached
+    by path, size and mtime (and, for verdicts, by the machine's memory).
+    """
+    return _describe_all(scan_models(sources), describe if describe is not None else engine_describe(hardware),
                          hardware_key(hardware))
 
 
@@ -327,7 +330,7 @@ def find_library_model(name: str, *, models: list[LibraryModel] | None = None) -
     if candidate.suffix == ".gguf" and candidate.is_file():
         return LibraryModel(name=_SHARD_RE.sub("", candidate.stem), path=candidate, files=(candidate,),
                             size_bytes=_size(candidate), source="path")
-    models = models if models is not None else list_models(describe=lambda _p: (None, None))
+    models = models if models is not None else scan_models()
     key = name.strip().lower().removesuffix(".gguf")
     repo, _, quant = key.partition(":")
 

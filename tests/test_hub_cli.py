@@ -1,0 +1,70 @@
+"""`camelid search`, `files`, `download`, `models`, `rm` through the real argparse front door."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app import paths
+from app.cli import main
+from tests.fixtures.loopback_hub import LoopbackHub
+
+REPO = "org/Tiny-GGUF"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def tiny_repo(loopback_hub: LoopbackHub) -> LoopbackHub:
+    loopback_hub.add_repo(REPO, downloads=42, gguf={"total": 135_000_000, "architecture": "llama"})
+    loopback_hub.add_file(REPO, "Tiny-Q4_K_M.gguf", b"GGUF" + bytes(range(256)) * 400)
+    for i in (1, 2):
+        loopback_hub.add_file(REPO, f"Tiny-Q8_0-0000{i}-of-00002.gguf", b"GGUF" + bytes([i]) * 5000)
+    return loopback_hub
+
+
+def test_search_and_files(tiny_repo: LoopbackHub, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "search", "tiny", "--json")
+    assert code == 0 and json.loads(out)[0]["repo_id"] == REPO
+    code, out, _ = _run(capsys, "search", "tiny")
+    assert code == 0 and REPO in out and "42 downloads" in out
+    code, out, _ = _run(capsys, "files", REPO, "--json", "--no-fit")
+    data = json.loads(out)
+    assert [(q["quant"], q["shards"], q["total_bytes"]) for q in data["quants"]] == [
+        ("Q8_0", 2, 10008), ("Q4_K_M", 1, 102404)]
+    code, out, _ = _run(capsys, "files", REPO, "--no-fit")
+    assert "Q4_K_M" in out and "2 shards" in out
+
+
+def test_download_json_and_library(tiny_repo: LoopbackHub, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "download", f"{REPO}:Q8_0", "--json", "--no-fit-check", "--dry-run")
+    assert code == 0 and json.loads(out)["remaining_bytes"] == 10008
+    assert tiny_repo.bytes_served() == 0
+    code, out, err = _run(capsys, "download", f"{REPO}:Q8_0", "--json", "--no-fit-check")
+    assert code == 0, err
+    result = json.loads(out)
+    assert {"path", "bytes", "sha256", "verified"} <= set(result)
+    assert result["verified"] is True and result["bytes"] == 10008
+    assert result["path"].endswith("Tiny-Q8_0-00001-of-00002.gguf")
+    code, out, err = _run(capsys, "download", f"{REPO}/Tiny-Q4_K_M.gguf", "--no-fit-check")
+    assert code == 0 and "verified" in out
+
+    code, out, err = _run(capsys, "rm", "Tiny-Q8_0")
+    assert code == 0 and "Deleted Tiny-Q8_0" in out
+    assert not list((paths.models_dir() / "org" / "Tiny-GGUF").glob("Tiny-Q8_0*"))
+
+
+def test_download_errors_are_sentences(tiny_repo: LoopbackHub, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "download", "org/Missing-GGUF:Q4_K_M", "--json", "--no-fit-check")
+    assert code == 2 and json.loads(out)["error"]["code"] == "not_found"
+    code, _, err = _run(capsys, "download", REPO, "--no-fit-check")
+    assert code == 2 and "Pick one" in err and "Traceback" not in err
+    tiny_repo.add_repo("meta/Gated-GGUF", gated=True)
+    tiny_repo.add_file("meta/Gated-GGUF", "Gated-Q4_K_M.gguf", b"GGUF")
+    code, _, err = _run(capsys, "download", "meta/Gated-GGUF:Q4_K_M", "--no-fit-check")
+    assert code == 2 and "gated" in err and "HF_TOKEN" in err
