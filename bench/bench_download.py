@@ -11,6 +11,7 @@ Run: .venv/bin/python bench/bench_download.py   (writes its section of docs/BENC
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -25,8 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-import contextlib
 
 from bench.report import machine_line, summary, table, update_section
 
