@@ -174,8 +174,6 @@ def plan_download(quant: QuantFile, *, judge: FitJudge | None = None,
     margin = int(max(DISK_MARGIN_FLOOR, DISK_MARGIN_SHARE * total))
     free = disk_free_bytes(paths.downloads_dir())
     if remaining > 0 and free < remaining + margin:
-        from app.cli.common import human_bytes
-
         raise DiskSpaceError(
             f"{quant.name} needs {human_bytes(remaining)} more on disk (plus {human_bytes(margin)} kept "
             f"free) but only {human_bytes(free)} is free at {paths.downloads_dir()}.",
@@ -189,6 +187,16 @@ def plan_download(quant: QuantFile, *, judge: FitJudge | None = None,
     return DownloadPlan(repo_id=quant.repo_id, revision=quant.revision, quant=quant.quant, name=quant.name,
                         files=tuple(planned), total_bytes=total, remaining_bytes=remaining,
                         free_bytes=free, margin_bytes=margin, fit=fit)
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB': binary units, for messages."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def _usable_part_bytes(part: Path, size: int) -> int:
