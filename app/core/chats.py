@@ -149,7 +149,11 @@ class ChatStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        self._migrate(self._conn())
+        try:
+            self._migrate(self._conn())
+        except BaseException:
+            self.close()
+            raise
 
     # -- connections ---------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:

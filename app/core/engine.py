@@ -430,6 +430,29 @@ class Engine:
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model) if hasattr(llm, "model") else None
         return source
 
+    def set_chat_template(self, template: str | None) -> None:
+        """Use this Jinja chat template instead of the GGUF's (None: back to the GGUF's).
+
+        For models whose file carries a broken or missing template.
+        """
+        self._require_model()
+        self._check_owner()
+        if template is None:
+            self._setup_template([])
+            return
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        eos, bos = self._llm.token_eos(), self._llm.token_bos()
+        try:
+            self._formatter = Jinja2ChatFormatter(
+                template=template, eos_token=self._token_text(eos), bos_token=self._token_text(bos),
+                stop_token_ids=[eos])
+        except Exception as exc:
+            raise ChatTemplateError(f"The chat template is not valid Jinja ({exc}).",
+                                    "Fix the template, or go back to the model's own.") from exc
+        self._fold_system = False
+        self._fold_noticed = False
+
     def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
@@ -493,11 +516,10 @@ class Engine:
         n_ctx = int(llm.n_ctx())
         if not messages or messages[-1]["role"] != "user":
             raise UsageError("A reply needs a conversation that ends with a user message.")
-        was_folded = self._fold_system
         window = fit_to_window(messages, budget=n_ctx - reply_reserve(n_ctx, sampling.max_tokens),
                                count=lambda m: len(self.tokenize_prompt(m)), cut_head=self._cut_head)
         notices = window.notices()
-        if self._fold_system and not was_folded and not self._fold_noticed:
+        if self._fold_system and not self._fold_noticed:
             self._fold_noticed = True
             notices.append("This model's chat template has no system role, so the system prompt "
                            "is sent at the start of the first user message.")

@@ -1,0 +1,181 @@
+"""Conversation store: real SQLite in CAMELID_HOME (no model needed)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from app import paths
+from app.core.chats import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    ChatStore,
+    derive_title,
+)
+from app.core.errors import ChatStoreError, ConversationNotFoundError
+
+
+@pytest.fixture
+def store() -> ChatStore:
+    with ChatStore() as s:
+        yield s
+
+
+def test_file_lives_at_paths_and_uses_wal(store: ChatStore) -> None:
+    assert store.path == paths.chats_db_path()
+    assert store.schema_version() == SCHEMA_VERSION == len(MIGRATIONS)
+    mode = sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_title_from_first_user_message_and_reopen(store: ChatStore) -> None:
+    conv = store.create_conversation(model="m.gguf", system_prompt="Be brief.", settings={"seed": 1})
+    assert conv.title == ""
+    store.add_message(conv.id, "user", "  How   do camels\nstore water?  ")
+    store.add_message(conv.id, "assistant", "In fat, not water.", stats={"completion_tokens": 5})
+    store.add_message(conv.id, "user", "Really?")
+    store.close()
+    with ChatStore() as again:
+        back = again.conversation(conv.id)
+    assert back.title == "How do camels store water?"
+    assert back.model == "m.gguf" and back.settings == {"seed": 1}
+    assert [m.role for m in back.messages] == ["user", "assistant", "user"]
+    assert back.messages[1].stats == {"completion_tokens": 5}
+    assert back.chat_messages()[0] == {"role": "system", "content": "Be brief."}
+    assert len(back.chat_messages()) == 4
+
+
+def test_derive_title_cuts_at_a_word() -> None:
+    title = derive_title("word " * 40)
+    assert title.endswith("…") and len(title) <= 61 and "  " not in title
+    assert derive_title("   ") == "New chat"
+
+
+def test_rename_delete_and_missing(store: ChatStore) -> None:
+    conv = store.create_conversation()
+    store.add_message(conv.id, "user", "hello")
+    assert store.rename(conv.id, "  My   chat ").title == "My chat"
+    with pytest.raises(ChatStoreError):
+        store.rename(conv.id, "   ")
+    store.delete(conv.id)
+    with pytest.raises(ConversationNotFoundError):
+        store.conversation(conv.id)
+    count = store._conn().execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+    assert count == 0  # messages went with it (foreign key cascade)
+    with pytest.raises(ConversationNotFoundError):
+        store.delete(conv.id)
+
+
+def test_list_most_recent_first(store: ChatStore) -> None:
+    a = store.create_conversation(title="a")
+    b = store.create_conversation(title="b")
+    store.add_message(a.id, "user", "bump a")
+    assert [c.id for c in store.list_conversations()] == [a.id, b.id]
+    assert len(store.list_conversations(limit=1)) == 1
+
+
+def test_search_titles_and_messages(store: ChatStore) -> None:
+    a = store.create_conversation()
+    store.add_message(a.id, "user", "Tell me about dromedaries")
+    store.add_message(a.id, "assistant", "A dromedary has one hump; 100% true, with_underscore.")
+    b = store.create_conversation(title="Llama facts")
+    store.add_message(b.id, "user", "What do llamas eat?")
+    hits = store.search("HUMP")
+    assert [h.conversation_id for h in hits] == [a.id] and "hump" in hits[0].snippet
+    assert hits[0].message_id is not None
+    assert [h.conversation_id for h in store.search("llama")] == [b.id]
+    # LIKE wildcards in the query are literal.
+    assert [h.conversation_id for h in store.search("100%")] == [a.id]
+    assert store.search("with_under") and not store.search("withXunder")
+    assert store.search("  ") == []
+
+
+def test_unicode_and_emoji_round_trip(store: ChatStore) -> None:
+    text = "Ünïcødé 🐫🌵 日本語 — «quotes» \u200d👩‍💻"
+    conv = store.create_conversation()
+    store.add_message(conv.id, "user", text)
+    assert store.conversation(conv.id).messages[0].content == text
+    assert store.search("🐫")[0].conversation_id == conv.id
+
+
+def test_export_markdown_and_json(store: ChatStore, tmp_path: Path) -> None:
+    conv = store.create_conversation(model="m.gguf", system_prompt="Sys.")
+    store.add_message(conv.id, "user", "Hi 🐫")
+    writer = store.begin_reply(conv.id)
+    writer.append("Hel")
+    writer.finish(state="stopped", stats={"stop_reason": "cancelled"})
+    md = store.export_markdown(conv.id)
+    assert md.startswith("# Hi 🐫\n") and "## System\n\nSys." in md
+    assert "## User\n\nHi 🐫" in md and "## Assistant (stopped)\n\nHel" in md
+    data = store.export_json(conv.id)
+    assert data["format"] == "camelid-conversation" and data["schema_version"] == SCHEMA_VERSION
+    assert [m["content"] for m in data["messages"]] == ["Hi 🐫", "Hel"]
+    out = store.export(conv.id, tmp_path / "c.json")
+    assert json.loads(out.read_text(encoding="utf-8"))["title"] == "Hi 🐫"
+    assert store.export(conv.id, tmp_path / "c.md").read_text(encoding="utf-8") == md
+
+
+def test_reply_writer_flushes_while_streaming(store: ChatStore) -> None:
+    conv = store.create_conversation()
+    store.add_message(conv.id, "user", "q")
+    slow = store.begin_reply(conv.id, flush_interval=3600)
+    slow.append("a")
+    slow.append("b")
+    assert store.message(slow.message_id).content == ""  # not yet: interval not reached
+    assert store.message(slow.message_id).state == "streaming"
+    slow.flush()
+    assert store.message(slow.message_id).content == "ab"
+    eager = store.begin_reply(conv.id, flush_interval=0)
+    eager.append("x")
+    assert store.message(eager.message_id).content == "x"
+    final = eager.finish(stats={"completion_tokens": 1})
+    assert final.state == "complete" and final.stats == {"completion_tokens": 1}
+
+
+def test_errored_replies_are_left_out_of_the_prompt(store: ChatStore) -> None:
+    conv = store.create_conversation()
+    store.add_message(conv.id, "user", "q")
+    store.begin_reply(conv.id).finish(state="error")
+    assert store.conversation(conv.id).chat_messages() == [{"role": "user", "content": "q"}]
+
+
+def test_reader_thread_sees_writer_progress(store: ChatStore) -> None:
+    conv = store.create_conversation()
+    store.add_message(conv.id, "user", "q")
+    seen: list[str] = []
+    writer_done = threading.Event()
+
+    def write() -> None:
+        w = store.begin_reply(conv.id, flush_interval=0)
+        for piece in ("one ", "two ", "three"):
+            w.append(piece)
+        w.finish()
+        writer_done.set()
+
+    t = threading.Thread(target=write)
+    t.start()
+    t.join()
+    assert writer_done.is_set()
+    seen.append(store.conversation(conv.id).messages[-1].content)
+    assert seen == ["one two three"]
+
+
+def test_migration_from_empty_file_and_refusal_of_newer(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    sqlite3.connect(path).close()  # version 0: an empty file
+    with ChatStore(path) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+        s.create_conversation(title="kept")
+    with ChatStore(path) as s:  # reopening does not re-run migrations
+        assert [c.title for c in s.list_conversations()] == ["kept"]
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(ChatStoreError) as err:
+        ChatStore(path)
+    assert "newer Camelid" in str(err.value)

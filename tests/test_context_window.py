@@ -1,0 +1,81 @@
+"""Context-window policy, with words standing in for tokens (no model needed)."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import pytest
+
+from app.core.context_window import fit_to_window, reply_reserve
+from app.core.errors import ContextOverflowError
+
+
+def count_words(messages: list[dict[str, str]]) -> int:
+    # Two tokens of template overhead per message, like a real chat template.
+    return sum(len(m["content"].split()) + 2 for m in messages)
+
+
+def cut_words(text: str, n: int) -> str:
+    return " ".join(text.split()[n:])
+
+
+def conversation(turns: int, words: int = 10, system: str | None = "be kind") -> list[dict[str, str]]:
+    msgs = [{"role": "system", "content": system}] if system else []
+    for i in range(turns):
+        msgs.append({"role": "user", "content": " ".join([f"q{i}"] * words)})
+        msgs.append({"role": "assistant", "content": " ".join([f"a{i}"] * words)})
+    msgs.append({"role": "user", "content": "last question"})
+    return msgs
+
+
+def test_everything_fits_untouched() -> None:
+    msgs = conversation(2)
+    fit = fit_to_window(msgs, budget=1000, count=count_words, cut_head=cut_words)
+    assert fit.messages == msgs and not fit.trimmed and fit.notices() == []
+
+
+def test_oldest_turns_dropped_whole_system_kept() -> None:
+    msgs = conversation(5)  # system 4 + 5 turns of 24 + last 4 = 128
+    fit = fit_to_window(msgs, budget=60, count=count_words, cut_head=cut_words)
+    assert fit.messages[0] == msgs[0]
+    assert fit.messages[-1] == msgs[-1]
+    assert fit.prompt_tokens <= 60
+    # Whole turns go: roles still alternate after the system prompt.
+    roles = [m["role"] for m in fit.messages[1:]]
+    assert roles[0] == "user" and all(a != b for a, b in pairwise(roles))
+    assert [d.index for d in fit.dropped] == list(range(1, 1 + len(fit.dropped)))
+    assert len(fit.dropped) % 2 == 0
+    (notice,) = fit.notices()
+    assert f"{len(fit.dropped)} oldest messages" in notice and "128 tokens" in notice
+
+
+def test_overlong_last_message_is_cut_at_the_head_and_reported() -> None:
+    msgs = [{"role": "system", "content": "sys"},
+            {"role": "user", "content": " ".join(f"w{i}" for i in range(200)) + " final question"}]
+    fit = fit_to_window(msgs, budget=50, count=count_words, cut_head=cut_words)
+    assert fit.prompt_tokens <= 50
+    assert fit.messages[-1]["content"].endswith("final question")
+    assert fit.cut_tokens > 0
+    assert any("first" in n and "tokens were left out" in n for n in fit.notices())
+
+
+def test_history_dropped_then_last_message_cut() -> None:
+    msgs = conversation(3, system=None)
+    msgs[-1] = {"role": "user", "content": "x " * 100}
+    fit = fit_to_window(msgs, budget=40, count=count_words, cut_head=cut_words)
+    assert len(fit.dropped) == 6 and fit.cut_tokens > 0 and len(fit.notices()) == 2
+    assert [m["role"] for m in fit.messages] == ["user"]
+
+
+def test_system_prompt_alone_too_long_is_an_error() -> None:
+    msgs = [{"role": "system", "content": "s " * 100}, {"role": "user", "content": "hi"}]
+    with pytest.raises(ContextOverflowError) as err:
+        fit_to_window(msgs, budget=50, count=count_words, cut_head=cut_words)
+    assert "system prompt" in str(err.value)
+
+
+def test_reply_reserve() -> None:
+    assert reply_reserve(4096, 512) == 512
+    assert reply_reserve(4096, 8000) == 1024
+    assert reply_reserve(4096, None) == 1024
+    assert reply_reserve(512, 64) == 64

@@ -1,0 +1,446 @@
+"""The chat engine on the real SmolLM2-135M model: answers, streaming, stop, context, store.
+
+One model load per module (small context) keeps this fast on two shared cores.
+Replies use temperature 0 or fixed seeds; nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from app.cli import main as cli_main
+from app.core.chats import ChatStore
+from app.core.conversation import answer, send_message
+from app.core.engine import (
+    Engine,
+    EngineThread,
+    LoadParams,
+    _load_llama,
+    check_gguf,
+)
+from app.core.errors import ModelFileError, ModelLoadError, UsageError
+from app.core.sampling import PRESETS, SamplingSettings
+
+pytestmark = pytest.mark.slow
+
+GREEDY = SamplingSettings(temperature=0.0, seed=1, max_tokens=48)
+QUESTION = [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "What is the capital of France?"}]
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def engine(starter_model: Path) -> Engine:
+    e = Engine()
+    e.load(starter_model, LoadParams(n_ctx=512, n_threads=2))
+    yield e
+    e.unload()
+
+
+@pytest.fixture(scope="module")
+def reference(engine: Engine) -> str:
+    """The greedy answer to QUESTION, computed once."""
+    return engine.chat(QUESTION, GREEDY).text
+
+
+# -- answers and streaming ----------------------------------------------------
+def test_one_shot_answer_with_stats(engine: Engine, reference: str) -> None:
+    reply = engine.chat(QUESTION, GREEDY)
+    assert "Paris" in reply.text and reply.text == reference
+    s = reply.stats
+    assert s.stop_reason in ("stop", "length")
+    assert s.prompt_tokens > 10 and 0 < s.completion_tokens <= 48
+    assert s.ttft_s is not None and s.tokens_per_s and s.tokens_per_s > 0
+    assert s.seed == 1 and reply.notices == []
+
+
+def test_streaming_order_matches_the_reply(engine: Engine) -> None:
+    chunks: list[tuple[float, str]] = []
+    reply = engine.chat(QUESTION, GREEDY.with_(max_tokens=30),
+                        on_text=lambda t: chunks.append((time.perf_counter(), t)))
+    done = time.perf_counter()
+    assert len(chunks) > 3
+    assert "".join(t for _, t in chunks) == reply.text
+    stamps = [at for at, _ in chunks]
+    assert stamps == sorted(stamps) and stamps[0] < done
+
+
+def test_seeded_sampling_repeats(engine: Engine) -> None:
+    creative = PRESETS["creative"].with_(seed=1234, max_tokens=24)
+    first = engine.chat(QUESTION, creative).text
+    assert engine.chat(QUESTION, creative).text == first
+
+
+def test_max_tokens_is_a_length_stop(engine: Engine) -> None:
+    reply = engine.chat([{"role": "user", "content": "Write a long story about a camel."}],
+                        GREEDY.with_(max_tokens=5))
+    assert reply.stats.stop_reason == "length" and reply.stats.completion_tokens == 5
+
+
+def test_unicode_and_emoji_in_and_out(engine: Engine) -> None:
+    msgs = [{"role": "user", "content": "Repeat exactly: I love 🐫 camels and 🌵 cacti! 日本語"}]
+    reply = engine.chat(msgs, GREEDY)
+    assert "\ufffd" not in reply.text
+    assert "🐫" in reply.text or "🌵" in reply.text
+
+
+# -- stop ---------------------------------------------------------------------
+def test_stop_mid_reply_then_next_reply_is_whole(engine: Engine, reference: str) -> None:
+    seen: list[str] = []
+
+    def on_text(text: str) -> None:
+        seen.append(text)
+        if len(seen) == 3:
+            engine.stop()
+
+    cut = engine.chat(QUESTION, GREEDY, on_text=on_text)
+    assert cut.stats.stop_reason == "cancelled"
+    assert cut.stats.completion_tokens == 3 and reference.startswith(cut.text)
+    assert engine.chat(QUESTION, GREEDY).text == reference
+
+
+def test_stop_during_prompt_evaluation_aborts_llama_decode(engine: Engine, reference: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = engine._llm._ctx
+    real_decode = ctx.decode
+    outcomes: list[str] = []
+
+    def decode_with_stop(batch: object) -> None:
+        # Stop as llama.cpp starts evaluating the prompt: only its abort
+        # callback can end this call early.
+        engine.stop()
+        try:
+            real_decode(batch)
+            outcomes.append("finished")
+        except RuntimeError as exc:
+            outcomes.append(str(exc))
+            raise
+
+    monkeypatch.setattr(ctx, "decode", decode_with_stop)
+    long_prompt = [{"role": "user", "content": "Summarise: " + "the camel walks on sand. " * 60}]
+    reply = engine.chat(long_prompt, GREEDY)
+    monkeypatch.setattr(ctx, "decode", real_decode)
+    assert outcomes and outcomes[0].startswith("llama_decode returned")  # aborted, not finished
+    assert reply.stats.stop_reason == "cancelled" and reply.text == "" and reply.stats.ttft_s is None
+    assert engine.chat(QUESTION, GREEDY).text == reference
+
+
+def test_stop_from_another_thread_during_a_long_prompt(engine: Engine, reference: str) -> None:
+    long_prompt = [{"role": "user", "content": "Summarise: " + "a camel crosses the dune. " * 60}]
+    timer = threading.Timer(0.05, engine.stop)
+    timer.start()
+    reply = engine.chat(long_prompt, GREEDY.with_(max_tokens=200))
+    timer.join()
+    assert reply.stats.stop_reason == "cancelled"
+    assert engine.chat(QUESTION, GREEDY).text == reference
+
+
+def test_a_stop_before_the_reply_does_not_leak_into_the_next(engine: Engine, reference: str) -> None:
+    engine.stop()
+    assert engine.chat(QUESTION, GREEDY).text == reference
+
+
+# -- context window -----------------------------------------------------------
+def test_prompt_longer_than_the_context_is_cut_and_reported(engine: Engine) -> None:
+    msgs = [{"role": "system", "content": "You answer briefly."},
+            {"role": "user", "content": "camel " * 900 + "\nWhich animal was named above?"}]
+    reply = engine.chat(msgs, GREEDY.with_(max_tokens=24))
+    assert reply.window is not None and reply.window.cut_tokens > 0
+    assert reply.stats.prompt_tokens <= engine.n_ctx - 24
+    assert any("tokens were left out" in n for n in reply.notices)
+    assert reply.window.messages[0]["content"] == "You answer briefly."
+    assert reply.text.strip()
+
+
+def test_long_history_drops_oldest_turns_and_says_which(engine: Engine) -> None:
+    msgs = [{"role": "system", "content": "Be brief."}]
+    for i in range(12):
+        msgs.append({"role": "user", "content": f"Question {i}: " + "tell me about deserts " * 8})
+        msgs.append({"role": "assistant", "content": f"Answer {i}: " + "deserts are dry places " * 8})
+    msgs.append({"role": "user", "content": "Thanks! One word: what is dry?"})
+    reply = engine.chat(msgs, GREEDY.with_(max_tokens=16))
+    window = reply.window
+    assert window is not None and window.dropped and window.cut_tokens == 0
+    assert [d.index for d in window.dropped] == list(range(1, len(window.dropped) + 1))
+    assert window.messages[0] == msgs[0] and window.messages[-1] == msgs[-1]
+    (notice,) = reply.notices
+    assert f"the {len(window.dropped)} oldest messages" in notice
+    assert reply.stats.prompt_tokens == engine.count_tokens(window.messages)
+
+
+def test_template_without_system_role_folds_it_in_and_says_so_once(engine: Engine) -> None:
+    strict = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+              "{{ raise_exception('System role not supported') }}{% endif %}"
+              "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+              "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    engine.set_chat_template(strict)
+    try:
+        msgs = [{"role": "system", "content": "Always answer in French."},
+                {"role": "user", "content": "Hello"}]
+        assert "Always answer in French.\n\nHello" in engine.render(msgs)
+        first = engine.chat(msgs, GREEDY.with_(max_tokens=8))
+        assert any("no system role" in n for n in first.notices)
+        second = engine.chat(msgs, GREEDY.with_(max_tokens=8))
+        assert not any("no system role" in n for n in second.notices)
+    finally:
+        engine.set_chat_template(None)
+    assert "<|im_start|>system\nAlways" in engine.render(msgs)
+
+
+# -- threads ------------------------------------------------------------------
+def test_only_the_owner_thread_may_chat(engine: Engine) -> None:
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            engine.chat(QUESTION, GREEDY)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert isinstance(errors[0], RuntimeError) and "owned by another thread" in str(errors[0])
+
+
+def test_engine_thread_runs_load_chat_stop_unload(starter_model: Path, reference: str) -> None:
+    worker = EngineThread()
+    try:
+        progress: list[float] = []
+        report = worker.load(starter_model, LoadParams(n_ctx=512, n_threads=2),
+                             progress=progress.append).result(60)
+        assert report.n_ctx == 512 and progress[-1] == 1.0 and progress == sorted(progress)
+        assert worker.chat(QUESTION, GREEDY).result(60).text == reference
+        started = threading.Event()
+        future = worker.chat([{"role": "user", "content": "Write a long story about camels."}],
+                             GREEDY.with_(max_tokens=400), on_text=lambda _t: started.set())
+        assert started.wait(60)
+        worker.stop()
+        assert future.result(60).stats.stop_reason == "cancelled"
+        worker.unload().result(60)
+        assert not worker.engine.loaded
+    finally:
+        worker.close()
+
+
+# -- loading ------------------------------------------------------------------
+def test_load_reports_progress_and_can_be_cancelled(starter_model: Path) -> None:
+    cancel = threading.Event()
+
+    def progress(fraction: float) -> None:
+        if fraction > 0.2:
+            cancel.set()
+
+    with pytest.raises(ModelLoadError) as err:
+        Engine().load(starter_model, LoadParams(n_ctx=256), progress=progress, cancel=cancel)
+    assert "cancelled" in str(err.value)
+
+
+def test_gpu_load_failure_retries_with_fewer_layers_then_cpu(starter_model: Path) -> None:
+    tried: list[int] = []
+
+    def loader(path: str, kwargs: dict, progress: object) -> object:
+        tried.append(kwargs["n_gpu_layers"])
+        if kwargs["n_gpu_layers"] != 0:
+            raise ValueError("Failed to load model from file (cudaMalloc failed: out of memory)")
+        return _load_llama(path, kwargs, progress)
+
+    e = Engine(loader=loader)
+    report = e.load(starter_model, LoadParams(n_ctx=256, n_gpu_layers=30))
+    try:
+        assert tried == [30, 15, 0]
+        assert report.params.n_gpu_layers == 0 and len(report.attempts) == 2
+        assert any("30 layers on the GPU failed" in n and "CPU only" in n for n in report.notices)
+        assert e.chat(QUESTION, GREEDY.with_(max_tokens=4)).stats.completion_tokens > 0
+    finally:
+        e.unload()
+    assert not e.loaded
+    with pytest.raises(ModelLoadError):
+        e.chat(QUESTION, GREEDY)
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"not a model at all" * 10, "not a GGUF"),
+    (b"tjgg" + b"\0" * 64, "old GGML format"),
+    (b"GGUF" + (7).to_bytes(4, "little") + b"\0" * 32, "version 7"),
+    (b"GGUF" + (3).to_bytes(4, "big") + b"\0" * 32, "big-endian"),
+    (b"GGUF", "not a GGUF"),
+])
+def test_bad_files_are_refused_before_llama_cpp(tmp_path: Path, content: bytes, words: str) -> None:
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError) as err:
+        Engine().load(path)
+    assert words in str(err.value) and err.value.fix
+
+
+def test_missing_file_folder_and_later_shard(tmp_path: Path, starter_model: Path) -> None:
+    with pytest.raises(ModelFileError, match="does not exist"):
+        check_gguf(tmp_path / "nope.gguf")
+    with pytest.raises(ModelFileError, match="folder"):
+        check_gguf(tmp_path)
+    shard = tmp_path / "big-00002-of-00003.gguf"
+    shard.write_bytes(starter_model.read_bytes()[:4096])
+    with pytest.raises(ModelFileError, match="first part"):
+        check_gguf(shard)
+
+
+def test_truncated_gguf_fails_with_a_sentence(tmp_path: Path, starter_model: Path) -> None:
+    path = tmp_path / "truncated.gguf"
+    with starter_model.open("rb") as f:
+        path.write_bytes(f.read(20_000_000))
+    with pytest.raises(ModelLoadError) as err:
+        Engine().load(path, LoadParams(n_ctx=256))
+    assert "could not load truncated.gguf" in str(err.value)
+
+
+def test_load_params_from_plan_and_validation() -> None:
+    class Plan:
+        n_ctx, n_gpu_layers, flash_attn = 8192, 12, True
+        cache_type_k, cache_type_v, n_batch, n_ubatch = "q8_0", "q8_0", 1024, 256
+
+    params = LoadParams.from_plan(Plan(), n_threads=6)
+    kwargs = params.llama_kwargs()
+    assert kwargs["n_ctx"] == 8192 and kwargs["n_gpu_layers"] == 12 and kwargs["flash_attn"]
+    assert kwargs["type_k"] == kwargs["type_v"] == 8 and kwargs["n_threads"] == 6
+    assert kwargs["n_ubatch"] == 256 and kwargs["n_batch"] == 1024
+    with pytest.raises(UsageError, match="flash attention"):
+        LoadParams(cache_type_v="q4_0")
+    with pytest.raises(UsageError):
+        LoadParams(cache_type_k="q3_k")
+
+
+# -- with the store -----------------------------------------------------------
+def test_reopened_conversation_is_restored_and_continues(engine: Engine) -> None:
+    with ChatStore() as store:
+        conv = store.create_conversation(model="smollm2", system_prompt="You are a helpful assistant.")
+        reply, message = send_message(engine, store, conv.id, "What is the capital of France? 🐫",
+                                      GREEDY)
+        assert message.content == reply.text and message.state == "complete"
+        assert message.stats["completion_tokens"] == reply.stats.completion_tokens
+    with ChatStore() as store:
+        back = store.conversation(conv.id)
+        assert back.title == "What is the capital of France? 🐫"
+        assert [(m.role, m.content) for m in back.messages] == [
+            ("user", "What is the capital of France? 🐫"), ("assistant", reply.text)]
+        store.add_message(conv.id, "user", "And of Italy?")
+        again, _ = answer(engine, store, conv.id, GREEDY)
+        assert again.stats.prompt_tokens > reply.stats.prompt_tokens
+        assert len(store.conversation(conv.id).messages) == 4
+
+
+def test_stopped_reply_is_stored_as_stopped(engine: Engine) -> None:
+    with ChatStore() as store:
+        conv = store.create_conversation()
+        count = [0]
+
+        def on_text(_t: str) -> None:
+            count[0] += 1
+            if count[0] == 2:
+                engine.stop()
+
+        reply, message = send_message(engine, store, conv.id, "Tell me about camels.", GREEDY,
+                                      on_text=on_text)
+        assert message.state == "stopped" and message.content == reply.text != ""
+
+
+CHILD = """
+import json, sys, time
+from app.core.chats import ChatStore
+from app.core.conversation import send_message
+from app.core.engine import Engine, LoadParams
+from app.core.sampling import SamplingSettings
+
+engine = Engine()
+engine.load(sys.argv[1], LoadParams(n_ctx=512, n_threads=1))
+store = ChatStore()
+conv = store.create_conversation()
+print(json.dumps({"conversation": conv.id}), flush=True)
+
+def show(text):
+    print(json.dumps({"text": text}), flush=True)
+    time.sleep(0.05)  # a slow machine: the reply takes seconds
+
+send_message(engine, store, conv.id, "List the numbers from 1 to 1000, one per line.",
+             SamplingSettings(temperature=0, seed=1, max_tokens=400), on_text=show,
+             flush_interval=0.5)
+print(json.dumps({"done": True}), flush=True)
+"""
+
+
+def test_killed_while_streaming_keeps_the_partial_reply(starter_model: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(starter_model)], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    shown: list[str] = []
+    conversation_id = None
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            event = json.loads(line)
+            assert "done" not in event, "the reply ended before the test could kill the process"
+            if "conversation" in event:
+                conversation_id = event["conversation"]
+            if "text" in event:
+                shown.append(event["text"])
+            if len(shown) >= 30:  # about 1.5 s of streaming: at least two flushes
+                break
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+    with ChatStore() as store:
+        messages = store.conversation(conversation_id).messages
+    assert [m.role for m in messages] == ["user", "assistant"]
+    saved = messages[1]
+    assert saved.state == "streaming"  # never finished: the writer died with the process
+    assert saved.content and "".join(shown).startswith(saved.content)
+
+
+# -- CLI ----------------------------------------------------------------------
+def test_cli_one_shot_json(starter_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(["chat", str(starter_model), "--prompt", "What is the capital of France?",
+                     "--system", "You are a helpful assistant.", "--max-tokens", "48",
+                     "--temperature", "0", "--seed", "1", "--ctx", "512", "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "Paris" in data["reply"]
+    assert {"prompt_tokens", "completion_tokens", "ttft_s", "tokens_per_s",
+            "stop_reason"} <= set(data["stats"])
+    with ChatStore() as store:
+        conv = store.conversation(data["conversation_id"])
+    assert [m.content for m in conv.messages][-1] == data["reply"]
+    assert conv.system_prompt == "You are a helpful assistant."
+
+
+def test_cli_bad_model_is_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"garbage" * 100)
+    assert cli_main(["chat", str(bad), "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("camelid: broken.gguf is not a GGUF") and "Traceback" not in err
+
+
+def test_cli_interactive_commands(starter_model: Path, tmp_path: Path) -> None:
+    script = f"Hello\n/system Be terse.\n/system\n/save {tmp_path / 'chat.md'}\n/new\n/bogus\n/quit\n"
+    out = subprocess.run([sys.executable, "-m", "app", "chat", str(starter_model), "--ctx", "512",
+                          "--max-tokens", "12", "--seed", "1"], input=script, text=True,
+                         capture_output=True, cwd=REPO, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert "Chatting with" in out.stdout and "Be terse." in out.stdout
+    assert "New conversation" in out.stdout and "Unknown command /bogus" in out.stdout
+    saved = (tmp_path / "chat.md").read_text(encoding="utf-8")
+    assert saved.startswith("# Hello") and "## Assistant" in saved
+    with ChatStore() as store:
+        assert len(store.list_conversations()) == 2
