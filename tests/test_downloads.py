@@ -230,7 +230,7 @@ def test_no_fit_needs_an_override(loopback_hub: LoopbackHub) -> None:
 
 def test_cancel_during_a_stall_keeps_the_part_and_speed_falls(loopback_hub: LoopbackHub) -> None:
     _publish(loopback_hub)
-    loopback_hub.stall(5.0, after_bytes=1_500_000)
+    loopback_hub.stall(20.0, after_bytes=1_500_000)
     cancel = threading.Event()
     reports: list[downloads.DownloadProgress] = []
     stalled_at: list[float] = []
@@ -246,7 +246,7 @@ def test_cancel_during_a_stall_keeps_the_part_and_speed_falls(loopback_hub: Loop
     started = time.monotonic()
     with pytest.raises(DownloadCancelled):
         download(plan, progress=progress, cancel=cancel, retry=FAST)
-    assert time.monotonic() - started < 4.5  # did not wait for the stall to end
+    assert time.monotonic() - started < 12  # did not wait for the 20 s stall to end
     during = [r for r in reports if r.bytes_done == 1_500_000 and r.state == "downloading"]
     assert len(during) >= 4  # reports kept coming at a steady rate while no byte arrived
     assert during[-1].speed_bps < during[0].speed_bps
