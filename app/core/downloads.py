@@ -19,6 +19,7 @@ thread.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -712,6 +713,13 @@ class _FileFetch:
             return hub.translate_error(exc, repo_id=self.plan.repo_id, filename=self.planned.path)
         if isinstance(exc, (httpx2.TransportError, ConnectionError, TimeoutError)):
             return _Retryable(type(exc).__name__)
+        if isinstance(exc, OSError) and not isinstance(exc, httpx2.HTTPError):
+            # A local failure (the part file), not the network's.
+            if exc.errno == errno.ENOSPC:
+                return DiskSpaceError(f"The disk filled up while downloading {self.planned.path}.",
+                                      "Free some space, then run the same download again to resume.")
+            return CamelidError(f"Could not write {self.part}: {exc.strerror or exc}.",
+                                "Check that the models folder is writable, then run the download again.")
         return hub.translate_error(exc, repo_id=self.plan.repo_id, filename=self.planned.path)
 
 
@@ -816,6 +824,12 @@ class DownloadQueue:
             job.state, job.error = "cancelled", exc
         except CamelidError as exc:
             job.state, job.error = "failed", exc
+        except BaseException as exc:
+            # A bug or an interrupt: the job must not look active forever; the caller sees the exception.
+            job.state = "failed"
+            job.error = CamelidError(f"The download stopped unexpectedly ({type(exc).__name__}).",
+                                     "Run it again; the partial file is kept.")
+            raise
         return job
 
     def run(self, **kwargs: Any) -> list[QueuedDownload]:
