@@ -68,3 +68,16 @@ def test_download_errors_are_sentences(tiny_repo: LoopbackHub, capsys: pytest.Ca
     tiny_repo.add_file("meta/Gated-GGUF", "Gated-Q4_K_M.gguf", b"GGUF")
     code, _, err = _run(capsys, "download", "meta/Gated-GGUF:Q4_K_M", "--no-fit-check")
     assert code == 2 and "gated" in err and "HF_TOKEN" in err
+
+
+def test_models_lists_the_library(tiny_repo: LoopbackHub, capsys: pytest.CaptureFixture[str],
+                                  tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert _run(capsys, "download", f"{REPO}:Q4_K_M", "--no-fit-check")[0] == 0
+    code, out, err = _run(capsys, "models", "--json")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert [(m["name"], m["source"], m["repo_id"]) for m in listed] == [("Tiny-Q4_K_M", "camelid", REPO)]
+    code, out, _ = _run(capsys, "models")
+    assert code == 0 and "Tiny-Q4_K_M" in out

@@ -256,6 +256,11 @@ def _describe_all(models: list[LibraryModel], describe: Describe, hw_key: str) -
                     summary, verdict = describe(model.path)
                     entry = {"meta": summary, "problem": None,
                              "verdicts": {**entry.get("verdicts", {}), hw_key: verdict}}
+                except ImportError:
+                    # A build without the fit engine lists files without headers, and caches nothing
+                    # so the first run with the engine reads them.
+                    out.append(model)
+                    continue
                 except CamelidError as exc:
                     entry = {"meta": None, "problem": str(exc), "verdicts": {hw_key: None}}
                 except (OSError, ValueError) as exc:
