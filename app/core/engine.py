@@ -376,6 +376,16 @@ class Engine:
         self.model_path = None
         gc.collect()
 
+    def clear_cache(self) -> None:
+        """Forget the evaluated prompt: the next reply evaluates its whole prompt again.
+
+        Replies normally reuse the longest common prefix of the previous
+        prompt; benchmarks clear it to time a cold prompt.
+        """
+        self._require_model()
+        self._check_owner()
+        self._llm.reset()
+
     # -- stop ----------------------------------------------------------------
     def stop(self) -> None:
         """End the current reply as soon as possible. Safe from any thread."""

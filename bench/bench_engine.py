@@ -1,0 +1,224 @@
+"""Chat speed through Camelid's engine (store writing included) vs bare llama-cpp-python.
+
+Same model, prompt, sampling settings and seed; the runs alternate so that
+machine noise hits both sides alike. Every run starts from an empty KV cache
+so time to first token includes the whole prompt evaluation. Speeds are
+wall-clock for all sides (tokens after the first / time after the first).
+Also measures how long a reply takes to end after Stop, while generating and
+while evaluating a long prompt.
+
+Run: .venv/bin/python bench/bench_engine.py [MODEL.gguf]   (writes its section of docs/BENCHMARKS.md)
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import machine_line, summary, table, update_section
+
+ROUNDS = 7
+MAX_TOKENS = 200
+N_CTX = 2048
+PROMPT = [{"role": "system", "content": "You are a helpful assistant."},
+          {"role": "user", "content": "Write a detailed story about a camel crossing the Sahara, "
+                                      "with many characters and places."}]
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class Timing:
+    """First-token and last-token clock for one run."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.first: float | None = None
+        self.last = self.start
+        self.chunks = 0
+
+    def seen(self, _text: str = "") -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        self.last = now
+        self.chunks += 1
+
+    def result(self, tokens: int) -> tuple[float, float]:
+        """(ttft seconds, tokens/s over the tokens after the first)."""
+        assert self.first is not None
+        span = self.last - self.first
+        return self.first - self.start, (tokens - 1) / span if span > 0 else float("nan")
+
+
+def main() -> None:
+    model = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(os.environ.get("CAMELID_TEST_MODEL", DEFAULT_MODEL))
+    os.environ["CAMELID_HOME"] = tempfile.mkdtemp(prefix="camelid-bench-")
+
+    from llama_cpp import Llama
+
+    from app.core.chats import ChatStore
+    from app.core.conversation import send_message
+    from app.core.engine import Engine, LoadParams, default_threads
+    from app.core.sampling import PRESETS
+
+    sampling = PRESETS["balanced"].with_(seed=42, max_tokens=MAX_TOKENS)
+    params = LoadParams(n_ctx=N_CTX)
+    engine = Engine()
+    engine.load(model, params)
+    store = ChatStore()
+    bare = Llama(model_path=str(model), **params.llama_kwargs())
+
+    prompt_len = len(bare.tokenize(engine.render(PROMPT).encode(), add_bos=False, special=True))
+
+    def camelid_run() -> tuple[float, float, int]:
+        engine.clear_cache()
+        conv = store.create_conversation(model=model.name, system_prompt=PROMPT[0]["content"])
+        timing = Timing()
+        reply, _ = send_message(engine, store, conv.id, PROMPT[1]["content"], sampling, on_text=timing.seen)
+        ttft, tps = timing.result(reply.stats.completion_tokens)
+        return ttft, tps, reply.stats.completion_tokens
+
+    def bare_chat_run() -> tuple[float, float, int]:
+        bare.reset()
+        timing = Timing()
+        for chunk in bare.create_chat_completion(
+                PROMPT, stream=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                top_k=sampling.top_k, min_p=sampling.min_p, repeat_penalty=sampling.repeat_penalty,
+                seed=sampling.seed, max_tokens=MAX_TOKENS):
+            if chunk["choices"][0]["delta"].get("content"):
+                timing.seen()
+        # Chunks may hold several tokens (text held back while it could start a
+        # stop string); the KV cache says how many were generated.
+        tokens = bare.n_tokens - prompt_len + 1
+        ttft, tps = timing.result(tokens)
+        return ttft, tps, tokens
+
+    def bare_generate_run() -> tuple[float, float, int]:
+        # The leanest loop llama-cpp-python allows: tokens in, pieces out.
+        bare.reset()
+        timing = Timing()
+        prompt = bare.tokenize(engine.render(PROMPT).encode(), add_bos=False, special=True)
+        bare.set_seed(sampling.seed)
+        tokens = 0
+        for token in bare.generate(prompt, top_k=sampling.top_k, top_p=sampling.top_p,
+                                   min_p=sampling.min_p, temp=sampling.temperature,
+                                   repeat_penalty=sampling.repeat_penalty):
+            if token == bare.token_eos():
+                break
+            bare.detokenize([token])
+            tokens += 1
+            timing.seen()
+            if tokens >= MAX_TOKENS:
+                break
+        ttft, tps = timing.result(tokens)
+        return ttft, tps, tokens
+
+    runs = {"camelid": camelid_run, "bare_chat": bare_chat_run, "bare_generate": bare_generate_run}
+    for fn in runs.values():  # warm caches, page in the model
+        fn()
+    samples: dict[str, list[tuple[float, float, int]]] = {name: [] for name in runs}
+    for _ in range(ROUNDS):
+        for name, fn in runs.items():
+            samples[name].append(fn())
+
+    stop_generating, stop_prompt = stop_latency(engine, sampling)
+    bare.close()
+    store.close()
+    engine.unload()
+
+    rows = []
+    med: dict[str, tuple[float, float]] = {}
+    labels = {"camelid": "Camelid engine + chat store (send_message)",
+              "bare_chat": "bare llama-cpp-python create_chat_completion(stream=True)",
+              "bare_generate": "bare llama-cpp-python generate() + detokenize loop"}
+    for name, runs_ in samples.items():
+        ttft_m, _ = summary([r[0] for r in runs_])
+        tps_m, tps_s = summary([r[1] for r in runs_])
+        med[name] = (ttft_m, tps_m)
+        tokens = statistics.median(r[2] for r in runs_)
+        rows.append((labels[name], f"{tps_m:.1f} ± {tps_s / 2:.1f}", f"{ttft_m * 1000:.0f} ms",
+                     f"{tokens:.0f}"))
+    ratio_chat = med["camelid"][1] / med["bare_chat"][1]
+    ratio_gen = med["camelid"][1] / med["bare_generate"][1]
+    stop_rows = [("while generating", f"{statistics.median(stop_generating) * 1000:.1f} ms",
+                  f"{max(stop_generating) * 1000:.1f} ms"),
+                 ("while evaluating a ~1,500-token prompt", f"{statistics.median(stop_prompt) * 1000:.1f} ms",
+                  f"{max(stop_prompt) * 1000:.1f} ms")]
+    body = (
+        f"`bench/bench_engine.py`: {model.name}, n_ctx {N_CTX}, {default_threads()} threads, "
+        f"`balanced` preset, seed 42, up to {MAX_TOKENS} tokens, empty KV cache each run, "
+        f"{ROUNDS} alternating rounds (medians; ± is half the spread). {machine_line()}\n\n"
+        + table(("path", "tokens/s", "time to first token", "tokens"), rows)
+        + f"\n\n**Ratio (Camelid / bare create_chat_completion): {ratio_chat:.3f}**; "
+          f"Camelid / bare generate() loop: {ratio_gen:.3f}. Target >= 0.97. "
+          "Camelid streams through its own loop over `Llama.generate` (EOG check and "
+          "piece decoding in one ctypes call each) while the store saves the reply once a second.\n\n"
+        + "Stop latency (Stop pressed on another thread until the reply call returns, "
+          f"{len(stop_generating)} tries each):\n\n"
+        + table(("stopped", "median", "max"), stop_rows)
+        + "\n\nTarget: under 100 ms on CPU. During prompt evaluation llama.cpp's abort callback "
+          "(polled before every graph node, without the GIL) ends the decode.")
+    print(body)
+    update_section("engine", "Chat engine speed", body)
+
+
+def stop_latency(engine: Any, sampling: Any) -> tuple[list[float], list[float]]:
+    """Seconds from stop() to chat() returning: mid-generation and mid-prompt."""
+    generating: list[float] = []
+    prompt: list[float] = []
+    for _ in range(5):
+        engine.clear_cache()
+        latency = _stop_after_tokens(engine, sampling, 20)
+        if latency is not None:
+            generating.append(latency)
+        engine.clear_cache()
+        latency = _stop_during_prompt(engine, sampling, 0.3)
+        if latency is not None:
+            prompt.append(latency)
+    return generating, prompt
+
+
+def _stop_after_tokens(engine: Any, sampling: Any, tokens: int) -> float | None:
+    pressed: list[float] = []
+    count = [0]
+
+    def press() -> None:
+        pressed.append(time.perf_counter())
+        engine.stop()
+
+    def on_text(_t: str) -> None:
+        count[0] += 1
+        if count[0] == tokens:
+            # From another thread, as the GUI's Stop button would.
+            threading.Thread(target=press).start()
+
+    engine.chat([PROMPT[1]], sampling.with_(max_tokens=400), on_text=on_text)
+    return time.perf_counter() - pressed[0] if pressed else None
+
+
+def _stop_during_prompt(engine: Any, sampling: Any, after_s: float) -> float | None:
+    pressed: list[float] = []
+
+    def press() -> None:
+        pressed.append(time.perf_counter())
+        engine.stop()
+
+    timer = threading.Timer(after_s, press)
+    timer.start()
+    reply = engine.chat([{"role": "user", "content": "Summarise this: " + "the camel walks on sand. " * 250}],
+                        sampling.with_(max_tokens=50))
+    done = time.perf_counter()
+    timer.join()
+    # Count it only if the stop really landed in the prompt evaluation.
+    return done - pressed[0] if pressed and reply.stats.ttft_s is None else None
+
+
+if __name__ == "__main__":
+    main()
