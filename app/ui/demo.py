@@ -19,3 +19,41 @@ def wizard(window: QWidget) -> QWidget:
     dialog = FirstRunWizard(window.state, window)
     dialog.show_demo()
     return dialog
+
+
+DEMO_CONVERSATION = (
+    ("user", "How do I read a file line by line in Python?"),
+    ("assistant", "Open it with a `with` block and iterate over the file object; Python reads one "
+                  "line at a time, so even a huge file never sits in memory at once:\n\n"
+                  "```python\nwith open(\"notes.txt\", encoding=\"utf-8\") as f:\n"
+                  "    for line in f:\n        print(line.rstrip())\n```\n\n"
+                  "- `rstrip()` drops the trailing newline.\n"
+                  "- Pass `errors=\"replace\"` if the file may hold invalid UTF-8."),
+    ("user", "And how many lines does it have?"),
+    ("assistant", "Count them while iterating: `sum(1 for _ in f)`. It streams the file too, "
+                  "so it works on files larger than your RAM."),
+)
+DEMO_STATS = {"completion_tokens": 31, "tokens_per_s": 142.3, "ttft_s": 0.04, "prompt_tokens": 180,
+              "stop_reason": "stop"}
+
+
+def fill_chat(view) -> None:
+    """The Chat page with a finished sample conversation and a model shown as loaded."""
+    from PySide6.QtWidgets import QListWidgetItem
+
+    for title in ("Reading files in Python", "Trip ideas for Lisbon", "Explain KV cache"):
+        view.list.addItem(QListWidgetItem(title))
+    view.list.setCurrentRow(0)
+    view.model_picker.addItem("Qwen2.5-32B-Instruct-Q4_K_M", "demo")
+    view.model_picker.setCurrentIndex(0)
+    view.verdict.setText("Loaded · all on GPU · 8,192 tokens of context")
+    for role, text in DEMO_CONVERSATION:
+        bubble = view._add_bubble(role, text)
+        if role == "assistant":
+            bubble.set_stats(DEMO_STATS)
+    view.bubbles[-1].regenerate_button.setVisible(True)
+    view.context_meter.setRange(0, 8192)
+    view.context_meter.setValue(211)
+    view.context_label.setText("211 of 8,192 tokens")
+    view.state.set_model({"name": "Qwen2.5-32B-Instruct-Q4_K_M", "verdict_text": "all on GPU",
+                          "backend": "CUDA"})

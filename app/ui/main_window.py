@@ -86,19 +86,9 @@ class MainWindow(QMainWindow):
 
     def page_factories(self) -> list[tuple[str, Callable[[], QWidget]]]:
         """The pages in navigation order; each view module is imported only here."""
-        factories: list[tuple[str, Callable[[], QWidget]]] = []
-        try:
-            from app.ui.chat_view import ChatView
-        except ImportError:
-            ChatView = None
-        if ChatView is not None:
-            factories.append(("Chat", lambda: ChatView(self.state)))
-        try:
-            from app.ui.models_view import ModelsView
-        except ImportError:
-            ModelsView = None
-        if ModelsView is not None:
-            factories.append(("Models", lambda: ModelsView(self.state)))
+        from app.ui.chat_view import ChatView
+
+        factories: list[tuple[str, Callable[[], QWidget]]] = [("Chat", lambda: ChatView(self.state))]
         factories.append(("Hardware", HardwareView))
         return factories
 
@@ -282,6 +272,7 @@ class MainWindow(QMainWindow):
             if hasattr(page, "shutdown"):
                 page.shutdown()
         self._memory_timer.stop()
+        self.state.shutdown()
         super().closeEvent(event)
 
 

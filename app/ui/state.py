@@ -32,6 +32,21 @@ class AppState(QObject):
         self.model: dict[str, Any] | None = None
         #: Demo state (screenshots): views show sample content and start no I/O.
         self.demo = demo
+        self._engine_host: Any = None
+
+    def engine_host(self) -> Any:
+        """The window's EngineHost (chat engine + conversation store), created on first use."""
+        if self._engine_host is None:
+            from app.ui.engine_host import EngineHost
+
+            self._engine_host = EngineHost(parent=self)
+        return self._engine_host
+
+    def shutdown(self) -> None:
+        """Stop the engine and store threads (window closing)."""
+        if self._engine_host is not None:
+            self._engine_host.shutdown()
+            self._engine_host = None
 
     def set_profile(self, profile: HardwareProfile) -> None:
         self.profile = profile

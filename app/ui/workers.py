@@ -220,9 +220,14 @@ class OwnerThread(QObject):
         return self._thread.isRunning()
 
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
-        """Finish queued jobs, stop the thread, and wait for it. True when it stopped."""
+        """Run the jobs already queued, then stop the thread and wait for it. True when it stopped."""
         if not self._thread.isRunning():
             return True
+        # quit() would drop queued jobs; a last job marks the end of the queue instead.
+        last = Job(lambda: None)
+        last._register()
+        self._enqueue(last)
+        last.done.wait(timeout_ms / 1000)
         self._thread.quit()
         return self._thread.wait(timeout_ms)
 

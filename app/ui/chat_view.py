@@ -1,0 +1,586 @@
+"""The Chat page: conversations on the left, the conversation and its input on the right.
+
+Store reads and writes run on the store thread, the model on the engine
+thread (engine_host.py); this file only arranges widgets and reacts to
+signals. Streamed text is buffered and drawn at most every STREAM_REPAINT_MS,
+so a fast model never floods the GUI thread with re-layouts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.chats import Conversation, Message
+from app.core.engine import LoadReport, Reply
+from app.core.library import LibraryModel, list_models
+from app.core.sampling import PRESETS, preset
+from app.ui.engine_host import EngineHost, LoadChoices
+from app.ui.state import AppState
+from app.ui.widgets.common import Notice, subtle
+from app.ui.widgets.message_bubble import MessageBubble
+from app.ui.widgets.plan_view import verdict_text
+from app.ui.workers import Job, run_job
+
+STREAM_REPAINT_MS = 50
+
+
+class PromptEdit(QPlainTextEdit):
+    """The input box: Enter sends, Shift+Enter starts a new line, Esc stops the reply."""
+
+    submitted = Signal()
+    stop_requested = Signal()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Escape:
+            self.stop_requested.emit()
+            return
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and \
+                not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self.submitted.emit()
+            return
+        super().keyPressEvent(event)
+
+
+def load_verdict(report: LoadReport) -> str:
+    """Where the loaded model sits, from the parameters llama.cpp accepted."""
+    layers = report.params.n_gpu_layers
+    if layers == 0:
+        return verdict_text("cpu")
+    if layers < 0:
+        return verdict_text("full_gpu")
+    return f"{layers} layers on GPU"
+
+
+class ChatView(QWidget):
+    """Conversation list, messages, input, model picker and sampling controls."""
+
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.host: EngineHost = state.engine_host()
+        self.conversation: Conversation | None = None
+        self.bubbles: list[MessageBubble] = []
+        self.reply_job: Job | None = None
+        self.load_job: Job | None = None
+        self._stream_bubble: MessageBubble | None = None
+        self._stream_text = ""
+        self._stream_dirty = False
+        self._models: list[LibraryModel] = []
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        root = QHBoxLayout(self)
+        root.setContentsMargins(0, 0, 0, 0)
+        root.addWidget(splitter)
+
+        # --- left: conversations ---------------------------------------------
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(12, 12, 6, 12)
+        self.new_button = QPushButton("New chat")
+        self.new_button.setProperty("primary", True)
+        self.new_button.clicked.connect(lambda _c=False: self.new_conversation())
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search chats")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(lambda _t: self._search_timer.start())
+        self._search_timer = QTimer(self, singleShot=True, interval=200)
+        self._search_timer.timeout.connect(self.refresh_list)
+        self.list = QListWidget()
+        self.list.itemClicked.connect(self._open_item)
+        row = QHBoxLayout()
+        self.rename_button = QPushButton("Rename")
+        self.delete_button = QPushButton("Delete")
+        self.rename_button.clicked.connect(lambda _c=False: self.rename_current())
+        self.delete_button.clicked.connect(lambda _c=False: self.delete_current())
+        row.addWidget(self.rename_button)
+        row.addWidget(self.delete_button)
+        left_layout.addWidget(self.new_button)
+        left_layout.addWidget(self.search)
+        left_layout.addWidget(self.list, 1)
+        left_layout.addLayout(row)
+        splitter.addWidget(left)
+
+        # --- right: model bar, messages, input ---------------------------------
+        right = QWidget()
+        layout = QVBoxLayout(right)
+        layout.setContentsMargins(6, 12, 16, 12)
+        top = QHBoxLayout()
+        self.model_picker = QComboBox()
+        self.model_picker.setMinimumWidth(260)
+        self.model_picker.setPlaceholderText("No model on disk yet")
+        self.load_button = QPushButton("Load")
+        self.load_button.clicked.connect(lambda _c=False: self.load_selected())
+        self.load_progress = QProgressBar()
+        self.load_progress.setRange(0, 100)
+        self.load_progress.setFixedWidth(140)
+        self.load_progress.hide()
+        self.verdict = QLabel("No model loaded")
+        self.verdict.setProperty("subtle", True)
+        self.preset = QComboBox()
+        for name in PRESETS:
+            self.preset.addItem(name.capitalize(), name)
+        self.preset.setCurrentIndex(max(0, self.preset.findData(state.settings["sampling_preset"])))
+        self.preset.setToolTip("Sampling: precise for facts and code, creative for stories.")
+        self.system_button = QPushButton("System prompt")
+        self.system_button.setCheckable(True)
+        top.addWidget(self.model_picker, 1)
+        top.addWidget(self.load_button)
+        top.addSpacing(12)
+        top.addWidget(QLabel("Sampling"))
+        top.addWidget(self.preset)
+        top.addWidget(self.system_button)
+        layout.addLayout(top)
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.load_progress)
+        status_row.addWidget(self.verdict, 1)
+        layout.addLayout(status_row)
+
+        self.system_prompt = QPlainTextEdit()
+        self.system_prompt.setPlaceholderText("Instructions the model sees before the conversation, "
+                                              "e.g. \"Answer briefly, in French.\"")
+        self.system_prompt.setFixedHeight(70)
+        self.system_prompt.hide()
+        self.system_button.toggled.connect(self.system_prompt.setVisible)
+        self.system_prompt.textChanged.connect(lambda: self._system_timer.start())
+        self._system_timer = QTimer(self, singleShot=True, interval=600)
+        self._system_timer.timeout.connect(self._save_system_prompt)
+        layout.addWidget(self.system_prompt)
+
+        self.notice = Notice("warning")
+        self.error = Notice("error")
+        layout.addWidget(self.notice)
+        layout.addWidget(self.error)
+
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.messages_widget = QWidget()
+        self.messages_layout = QVBoxLayout(self.messages_widget)
+        self.messages_layout.setContentsMargins(4, 4, 8, 4)
+        self.messages_layout.setSpacing(10)
+        self.empty_hint = subtle("Pick a model above, load it, and type a message below. "
+                                 "Enter sends; Shift+Enter adds a line; Esc stops a reply.")
+        self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.messages_layout.addWidget(self.empty_hint)
+        self.messages_layout.addStretch(1)
+        self.scroll.setWidget(self.messages_widget)
+        layout.addWidget(self.scroll, 1)
+        self.scroll.verticalScrollBar().rangeChanged.connect(self._follow_bottom)
+        self._at_bottom = True
+        self.scroll.verticalScrollBar().valueChanged.connect(self._track_bottom)
+
+        meter_row = QHBoxLayout()
+        self.context_meter = QProgressBar()
+        self.context_meter.setFixedHeight(14)
+        self.context_meter.setTextVisible(False)
+        self.context_label = QLabel("")
+        self.context_label.setProperty("subtle", True)
+        meter_row.addWidget(QLabel("Context"))
+        meter_row.addWidget(self.context_meter, 1)
+        meter_row.addWidget(self.context_label)
+        layout.addLayout(meter_row)
+
+        input_row = QHBoxLayout()
+        self.input = PromptEdit()
+        self.input.setPlaceholderText("Message the model (Enter to send, Shift+Enter for a new line)")
+        self.input.setFixedHeight(76)
+        self.input.submitted.connect(self.send)
+        self.input.stop_requested.connect(self.stop)
+        self.send_button = QPushButton("Send")
+        self.send_button.setProperty("primary", True)
+        self.send_button.clicked.connect(lambda _c=False: self.send_or_stop())
+        input_row.addWidget(self.input, 1)
+        input_row.addWidget(self.send_button)
+        layout.addLayout(input_row)
+        splitter.addWidget(right)
+        splitter.setSizes([250, 900])
+        splitter.setStretchFactor(1, 1)
+
+        # Esc anywhere on the page (the input box handles its own Esc).
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.stop,
+                  context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self._repaint_timer = QTimer(self, interval=STREAM_REPAINT_MS)
+        self._repaint_timer.timeout.connect(self._paint_stream)
+        state.model_changed.connect(self._model_changed)
+        self._update_buttons()
+        if not state.demo:
+            self.refresh_list()
+            self.refresh_models()
+
+    # ------------------------------------------------------------------ list
+    def refresh_list(self, select: int | None = None) -> None:
+        query = self.search.text().strip()
+        if query:
+            self.host.store_call("search", query, result=lambda hits: self._fill_list(
+                [(h.conversation_id, h.title or "Untitled", h.snippet) for h in hits], select),
+                error=self.error.show_text)
+        else:
+            self.host.store_call("list_conversations", result=lambda convs: self._fill_list(
+                [(c.id, c.title or "New chat", "") for c in convs], select), error=self.error.show_text)
+
+    def _fill_list(self, rows: list[tuple[int, str, str]], select: int | None) -> None:
+        self.list.clear()
+        seen: set[int] = set()
+        current = select if select is not None else (self.conversation.id if self.conversation else None)
+        for conv_id, title, snippet in rows:
+            if conv_id in seen:
+                continue
+            seen.add(conv_id)
+            item = QListWidgetItem(title)
+            item.setData(Qt.ItemDataRole.UserRole, conv_id)
+            if snippet:
+                item.setToolTip(snippet)
+            self.list.addItem(item)
+            if conv_id == current:
+                self.list.setCurrentItem(item)
+
+    def _open_item(self, item: QListWidgetItem) -> None:
+        self.open_conversation(int(item.data(Qt.ItemDataRole.UserRole)))
+
+    def open_conversation(self, conversation_id: int) -> None:
+        if self.reply_job is not None:
+            return
+        self.host.store_call("conversation", conversation_id, result=self.show_conversation,
+                             error=self.error.show_text)
+
+    def new_conversation(self) -> None:
+        """Start an empty conversation (created in the store when the first message is sent)."""
+        if self.reply_job is not None:
+            return
+        self.conversation = None
+        self.show_conversation(None)
+        self.list.clearSelection()
+        self.input.setFocus()
+
+    def rename_current(self) -> None:
+        if self.conversation is None:
+            return
+        title, ok = QInputDialog.getText(self, "Rename chat", "Title", text=self.conversation.title)
+        if ok and title.strip():
+            self.host.store_call("rename", self.conversation.id, title.strip(),
+                                 result=lambda conv: self._after_change(conv.id), error=self.error.show_text)
+
+    def delete_current(self, *, confirm: bool = True) -> None:
+        if self.conversation is None or self.reply_job is not None:
+            return
+        if confirm and QMessageBox.question(self, "Delete chat",
+                                            f"Delete \u201c{self.conversation.title or 'this chat'}\u201d? "
+                                            "This cannot be undone.") != QMessageBox.StandardButton.Yes:
+            return
+        conv_id = self.conversation.id
+        self.new_conversation()
+        self.host.store_call("delete", conv_id, result=lambda _r: self.refresh_list(),
+                             error=self.error.show_text)
+
+    def _after_change(self, conv_id: int) -> None:
+        self.refresh_list(select=conv_id)
+        self.open_conversation(conv_id)
+
+    # -------------------------------------------------------------- messages
+    def show_conversation(self, conversation: Conversation | None) -> None:
+        self.conversation = conversation
+        for bubble in self.bubbles:
+            bubble.setParent(None)
+            bubble.deleteLater()
+        self.bubbles = []
+        self.notice.show_text("")
+        self.error.show_text("")
+        self.system_prompt.blockSignals(True)
+        self.system_prompt.setPlainText(conversation.system_prompt if conversation else "")
+        self.system_prompt.blockSignals(False)
+        last_stats: dict[str, Any] | None = None
+        for message in conversation.messages if conversation else ():
+            if message.role == "system":
+                continue
+            bubble = self._add_bubble(message.role, message.content, message)
+            if message.role == "assistant":
+                bubble.set_stats(message.stats, message.state)
+                last_stats = message.stats or last_stats
+        self._update_meter(last_stats)
+        self._update_buttons()
+
+    def _add_bubble(self, role: str, text: str, message: Message | None = None) -> MessageBubble:
+        bubble = MessageBubble(role, text)
+        bubble.message_id = message.id if message else None
+        bubble.edit_requested.connect(lambda b=bubble: self.edit_and_resend(b))
+        bubble.regenerate_requested.connect(self.regenerate)
+        self.messages_layout.insertWidget(self.messages_layout.count() - 1, bubble)
+        self.bubbles.append(bubble)
+        self.empty_hint.hide()
+        return bubble
+
+    def _track_bottom(self, value: int) -> None:
+        bar = self.scroll.verticalScrollBar()
+        self._at_bottom = value >= bar.maximum() - 8
+
+    def _follow_bottom(self, _min: int, maximum: int) -> None:
+        # Keep the newest text in view while it grows, unless the user scrolled up to read.
+        if self._at_bottom:
+            self.scroll.verticalScrollBar().setValue(maximum)
+
+    def _update_meter(self, stats: dict[str, Any] | None) -> None:
+        n_ctx = self.host.report.n_ctx if self.host.report else None
+        used = 0
+        if stats:
+            used = int(stats.get("prompt_tokens") or 0) + int(stats.get("completion_tokens") or 0)
+        if n_ctx:
+            self.context_meter.setRange(0, n_ctx)
+            self.context_meter.setValue(min(used, n_ctx))
+            self.context_label.setText(f"{used:,} of {n_ctx:,} tokens")
+        else:
+            self.context_meter.setRange(0, 1)
+            self.context_meter.setValue(0)
+            self.context_label.setText(f"{used:,} tokens" if used else "no model loaded")
+
+    def _update_buttons(self) -> None:
+        replying = self.reply_job is not None
+        self.send_button.setText("Stop" if replying else "Send")
+        self.send_button.setEnabled(replying or self.host.engine.loaded or self.state.demo)
+        has_conv = self.conversation is not None and not replying
+        self.rename_button.setEnabled(has_conv)
+        self.delete_button.setEnabled(has_conv)
+        self.load_button.setEnabled(self.load_job is None and not replying and self.model_picker.count() > 0)
+        for bubble in self.bubbles:
+            bubble.edit_button.setEnabled(not replying)
+            bubble.regenerate_button.setVisible(False)
+        if not replying and self.bubbles and self.bubbles[-1].role == "assistant":
+            self.bubbles[-1].regenerate_button.setVisible(True)
+
+    # ------------------------------------------------------------------ model
+    def refresh_models(self, select: Path | None = None) -> None:
+        # Names and paths only: headers are read by the Models page, not here.
+        run_job(lambda: list_models(describe=lambda _p: (None, None)),
+                result=lambda models: self._fill_models(models, select), error=self.error.show_text)
+
+    def _fill_models(self, models: list[LibraryModel], select: Path | None = None) -> None:
+        self._models = [m for m in models if m.complete]
+        current = select or (self.host.engine.model_path if self.host.engine.loaded else None)
+        self.model_picker.clear()
+        for model in self._models:
+            where = "" if model.source == "camelid" else f" ({model.source})"
+            self.model_picker.addItem(f"{model.name}{where}", str(model.path))
+        if self._models:
+            self.model_picker.setCurrentIndex(0)
+        if current is not None:
+            index = self.model_picker.findData(str(current))
+            if index >= 0:
+                self.model_picker.setCurrentIndex(index)
+        self._update_buttons()
+
+    def load_selected(self) -> None:
+        path = self.model_picker.currentData()
+        if path:
+            self.load_model(Path(path))
+
+    def load_model(self, path: Path) -> Job | None:
+        """Load `path` on the engine thread, showing progress; the status bar follows."""
+        if self.load_job is not None or self.reply_job is not None:
+            return None
+        self.error.show_text("")
+        self.load_progress.setValue(0)
+        self.load_progress.show()
+        self.verdict.setText(f"Loading {path.name}…")
+        self.load_job = self.host.load(
+            path, LoadChoices.from_settings(self.state.settings),
+            progress=lambda f: self.load_progress.setValue(int(float(f) * 100)),
+            result=self._loaded, error=self._load_failed, cancelled=lambda: self._load_failed("Loading was cancelled."))
+        self._update_buttons()
+        return self.load_job
+
+    def _loaded(self, report: LoadReport) -> None:
+        self.load_job = None
+        self.load_progress.hide()
+        path = Path(report.path)
+        where = load_verdict(report)
+        self.verdict.setText(f"Loaded · {where} · {report.n_ctx:,} tokens of context")
+        self.state.set_model({"name": path.stem, "path": str(path), "verdict_text": where,
+                              "backend": "CPU" if report.params.n_gpu_layers == 0 else None,
+                              "n_ctx": report.n_ctx})
+        if report.notices:
+            self.notice.show_text(" ".join(report.notices))
+        self._update_meter(None)
+        if self.model_picker.findData(str(path)) < 0:
+            self.refresh_models(select=path)
+        self._update_buttons()
+        self.input.setFocus()
+
+    def _load_failed(self, message: str) -> None:
+        self.load_job = None
+        self.load_progress.hide()
+        self.verdict.setText("No model loaded")
+        self.error.show_text(message)
+        self._update_buttons()
+
+    def _model_changed(self, model: dict[str, Any] | None) -> None:
+        if model is None:
+            self.verdict.setText("No model loaded")
+        self._update_buttons()
+
+    # ----------------------------------------------------------------- replies
+    def sampling(self):
+        return preset(self.preset.currentData() or "balanced")
+
+    def send_or_stop(self) -> None:
+        if self.reply_job is not None:
+            self.stop()
+        else:
+            self.send()
+
+    def send(self) -> None:
+        """Send what is in the input box (creating the conversation on the first message)."""
+        text = self.input.toPlainText().strip()
+        if not text or self.reply_job is not None:
+            return
+        if not self.host.engine.loaded:
+            self.error.show_text("No model is loaded. Pick one above and press Load, "
+                                 "or download one on the Models page.")
+            return
+        self.input.clear()
+        self.error.show_text("")
+        if self.conversation is None:
+            model = self.host.engine.model_path.name if self.host.engine.model_path else None
+            self.host.store_call("create_conversation", model=model,
+                                 system_prompt=self.system_prompt.toPlainText().strip(),
+                                 result=lambda conv: self._start_reply(conv, text),
+                                 error=self.error.show_text)
+        else:
+            self._start_reply(self.conversation, text)
+
+    def _start_reply(self, conversation: Conversation, text: str | None) -> None:
+        """Stream the answer to `text` (None: answer the stored conversation again)."""
+        new = self.conversation is None or self.conversation.id != conversation.id
+        self.conversation = conversation
+        if text is not None:
+            self._add_bubble("user", text)
+        self._stream_bubble = self._add_bubble("assistant", "")
+        self._stream_text = ""
+        self._stream_dirty = False
+        self.notice.show_text("")
+        self._at_bottom = True
+        self.reply_job = self.host.send(conversation.id, text, self.sampling(), progress=self._on_chunk,
+                                        result=self._reply_done, error=self._reply_failed)
+        self._repaint_timer.start()
+        self._update_buttons()
+        if new:
+            self.refresh_list(select=conversation.id)
+
+    def _on_chunk(self, chunk: str) -> None:
+        self._stream_text += chunk
+        self._stream_dirty = True
+
+    def _paint_stream(self) -> None:
+        if self._stream_dirty and self._stream_bubble is not None:
+            self._stream_bubble.set_text(self._stream_text)
+            self._stream_dirty = False
+
+    def _reply_done(self, outcome: tuple[Reply, Message]) -> None:
+        reply, message = outcome
+        self._finish_stream()
+        bubble = self.bubbles[-1] if self.bubbles else None
+        if bubble is not None:
+            bubble.set_text(message.content)
+            bubble.message_id = message.id
+            bubble.set_stats(message.stats, message.state)
+        if reply.notices:
+            self.notice.show_text(" ".join(reply.notices))
+        self._update_meter(message.stats)
+        # Reload so message ids (for edit and regenerate) and the title match the store.
+        assert self.conversation is not None
+        conv_id = self.conversation.id
+        self.host.store_call("conversation", conv_id, result=self._refresh_after_reply)
+
+    def _refresh_after_reply(self, conversation: Conversation) -> None:
+        if self.reply_job is None and self.conversation and conversation.id == self.conversation.id:
+            self.conversation = conversation
+            replies = [m for m in conversation.messages if m.role != "system"]
+            for bubble, message in zip(self.bubbles, replies, strict=False):
+                bubble.message_id = message.id
+            self.refresh_list(select=conversation.id)
+        self._update_buttons()
+
+    def _reply_failed(self, message: str) -> None:
+        self._finish_stream()
+        if self.bubbles and self.bubbles[-1].role == "assistant" and not self.bubbles[-1].text:
+            bubble = self.bubbles.pop()
+            bubble.setParent(None)
+            bubble.deleteLater()
+        self.error.show_text(message)
+        self._update_buttons()
+
+    def _finish_stream(self) -> None:
+        self._repaint_timer.stop()
+        self._paint_stream()
+        self._stream_bubble = None
+        self.reply_job = None
+
+    def stop(self) -> None:
+        """Esc / Stop: end the reply now; what was shown stays (stored as "stopped")."""
+        if self.reply_job is not None:
+            self.host.stop()
+
+    def regenerate(self) -> None:
+        """Replace the last reply with a new one."""
+        if self.reply_job is not None or self.conversation is None or not self.bubbles:
+            return
+        last = self.bubbles[-1]
+        if last.role != "assistant" or last.message_id is None:
+            return
+        conversation = self.conversation
+        self.bubbles.pop()
+        last.setParent(None)
+        last.deleteLater()
+        self.host.store_call("delete_messages_from", last.message_id,
+                             result=lambda _r: self._start_reply(conversation, None),
+                             error=self.error.show_text)
+
+    def edit_and_resend(self, bubble: MessageBubble) -> None:
+        """Put a user message back in the input box and drop it and everything after it."""
+        if self.reply_job is not None or self.conversation is None or bubble.message_id is None:
+            return
+        index = self.bubbles.index(bubble)
+        for later in self.bubbles[index:]:
+            later.setParent(None)
+            later.deleteLater()
+        self.bubbles = self.bubbles[:index]
+        self.input.setPlainText(bubble.text)
+        self.input.setFocus()
+        self.host.store_call("delete_messages_from", bubble.message_id, error=self.error.show_text)
+        self._update_buttons()
+
+    def _save_system_prompt(self) -> None:
+        if self.conversation is not None:
+            self.host.store_call("update_conversation", self.conversation.id,
+                                 system_prompt=self.system_prompt.toPlainText().strip(),
+                                 error=self.error.show_text)
+
+    # --------------------------------------------------------------- lifecycle
+    def shutdown(self) -> None:
+        self.stop()
+        self._repaint_timer.stop()
+
+    def show_demo(self) -> None:
+        """Sample conversation for screenshots (no model, no store)."""
+        from app.ui import demo
+
+        demo.fill_chat(self)

@@ -1,0 +1,128 @@
+"""The window's one chat engine and conversation store, each on its own owner thread.
+
+House rule 4: one llama model, owned by one thread. Every call that touches
+the model (load, reply, unload) is a Job on `engine_thread`; `stop()` is the
+one call made from the GUI thread, as core's Engine allows. The conversation
+store gets its own thread so listing or searching chats never waits behind a
+reply (ChatStore keeps one SQLite connection per thread).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject
+
+from app.core.chats import ChatStore
+from app.core.conversation import answer, send_message
+from app.core.engine import Engine, LoadReport, plan_params
+from app.core.sampling import SamplingSettings
+from app.ui.workers import Handler, Job, OwnerThread, run_job
+
+
+@dataclass(frozen=True)
+class LoadChoices:
+    """The load settings the user picked (Settings dialog); None means "as planned"."""
+
+    context_length: int | None = None
+    gpu_layers: int | None = None
+    flash_attention: bool = True
+    kv_cache_type: str = "f16"
+    threads: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> LoadChoices:
+        return cls(context_length=settings["context_length"], gpu_layers=settings["gpu_layers"],
+                   flash_attention=settings["flash_attention"], kv_cache_type=settings["kv_cache_type"],
+                   threads=settings["threads"])
+
+
+def load_model(engine: Engine, path: Path, choices: LoadChoices, *, progress: Any = None,
+               cancel: threading.Event | None = None) -> LoadReport:
+    """Plan from the header, apply the user's overrides, load. Runs on the engine thread."""
+    params, _plan, notices = plan_params(path, n_ctx=choices.context_length)
+    changes: dict[str, Any] = {"flash_attn": choices.flash_attention,
+                               "cache_type_k": choices.kv_cache_type,
+                               # llama.cpp quantizes the V cache only with flash attention.
+                               "cache_type_v": choices.kv_cache_type if choices.flash_attention else "f16"}
+    if choices.gpu_layers is not None:
+        changes["n_gpu_layers"] = choices.gpu_layers
+    if choices.threads:
+        changes["n_threads"] = choices.threads
+    report = engine.load(path, params.with_(**changes), progress=progress, cancel=cancel)
+    report.notices[:0] = notices
+    return report
+
+
+class EngineHost(QObject):
+    """Owns the Engine and the ChatStore for one window."""
+
+    def __init__(self, store_path: Path | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.engine = Engine()
+        self.engine_thread = OwnerThread("camelid-engine")
+        self.store_thread = OwnerThread("camelid-store")
+        self._store_path = store_path
+        self._store: ChatStore | None = None
+        self._store_lock = threading.Lock()
+        self.report: LoadReport | None = None
+
+    # --- store ------------------------------------------------------------------
+    def store(self) -> ChatStore:
+        """The store, opened on first use (from a worker thread: opening migrates the file)."""
+        with self._store_lock:
+            if self._store is None:
+                self._store = ChatStore(self._store_path)
+            return self._store
+
+    def store_call(self, method: str, *args: Any, result: Handler = None, error: Handler = None,
+                   **kwargs: Any) -> Job:
+        """Run `ChatStore.<method>(*args, **kwargs)` on the store thread."""
+        return run_job(lambda: getattr(self.store(), method)(*args, **kwargs), result=result,
+                       error=error, where=self.store_thread)
+
+    # --- engine -------------------------------------------------------------------
+    def load(self, path: Path, choices: LoadChoices, *, result: Handler = None, error: Handler = None,
+             progress: Handler = None, cancelled: Handler = None) -> Job:
+        def run(progress: Any, cancel: threading.Event) -> LoadReport:
+            return load_model(self.engine, path, choices, progress=progress, cancel=cancel)
+
+        def loaded(report: LoadReport) -> None:
+            self.report = report
+            if result is not None:
+                result(report)
+
+        return run_job(run, result=loaded, error=error, progress=progress, cancelled=cancelled,
+                       where=self.engine_thread)
+
+    def send(self, conversation_id: int, text: str | None, sampling: SamplingSettings, *,
+             result: Handler = None, error: Handler = None, progress: Handler = None,
+             finished: Handler = None) -> Job:
+        """Add `text` as the user's turn (None: answer the stored conversation again) and stream the reply.
+
+        `progress` receives text chunks; `result` gets (Reply, stored Message).
+        """
+        def run(progress: Any) -> Any:
+            store = self.store()
+            if text is None:
+                return answer(self.engine, store, conversation_id, sampling, on_text=progress)
+            return send_message(self.engine, store, conversation_id, text, sampling, on_text=progress)
+
+        return run_job(run, result=result, error=error, progress=progress, finished=finished,
+                       where=self.engine_thread)
+
+    def stop(self) -> None:
+        """End the current reply now (safe from any thread)."""
+        self.engine.stop()
+
+    def shutdown(self) -> None:
+        """Stop, unload and end both threads (window closing)."""
+        self.engine.stop()
+        run_job(self.engine.unload, where=self.engine_thread)
+        self.engine_thread.shutdown()
+        if self._store is not None:
+            run_job(self._store.close, where=self.store_thread)
+        self.store_thread.shutdown()

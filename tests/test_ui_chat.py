@@ -1,0 +1,182 @@
+"""The Chat page with the real SmolLM2 model: reply, stop, regenerate, history that survives a restart."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt, QThreadPool
+
+from app import paths
+from app.core.chats import ChatStore
+from app.core.settings import Settings
+from app.core.simulate import preset_profile
+from app.ui import workers
+from app.ui.chat_view import ChatView
+from app.ui.main_window import MainWindow
+from app.ui.state import AppState
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def installed_model(starter_model: Path) -> Path:
+    """The starter model copied into this test's models folder, as `make run` does."""
+    dest = paths.models_dir() / starter_model.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(starter_model, dest)
+    return dest
+
+
+def open_window(qtbot) -> MainWindow:
+    settings = Settings()
+    settings.set("context_length", 2048)
+    settings.set("threads", 1)  # two shared cores: one generation thread contends least
+    state = AppState(settings, preset_profile("desktop-16gb-cpu"))
+    window = MainWindow(state)
+    qtbot.addWidget(window)
+    window.show()
+    return window
+
+
+def close_window(window: MainWindow) -> None:
+    window.close()
+    assert QThreadPool.globalInstance().waitForDone(10_000)
+    assert workers.running_jobs() == 0
+
+
+def short_replies(chat: ChatView, max_tokens: int = 40) -> None:
+    """Cap reply length so tests do not wait for a 135M model to ramble for 1024 tokens."""
+    choose = chat.sampling
+    chat.sampling = lambda: choose().with_(max_tokens=max_tokens)
+
+
+def load(qtbot, chat: ChatView, model: Path) -> None:
+    qtbot.waitUntil(lambda: chat.model_picker.findData(str(model)) >= 0, timeout=10_000)
+    chat.model_picker.setCurrentIndex(chat.model_picker.findData(str(model)))
+    chat.load_button.click()
+    qtbot.waitUntil(lambda: chat.host.engine.loaded and chat.load_job is None, timeout=120_000)
+    assert "Loaded" in chat.verdict.text()
+
+
+def type_and_send(qtbot, chat: ChatView, text: str) -> None:
+    chat.input.setPlainText(text)
+    qtbot.keyClick(chat.input, Qt.Key.Key_Return)
+
+
+def test_chat_reply_appears_and_survives_a_restart(qtbot, installed_model: Path) -> None:
+    window = open_window(qtbot)
+    chat: ChatView = window.pages["Chat"]
+    load(qtbot, chat, installed_model)
+    assert "SmolLM2" in window.model_label.text()
+    chat.preset.setCurrentIndex(chat.preset.findData("precise"))
+    short_replies(chat)
+
+    type_and_send(qtbot, chat, "What is the capital of France? Answer in one word.")
+    qtbot.waitUntil(lambda: chat.send_button.text() == "Stop", timeout=5000)
+    qtbot.waitUntil(lambda: chat.reply_job is None, timeout=120_000)
+    assert [b.role for b in chat.bubbles] == ["user", "assistant"]
+    reply = chat.bubbles[-1].text
+    assert reply.strip()
+    assert "tokens/s" in chat.bubbles[-1].stats.text()
+    assert "of 2,048 tokens" in chat.context_label.text()
+    qtbot.waitUntil(lambda: chat.list.count() == 1
+                    and chat.list.item(0).text().startswith("What is the capital of France"), timeout=5000)
+
+    # Shift+Enter adds a line instead of sending.
+    chat.input.setPlainText("line one")
+    chat.input.moveCursor(chat.input.textCursor().MoveOperation.End)
+    qtbot.keyClick(chat.input, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+    assert chat.reply_job is None and "\n" in chat.input.toPlainText()
+    chat.input.clear()
+    close_window(window)
+
+    # A new window (a restart) finds the conversation and shows it.
+    again = open_window(qtbot)
+    chat2: ChatView = again.pages["Chat"]
+    qtbot.waitUntil(lambda: chat2.list.count() == 1, timeout=5000)
+    chat2._open_item(chat2.list.item(0))
+    qtbot.waitUntil(lambda: len(chat2.bubbles) == 2, timeout=5000)
+    assert chat2.bubbles[1].text == reply
+    close_window(again)
+
+
+def test_stop_during_a_reply_keeps_what_was_shown(qtbot, installed_model: Path) -> None:
+    window = open_window(qtbot)
+    chat: ChatView = window.pages["Chat"]
+    load(qtbot, chat, installed_model)
+    chat.preset.setCurrentIndex(chat.preset.findData("creative"))
+    type_and_send(qtbot, chat, "Write a very long story about a llama who travels the world. "
+                               "Make it at least two thousand words.")
+    qtbot.waitUntil(lambda: len(chat._stream_text) > 20, timeout=120_000)
+    qtbot.keyClick(chat.input, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: chat.reply_job is None, timeout=5000)
+    shown = chat.bubbles[-1].text
+    assert shown.strip()
+    assert "stopped" in chat.bubbles[-1].stats.text()
+    with ChatStore() as store:
+        conv = store.list_conversations()[0]
+        stored = store.conversation(conv.id).messages[-1]
+    assert stored.state == "stopped" and stored.content == shown
+
+    # The model stays usable: regenerate streams a fresh reply in place of the stopped one.
+    qtbot.waitUntil(lambda: chat.bubbles[-1].regenerate_button.isVisible(), timeout=5000)
+    chat.bubbles[-1].regenerate_button.click()
+    qtbot.waitUntil(lambda: chat.reply_job is not None, timeout=5000)
+    qtbot.waitUntil(lambda: len(chat._stream_text) > 20, timeout=120_000)
+    chat.send_button.click()  # the Send button reads Stop while a reply streams
+    qtbot.waitUntil(lambda: chat.reply_job is None, timeout=5000)
+    assert [b.role for b in chat.bubbles] == ["user", "assistant"]
+    assert chat.bubbles[-1].text.strip()
+    with ChatStore() as store:
+        messages = store.conversation(conv.id).messages
+    assert [m.role for m in messages] == ["user", "assistant"]
+    close_window(window)
+
+
+def test_edit_and_resend_and_delete(qtbot, installed_model: Path) -> None:
+    window = open_window(qtbot)
+    chat: ChatView = window.pages["Chat"]
+    load(qtbot, chat, installed_model)
+    chat.preset.setCurrentIndex(chat.preset.findData("precise"))
+    short_replies(chat)
+    type_and_send(qtbot, chat, "Say hello.")
+    qtbot.waitUntil(lambda: len(chat.bubbles) == 2 and chat.reply_job is None
+                    and chat.bubbles[0].message_id is not None, timeout=120_000)
+    chat.bubbles[0].edit_button.click()
+    assert chat.input.toPlainText() == "Say hello." and chat.bubbles == []
+    chat.input.setPlainText("Say goodbye.")
+    chat.send()
+    qtbot.waitUntil(lambda: chat.reply_job is None and len(chat.bubbles) == 2, timeout=120_000)
+    qtbot.waitUntil(lambda: chat.bubbles[0].message_id is not None, timeout=5000)
+    with ChatStore() as store:
+        conv_id = store.list_conversations()[0].id
+        assert store.conversation(conv_id).messages[0].content == "Say goodbye."
+    chat.delete_current(confirm=False)
+    qtbot.waitUntil(lambda: chat.list.count() == 0, timeout=5000)
+    with ChatStore() as store:
+        assert store.list_conversations() == []
+    close_window(window)
+
+
+def test_send_without_a_model_says_what_to_do(qtbot) -> None:
+    window = open_window(qtbot)
+    chat: ChatView = window.pages["Chat"]
+    chat.input.setPlainText("hello")
+    chat.send()
+    assert "No model is loaded" in chat.error.text() and "Load" in chat.error.text()
+    close_window(window)
+
+
+def test_a_broken_model_file_fails_with_a_sentence(qtbot) -> None:
+    bad = paths.models_dir() / "broken.gguf"
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_bytes(b"GGUF" + b"\x00" * 64)
+    window = open_window(qtbot)
+    chat: ChatView = window.pages["Chat"]
+    chat.load_model(bad)
+    qtbot.waitUntil(lambda: chat.load_job is None, timeout=30_000)
+    assert chat.error.text() and "Traceback" not in chat.error.text()
+    assert not chat.host.engine.loaded
+    close_window(window)
