@@ -526,14 +526,22 @@ class Engine:
         n_ctx = int(llm.n_ctx())
         if not messages or messages[-1]["role"] != "user":
             raise UsageError("A reply needs a conversation that ends with a user message.")
+        counted: dict[str, Any] = {}
+
+        def count(msgs: list[dict[str, str]]) -> int:
+            counted["messages"], counted["tokens"] = msgs, self.tokenize_prompt(msgs)
+            return len(counted["tokens"])
+
         window = fit_to_window(messages, budget=n_ctx - reply_reserve(n_ctx, sampling.max_tokens),
-                               count=lambda m: len(self.tokenize_prompt(m)), cut_head=self._cut_head)
+                               count=count, cut_head=self._cut_head)
         notices = window.notices()
         if self._fold_system and not self._fold_noticed:
             self._fold_noticed = True
             notices.append("This model's chat template has no system role, so the system prompt "
                            "is sent at the start of the first user message.")
-        tokens = self.tokenize_prompt(window.messages)
+        # The last count is usually of exactly the messages kept: reuse its tokens.
+        same = counted.get("messages") == window.messages
+        tokens = counted["tokens"] if same else self.tokenize_prompt(window.messages)
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31 - 1)
         llm.set_seed(seed)
         stats = ReplyStats(prompt_tokens=len(tokens), seed=seed)
