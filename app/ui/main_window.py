@@ -87,8 +87,15 @@ class MainWindow(QMainWindow):
     def page_factories(self) -> list[tuple[str, Callable[[], QWidget]]]:
         """The pages in navigation order; each view module is imported only here."""
         from app.ui.chat_view import ChatView
+        from app.ui.models_view import ModelsView
 
-        factories: list[tuple[str, Callable[[], QWidget]]] = [("Chat", lambda: ChatView(self.state))]
+        def models() -> QWidget:
+            view = ModelsView(self.state)
+            view.chat_requested.connect(self.chat_with)
+            return view
+
+        factories: list[tuple[str, Callable[[], QWidget]]] = [
+            ("Chat", lambda: ChatView(self.state)), ("Models", models)]
         factories.append(("Hardware", HardwareView))
         return factories
 
@@ -199,6 +206,11 @@ class MainWindow(QMainWindow):
         wizard = FirstRunWizard(self.state, self)
         wizard.open()
         self._wizard = wizard
+
+    def chat_with(self, path) -> None:
+        """Open the Chat page and load `path` there."""
+        self.show_page("Chat")
+        self.pages["Chat"].load_model(path)
 
     def _new_chat(self) -> None:
         self.show_page("Chat")

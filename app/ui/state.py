@@ -33,6 +33,7 @@ class AppState(QObject):
         #: Demo state (screenshots): views show sample content and start no I/O.
         self.demo = demo
         self._engine_host: Any = None
+        self._downloads: Any = None
 
     def engine_host(self) -> Any:
         """The window's EngineHost (chat engine + conversation store), created on first use."""
@@ -42,8 +43,27 @@ class AppState(QObject):
             self._engine_host = EngineHost(parent=self)
         return self._engine_host
 
+    def downloads(self) -> Any:
+        """The window's download queue (ui/downloads.py), created on first use."""
+        if self._downloads is None:
+            from app.core.downloads import judge_remote_fit
+            from app.ui.downloads import Downloads
+
+            judge = judge_remote_fit(self.profile) if self.fit_engine_available() else None
+            self._downloads = Downloads(judge=judge, parent=self)
+        return self._downloads
+
+    @staticmethod
+    def fit_engine_available() -> bool:
+        """Whether this build has the fit engine (app.core.memory), which judges files before download."""
+        import importlib.util
+
+        return importlib.util.find_spec("app.core.memory") is not None
+
     def shutdown(self) -> None:
         """Stop the engine and store threads (window closing)."""
+        if self._downloads is not None:
+            self._downloads.shutdown()
         if self._engine_host is not None:
             self._engine_host.shutdown()
             self._engine_host = None

@@ -1,0 +1,432 @@
+"""The Models page: what is on disk, what the Hub has, and the download queue.
+
+Installed: core/library.py's listing (size, quant, fit verdict, where), with
+open-folder, delete and "chat with it". Discover: Hub search (core/hub.py), a
+repo's quant files, each file's fit judged before download (the fit engine
+through core/downloads.judge_remote_fit) and drawn as a memory bar.
+Downloads: the shared queue (ui/downloads.py) with progress, speed, ETA,
+cancel and resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core import hub, library
+from app.core.downloads import FitJudgement, judge_remote_fit
+from app.core.hub import QuantFile, RepoFiles, RepoSummary
+from app.core.library import LibraryModel
+from app.ui import text
+from app.ui.downloads import Downloads, Entry
+from app.ui.state import AppState
+from app.ui.widgets.common import Notice, subtle, title
+from app.ui.widgets.plan_view import PlanBars, plan_verdict, verdict_text
+from app.ui.workers import run_job
+
+WHERE = {"camelid": "Camelid", "lmstudio": "LM Studio (read-only)", "hf-cache": "HF cache (read-only)",
+         "path": "elsewhere"}
+
+
+class LibraryTable(QAbstractTableModel):
+    """Installed models as rows; a thin adapter over core's list of LibraryModel."""
+
+    COLUMNS = ("Name", "Quant", "Size", "Fit here", "Where")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.models: list[LibraryModel] = []
+
+    def set_models(self, models: list[LibraryModel]) -> None:
+        self.beginResetModel()
+        self.models = list(models)
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.models)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        model = self.models[index.row()]
+        if role == Qt.ItemDataRole.UserRole:
+            return model
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return model.problem or str(model.path)
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        column = self.COLUMNS[index.column()]
+        if column == "Name":
+            return model.name
+        if column == "Quant":
+            return model.quant or "?"
+        if column == "Size":
+            return text.size(model.size_bytes)
+        if column == "Fit here":
+            return (model.problem and "damaged or incomplete") or verdict_text(model.verdict)
+        return WHERE.get(model.source, model.source)
+
+
+class ModelsView(QWidget):
+    """Installed / Discover / Downloads tabs."""
+
+    #: A model the user wants to chat with (the main window switches to Chat and loads it).
+    chat_requested = Signal(Path)
+
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.downloads: Downloads = state.downloads()
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(24, 20, 24, 16)
+        outer.addWidget(title("Models"))
+        self.error = Notice("error")
+        outer.addWidget(self.error)
+        self.tabs = QTabWidget()
+        outer.addWidget(self.tabs, 1)
+        self.tabs.addTab(self._installed_tab(), "Installed")
+        self.tabs.addTab(self._discover_tab(), "Discover")
+        self.tabs.addTab(self._downloads_tab(), "Downloads")
+        self.downloads.changed.connect(self._rebuild_queue)
+        self.downloads.progressed.connect(self._update_row)
+        self.downloads.finished.connect(lambda _e: self.refresh_installed())
+        self._quants: list[QuantFile] = []
+        self._fits: dict[str, FitJudgement | None] = {}
+        if not state.demo:
+            self.refresh_installed()
+
+    # ------------------------------------------------------------ installed
+    def _installed_tab(self) -> QWidget:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        layout.setContentsMargins(0, 10, 0, 0)
+        self.library_model = LibraryTable()
+        self.table = QTableView()
+        self.table.setModel(self.library_model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().hide()
+        self.table.setShowGrid(False)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col in range(1, len(LibraryTable.COLUMNS)):
+            self.table.horizontalHeader().setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.doubleClicked.connect(lambda _i: self._chat_with_selected())
+        layout.addWidget(self.table, 1)
+        self.installed_hint = subtle("")
+        layout.addWidget(self.installed_hint)
+        row = QHBoxLayout()
+        self.chat_button = QPushButton("Chat with it")
+        self.chat_button.setProperty("primary", True)
+        self.folder_button = QPushButton("Open folder")
+        self.delete_button = QPushButton("Delete…")
+        refresh = QPushButton("Refresh")
+        self.chat_button.clicked.connect(lambda _c=False: self._chat_with_selected())
+        self.folder_button.clicked.connect(lambda _c=False: self._open_folder())
+        self.delete_button.clicked.connect(lambda _c=False: self.delete_selected())
+        refresh.clicked.connect(lambda _c=False: self.refresh_installed())
+        for button in (self.chat_button, self.folder_button, self.delete_button):
+            row.addWidget(button)
+        row.addStretch(1)
+        row.addWidget(refresh)
+        layout.addLayout(row)
+        return page
+
+    def refresh_installed(self) -> None:
+        self.installed_hint.setText("Reading the models folder…")
+        run_job(lambda: library.list_models(hardware=self.state.profile),
+                result=self._show_installed, error=self.error.show_text)
+
+    def _show_installed(self, models: list[LibraryModel]) -> None:
+        self.library_model.set_models(models)
+        self.installed_hint.setText(
+            f"{len(models)} model{'s' if len(models) != 1 else ''} on disk. Models in LM Studio's folder or the "
+            "Hugging Face cache are used where they are and never deleted by Camelid."
+            if models else "No models yet: find one in Discover, or run the first-run wizard (Help menu).")
+        if models and not self.table.selectionModel().hasSelection():
+            self.table.selectRow(0)
+
+    def selected_model(self) -> LibraryModel | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.library_model.models[rows[0].row()] if rows else None
+
+    def _chat_with_selected(self) -> None:
+        model = self.selected_model()
+        if model is not None:
+            self.chat_requested.emit(model.path)
+
+    def _open_folder(self) -> None:
+        model = self.selected_model()
+        folder = model.path.parent if model else None
+        if folder is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+    def delete_selected(self, *, confirm: bool = True) -> None:
+        model = self.selected_model()
+        if model is None:
+            return
+        if not model.deletable:
+            self.error.show_text(f"{model.name} lives in {WHERE.get(model.source, model.source)}; "
+                                 "Camelid only reads it there. Delete it from that program.")
+            return
+        if confirm and QMessageBox.question(
+                self, "Delete model", f"Delete {model.name} ({text.size(model.size_bytes)}) from disk?"
+        ) != QMessageBox.StandardButton.Yes:
+            return
+        run_job(library.delete_model, model.name, result=lambda _m: self.refresh_installed(),
+                error=self.error.show_text)
+
+    # -------------------------------------------------------------- discover
+    def _discover_tab(self) -> QWidget:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        layout.setContentsMargins(0, 10, 0, 0)
+        row = QHBoxLayout()
+        self.query = QLineEdit()
+        self.query.setPlaceholderText("Search GGUF models on the Hugging Face Hub, e.g. qwen2.5 7b instruct")
+        self.query.returnPressed.connect(self.search)
+        self.search_button = QPushButton("Search")
+        self.search_button.clicked.connect(lambda _c=False: self.search())
+        row.addWidget(self.query, 1)
+        row.addWidget(self.search_button)
+        layout.addLayout(row)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.results = QListWidget()
+        self.results.currentItemChanged.connect(lambda item, _prev: self._open_repo(item))
+        splitter.addWidget(self.results)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(8, 0, 0, 0)
+        self.repo_title = QLabel("Search, then pick a repository to see its files.")
+        self.repo_title.setWordWrap(True)
+        right_layout.addWidget(self.repo_title)
+        self.quant_table = QTableWidget(0, 3)
+        self.quant_table.setHorizontalHeaderLabels(["Quant", "Size", "Fit here"])
+        self.quant_table.verticalHeader().hide()
+        self.quant_table.setShowGrid(False)
+        self.quant_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.quant_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.quant_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.quant_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.quant_table.itemSelectionChanged.connect(self._quant_selected)
+        right_layout.addWidget(self.quant_table, 1)
+        self.fit_label = QLabel("")
+        self.fit_label.setWordWrap(True)
+        right_layout.addWidget(self.fit_label)
+        self.fit_bars = PlanBars()
+        right_layout.addWidget(self.fit_bars)
+        self.download_button = QPushButton("Download")
+        self.download_button.setProperty("primary", True)
+        self.download_button.setEnabled(False)
+        self.download_button.clicked.connect(lambda _c=False: self.download_selected())
+        right_layout.addWidget(self.download_button, 0, Qt.AlignmentFlag.AlignRight)
+        splitter.addWidget(right)
+        splitter.setSizes([320, 640])
+        layout.addWidget(splitter, 1)
+        return page
+
+    def search(self) -> None:
+        self.error.show_text("")
+        self.search_button.setEnabled(False)
+        run_job(hub.search_models, self.query.text().strip(), result=self._show_results,
+                error=self._search_failed)
+
+    def _search_failed(self, message: str) -> None:
+        self.search_button.setEnabled(True)
+        self.error.show_text(message)
+
+    def _show_results(self, hits: list[RepoSummary]) -> None:
+        self.search_button.setEnabled(True)
+        self.results.clear()
+        for hit in hits:
+            params = f" · {hit.parameters / 1e9:.1f}B" if hit.parameters else ""
+            gated = " · gated" if hit.gated else ""
+            item = QListWidgetItem(f"{hit.repo_id}\n{hit.downloads:,} downloads{params}{gated}")
+            item.setData(Qt.ItemDataRole.UserRole, hit.repo_id)
+            self.results.addItem(item)
+        if not hits:
+            self.repo_title.setText("Nothing found. Try fewer words, or the model family's name (\"qwen\").")
+
+    def _open_repo(self, item: QListWidgetItem | None) -> None:
+        if item is None:
+            return
+        repo_id = item.data(Qt.ItemDataRole.UserRole)
+        self.open_repo(repo_id)
+
+    def open_repo(self, repo_id: str) -> None:
+        self.repo_title.setText(f"<b>{repo_id}</b> · reading its files…")
+        self.quant_table.setRowCount(0)
+        self.fit_bars.set_plan(None)
+        self.fit_label.setText("")
+        run_job(hub.repo_files, repo_id, result=self._show_repo, error=self._repo_failed)
+
+    def _repo_failed(self, message: str) -> None:
+        self.repo_title.setText("")
+        self.error.show_text(message)
+
+    def _show_repo(self, files: RepoFiles) -> None:
+        self.error.show_text("")
+        self._quants = [q for q in files.quants if not q.mmproj]
+        gated = " · gated: accept the license on its Hub page and save a token in Settings" if files.gated else ""
+        self.repo_title.setText(f"<b>{files.repo_id}</b> · {len(self._quants)} files{gated}")
+        self.quant_table.setRowCount(len(self._quants))
+        for row, quant in enumerate(self._quants):
+            label = quant.quant + (f" ({quant.shard_count} parts)" if quant.is_split else "")
+            self.quant_table.setItem(row, 0, QTableWidgetItem(label))
+            self.quant_table.setItem(row, 1, QTableWidgetItem(text.size(quant.total_bytes)))
+            self.quant_table.setItem(row, 2, QTableWidgetItem("…"))
+        self._fits = {}
+        for quant in self._quants:
+            self._judge(quant)
+
+    def _judge(self, quant: QuantFile) -> None:
+        """The fit engine reads the file's header over HTTP ranges and plans it for this machine."""
+        if not self.state.fit_engine_available():
+            self._fits[quant.first_file] = None
+            self._show_fit(quant, None)
+            return
+        judge = judge_remote_fit(self.state.profile)
+
+        def done(fit: FitJudgement | None) -> None:
+            self._fits[quant.first_file] = fit
+            self._show_fit(quant, fit)
+
+        def failed(message: str) -> None:
+            self._fits[quant.first_file] = None
+            self._show_fit(quant, None, message)
+
+        run_job(judge, quant, result=done, error=failed)
+
+    def _show_fit(self, quant: QuantFile, fit: FitJudgement | None, problem: str | None = None) -> None:
+        if quant not in self._quants:
+            return
+        row = self._quants.index(quant)
+        words = plan_verdict(fit.plan) if fit and fit.plan else verdict_text(fit.verdict if fit else None)
+        item = QTableWidgetItem(words)
+        if problem:
+            item.setToolTip(problem)
+        self.quant_table.setItem(row, 2, item)
+        if self.selected_quant() is quant:
+            self._quant_selected()
+
+    def selected_quant(self) -> QuantFile | None:
+        rows = self.quant_table.selectionModel().selectedRows()
+        return self._quants[rows[0].row()] if rows and rows[0].row() < len(self._quants) else None
+
+    def _quant_selected(self) -> None:
+        quant = self.selected_quant()
+        self.download_button.setEnabled(quant is not None)
+        if quant is None:
+            return
+        fit = self._fits.get(quant.first_file)
+        if fit is None:
+            self.fit_label.setText(f"{quant.name}: {text.size(quant.total_bytes)}. "
+                                   + ("Checking how it fits…" if quant.first_file not in self._fits
+                                      else "How it fits here is not known."))
+            self.fit_bars.set_plan(None)
+            return
+        why = f" {fit.reason}" if fit.reason else ""
+        self.fit_label.setText(f"{quant.name}: {plan_verdict(fit.plan or {'verdict': fit.verdict})}.{why}")
+        self.fit_bars.set_plan(fit.plan)
+
+    def download_selected(self) -> Entry | None:
+        quant = self.selected_quant()
+        if quant is None:
+            return None
+        entry = self.downloads.add(quant)
+        self.tabs.setCurrentIndex(2)
+        return entry
+
+    # -------------------------------------------------------------- downloads
+    def _downloads_tab(self) -> QWidget:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        layout.setContentsMargins(0, 10, 0, 0)
+        self.queue_table = QTableWidget(0, 5)
+        self.queue_table.setHorizontalHeaderLabels(["Model", "Progress", "Speed", "Time left", ""])
+        self.queue_table.verticalHeader().hide()
+        self.queue_table.setShowGrid(False)
+        self.queue_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.queue_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.queue_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        layout.addWidget(self.queue_table, 1)
+        layout.addWidget(subtle("One download runs at a time. Cancelling keeps what was fetched: "
+                                "Resume continues from there, even after Camelid was closed."))
+        return page
+
+    def _rebuild_queue(self) -> None:
+        entries = self.downloads.entries
+        self.queue_table.setRowCount(len(entries))
+        for row, entry in enumerate(entries):
+            self.queue_table.setItem(row, 0, QTableWidgetItem(entry.name))
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            self.queue_table.setCellWidget(row, 1, bar)
+            button = QPushButton()
+            if entry.state in ("planning", "waiting", "active"):
+                button.setText("Cancel")
+                button.clicked.connect(lambda _c=False, e=entry: self.downloads.cancel(e))
+            elif entry.state in ("cancelled", "failed"):
+                button.setText("Resume")
+                button.clicked.connect(lambda _c=False, e=entry: self.downloads.resume(e))
+            else:
+                button.setText("Chat with it")
+                button.clicked.connect(lambda _c=False, e=entry: e.path and self.chat_requested.emit(Path(e.path)))
+            self.queue_table.setCellWidget(row, 4, button)
+            self._update_row(row)
+        self.queue_table.resizeColumnToContents(4)
+
+    def _update_row(self, row: int) -> None:
+        if row >= len(self.downloads.entries) or row >= self.queue_table.rowCount():
+            return
+        entry = self.downloads.entries[row]
+        bar = self.queue_table.cellWidget(row, 1)
+        p = entry.progress
+        if isinstance(bar, QProgressBar):
+            bar.setValue(int(p.fraction * 1000) if p else (1000 if entry.state == "done" else 0))
+            label = {"planning": "Checking disk space and fit…", "waiting": "Waiting",
+                     "cancelled": "Cancelled (resumable)", "done": "Done", "failed": "Failed"}.get(entry.state)
+            if entry.state == "active" and p:
+                label = f"{text.size(p.bytes_done)} of {text.size(p.total_bytes)}"
+                if p.state not in ("downloading",):
+                    label += f" · {p.message or p.state}"
+            bar.setFormat(label or "")
+            if entry.error:
+                bar.setToolTip(entry.error)
+        active = entry.state == "active" and p is not None
+        self.queue_table.setItem(row, 2, QTableWidgetItem(text.rate(p.speed_bps) if active else ""))
+        self.queue_table.setItem(row, 3, QTableWidgetItem(text.duration(p.eta_seconds) if active else ""))
+        if entry.state == "failed" and entry.error:
+            self.error.show_text(entry.error)
+
+    def shutdown(self) -> None:
+        self.downloads.shutdown()
