@@ -34,7 +34,7 @@ CMAKE_ARGS_vulkan := -DGGML_VULKAN=on
 QT_ENV := QT_QPA_PLATFORM=offscreen
 TEST_ENV := $(QT_ENV) HF_HUB_DISABLE_XET=1 HF_HUB_DISABLE_TELEMETRY=1 CAMELID_TEST_MODEL=$(abspath $(TEST_MODEL))
 
-.PHONY: run test lint bench gpu sysdeps clean help starter dist
+.PHONY: run test lint bench gpu sysdeps clean help starter dist screenshots
 
 help:
 	@echo "make run    install everything and open Camelid"
@@ -42,6 +42,7 @@ help:
 	@echo "make gpu    rebuild llama-cpp-python for this machine's GPU (BACKEND=cuda|metal|vulkan to force)"
 	@echo "make lint   ruff"
 	@echo "make bench  run bench/ and refresh docs/BENCHMARKS.md"
+	@echo "make screenshots  refresh docs/screenshots/ (each page rendered offscreen with demo state)"
 	@echo "make dist   build the installable app for this OS and self-test the frozen binary"
 
 # The stamp depends on pyproject.toml so a dependency change reinstalls.
@@ -76,6 +77,15 @@ test: sysdeps $(VENV)/.installed $(TEST_MODEL)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check app tests bench scripts
+
+# Each page of the desktop app, rendered offscreen with demo state (a simulated RTX 4090).
+SCREENSHOT_PAGES := hardware chat models
+screenshots: $(VENV)/.installed
+	@mkdir -p docs/screenshots
+	@for page in $(SCREENSHOT_PAGES); do \
+		$(QT_ENV) $(PY) -m app gui --screenshot docs/screenshots/$$page.png --page $$page || exit 1; \
+	done
+	$(QT_ENV) $(PY) -m app gui --screenshot docs/screenshots/chat-dark.png --page chat --theme dark
 
 bench: $(VENV)/.installed $(TEST_MODEL)
 	$(TEST_ENV) $(PY) bench/run_all.py

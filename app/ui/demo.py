@@ -57,3 +57,27 @@ def fill_chat(view) -> None:
     view.context_label.setText("211 of 8,192 tokens")
     view.state.set_model({"name": "Qwen2.5-32B-Instruct-Q4_K_M", "verdict_text": "all on GPU",
                           "backend": "CUDA"})
+
+
+def fill_models(view) -> None:
+    """The Models page's Installed tab with a few sample models (sizes of the real files)."""
+    from pathlib import Path
+
+    from app.core.library import LibraryModel
+
+    root = Path("~/.local/share/Camelid/models").expanduser()
+    samples = (
+        ("Qwen2.5-32B-Instruct-Q4_K_M", "Qwen/Qwen2.5-32B-Instruct-GGUF", "Q4_K_M", 19_851_336_256, "full_gpu",
+         "camelid"),
+        ("Qwen2.5-Coder-14B-Instruct-Q6_K", "bartowski/Qwen2.5-Coder-14B-Instruct-GGUF", "Q6_K",
+         12_124_684_480, "full_gpu", "camelid"),
+        ("Llama-3.3-70B-Instruct-Q4_K_M", "bartowski/Llama-3.3-70B-Instruct-GGUF", "Q4_K_M",
+         42_520_398_432, "partial", "lmstudio"),
+        ("SmolLM2-135M-Instruct.Q4_1", None, "Q4_1", 98_362_432, "full_gpu", "camelid"),
+    )
+    models = []
+    for name, repo, quant, size, verdict, source in samples:
+        path = root / (repo or "") / f"{name}.gguf"
+        models.append(LibraryModel(name=name, path=path, files=(path,), size_bytes=size, source=source,
+                                   repo_id=repo, quant=quant, verdict=verdict))
+    view._show_installed(models)

@@ -430,3 +430,9 @@ class ModelsView(QWidget):
 
     def shutdown(self) -> None:
         self.downloads.shutdown()
+
+    def show_demo(self) -> None:
+        """Sample models for screenshots (nothing read from disk)."""
+        from app.ui import demo
+
+        demo.fill_models(self)
