@@ -95,7 +95,7 @@ def streaming_stalls(home: Path) -> list[dict[str, float]]:
         clock.start()
         last = [clock.nsecsElapsed()]
 
-        def tick() -> None:
+        def tick(clock: QElapsedTimer = clock, gaps: list[float] = gaps, last: list[int] = last) -> None:
             now = clock.nsecsElapsed()
             gaps.append((now - last[0]) / 1e6 - TICK_MS)
             last[0] = now
