@@ -272,10 +272,22 @@ def test_rejected_token_is_a_sentence_and_not_in_settings(qtbot, loopback_hub, m
 
 
 # --- screenshots -----------------------------------------------------------------------
-def test_screenshot_command_writes_a_png(tmp_path: Path) -> None:
-    out = tmp_path / "hardware.png"
-    result = subprocess.run([sys.executable, "-m", "app", "gui", "--screenshot", str(out), "--page", "hardware"],
+@pytest.mark.parametrize("page", ["hardware", "chat", "models"])
+def test_screenshot_command_writes_a_png(tmp_path: Path, camelid_home: Path, page: str) -> None:
+    out = tmp_path / f"{page}.png"
+    result = subprocess.run([sys.executable, "-m", "app", "gui", "--screenshot", str(out), "--page", page],
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 0, result.stderr
     image = QImage(str(out))
     assert (image.width(), image.height()) == (1180, 760)
+    # Demo state never touches the user's data.
+    assert not paths.settings_path().exists() and not paths.chats_db_path().exists()
+
+
+def test_a_job_sent_to_a_stopped_owner_thread_ends_as_cancelled(qtbot) -> None:
+    owner = workers.OwnerThread("test-closed")
+    assert owner.shutdown()
+    job = workers.Job(lambda: "never runs")
+    with qtbot.waitSignals([job.signals.cancelled, job.signals.finished], timeout=2000):
+        job.start(owner)
+    assert job.done.is_set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-PAGES = ("wizard", "chat", "models", "hardware")
+PAGES = ("chat", "models", "hardware")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

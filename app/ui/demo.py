@@ -12,15 +12,6 @@ def prepare(window: QWidget, page: str) -> None:
         widget.show_demo()
 
 
-def wizard(window: QWidget) -> QWidget:
-    """The first-run wizard on its recommendation page, for the screenshot."""
-    from app.ui.wizard import FirstRunWizard
-
-    dialog = FirstRunWizard(window.state, window)
-    dialog.show_demo()
-    return dialog
-
-
 DEMO_CONVERSATION = (
     ("user", "How do I read a file line by line in Python?"),
     ("assistant", "Open it with a `with` block and iterate over the file object; Python reads one "

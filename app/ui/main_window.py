@@ -189,23 +189,7 @@ class MainWindow(QMainWindow):
             self.theme_actions[choice] = action
 
         help_menu = menus.addMenu("&Help")
-        if self._wizard_available():
-            self._action(help_menu, "First-run &wizard…", self.open_wizard)
         self._action(help_menu, "&About Camelid", self._about)
-
-    def _wizard_available(self) -> bool:
-        try:
-            from app.ui.wizard import FirstRunWizard  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
-    def open_wizard(self) -> None:
-        from app.ui.wizard import FirstRunWizard
-
-        wizard = FirstRunWizard(self.state, self)
-        wizard.open()
-        self._wizard = wizard
 
     def chat_with(self, path) -> None:
         """Open the Chat page and load `path` there."""
@@ -318,6 +302,4 @@ def run_app() -> int:
     app = build_app()
     window = create_window()
     window.show()
-    if not window.state.settings["first_run_done"] and window._wizard_available():
-        QTimer.singleShot(0, window.open_wizard)
     return app.exec()

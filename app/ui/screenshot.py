@@ -1,8 +1,9 @@
 """`camelid gui --screenshot PATH --page NAME`: one page rendered offscreen with demo state.
 
-Demo state is a simulated machine (an RTX 4090 desktop) and, for the chat
-page, a sample conversation in a throwaway store, so screenshots look the same
-on every machine and never touch the user's data.
+Demo state is a simulated machine (an RTX 4090 desktop), a sample
+conversation and sample models, shown without touching any store, so
+screenshots look the same on every machine. CAMELID_HOME points at a
+throwaway folder meanwhile, so the user's settings and chats stay untouched.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-PAGES = ("wizard", "chat", "models", "hardware")
+PAGES = ("chat", "models", "hardware")
 DEMO_PRESET = "rtx-4090"
 SIZE = (1180, 760)
 
@@ -39,23 +40,14 @@ def render(path: Path, page: str = "hardware", *, theme_choice: str = "light") -
     state = AppState(settings, preset_profile(DEMO_PRESET), demo=True)
     window = create_window(state)
     window.resize(*SIZE)
-    target = window
-    if page == "wizard":
-        wizard = demo.wizard(window)
-        wizard.resize(900, 680)
-        wizard.show()
-        target = wizard
-    else:
-        demo.prepare(window, page)
-        name = page.capitalize()
-        if not window.show_page(name):
-            raise ValueError(f"The {name} page is not part of this build.")
-        window.show()
+    demo.prepare(window, page)
+    window.show_page(page.capitalize())
+    window.show()
     for _ in range(5):
         QApplication.processEvents()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not target.grab().save(str(path), "PNG"):
+    if not window.grab().save(str(path), "PNG"):
         raise OSError(f"Could not write {path}")
     window.close()
     app.processEvents()

@@ -210,9 +210,17 @@ class OwnerThread(QObject):
         self._thread.setObjectName(name)
         self._executor = _Executor()
         self._executor.moveToThread(self._thread)
+        self._closed = False
         self._thread.start()
 
     def _enqueue(self, job: Job) -> None:
+        if self._closed:
+            # The owner is gone (window closing): the job ends as cancelled instead of waiting forever.
+            job.cancel_event.set()
+            job.done.set()
+            job.signals.cancelled.emit()
+            job.signals.finished.emit()
+            return
         # Queued because the executor lives in the other thread.
         self._executor.submitted.emit(job)
 
@@ -228,6 +236,7 @@ class OwnerThread(QObject):
         last._register()
         self._enqueue(last)
         last.done.wait(timeout_ms / 1000)
+        self._closed = True
         self._thread.quit()
         return self._thread.wait(timeout_ms)
 
