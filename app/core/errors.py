@@ -111,3 +111,9 @@ class ChatTemplateError(GenerationError):
     """The model's chat template could not format the conversation."""
 
     code = "chat_template"
+
+
+class CatalogError(CamelidError):
+    """The curated model catalog is unreadable, or has no such model or quant."""
+
+    code = "catalog"
