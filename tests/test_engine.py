@@ -26,6 +26,7 @@ from app.core.engine import (
     LoadParams,
     _load_llama,
     check_gguf,
+    plan_params,
 )
 from app.core.errors import ModelFileError, ModelLoadError, UsageError
 from app.core.sampling import PRESETS, SamplingSettings
@@ -301,6 +302,11 @@ def test_truncated_gguf_fails_with_a_sentence(tmp_path: Path, starter_model: Pat
     with pytest.raises(ModelLoadError) as err:
         Engine().load(path, LoadParams(n_ctx=256))
     assert "could not load truncated.gguf" in str(err.value)
+
+
+def test_planned_params_honour_the_asked_context(starter_model: Path) -> None:
+    params, _plan, notices = plan_params(starter_model, n_ctx=1024)
+    assert params.n_ctx == 1024 and isinstance(notices, list)
 
 
 def test_load_params_from_plan_and_validation() -> None:

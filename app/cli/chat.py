@@ -9,6 +9,7 @@ prompt evaluation), a second one, or one at the prompt, exits.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -142,6 +143,9 @@ def chat(args: argparse.Namespace, store: Any) -> int:
         report = wait(worker.load(path, params, progress=progress, cancel=cancel), worker, cancel)
         if progress is not None:
             print(file=sys.stderr)
+        # llama.cpp logs an error line when a decode is aborted (every Stop);
+        # here Camelid reports in sentences, so keep its log off the terminal.
+        logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL)
         for notice in notices + report.notices:
             print(f"note: {notice}", file=sys.stderr)
         if interactive:

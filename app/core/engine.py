@@ -219,11 +219,11 @@ class LoadReport:
     #: One line per load attempt: "n_gpu_layers=33: out of memory".
     attempts: list[str] = field(default_factory=list)
     chat_template: str = "gguf"
-    #: Planned vs llama.cpp's reported buffers, when a plan and the log were available.
-    buffers: dict[str, Any] | None = None
+    #: The MemoryPlan the parameters came from (None when they were given).
+    plan: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {k: v for k, v in vars(self).items() if k != "plan"}
         data["params"] = asdict(self.params)
         return data
 
@@ -306,7 +306,8 @@ class Engine:
         """Load `path` (unloading any current model). Without `params`, plan them from the header.
 
         Raises ModelFileError for a bad file, ModelLoadError when llama.cpp
-        refuses it, and ModelLoadError with code "cancelled" if `cancel` is set.
+        refuses it (or when `cancel` was set). A failed load leaves no model
+        loaded.
         """
         path = Path(path)
         check_gguf(path)
@@ -352,8 +353,7 @@ class Engine:
         self.report = LoadReport(
             path=str(path), params=params, seconds=time.perf_counter() - started,
             n_ctx=int(llm.n_ctx()), n_ctx_train=n_ctx_train, notices=notices,
-            attempts=attempts, chat_template=template_source,
-            buffers=_compare_buffers(plan))
+            attempts=attempts, chat_template=template_source, plan=plan)
         if progress is not None:
             progress(1.0)
         return self.report
@@ -694,17 +694,30 @@ class EngineThread:
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-def plan_params(path: Path, *, n_ctx: int | None = None) -> tuple[LoadParams, Any, list[str]]:
+def plan_params(path: Path, *, n_ctx: int | None = None,
+                hardware: Any = None) -> tuple[LoadParams, Any, list[str]]:
     """LoadParams for `path` on this machine: header -> MemoryPlan -> LoadParams.
 
-    Returns (params, plan or None, notices).
+    Returns (params, plan or None, notices). `n_ctx` asks the planner for
+    that context; `hardware` plans for a given HardwareProfile (default: this
+    machine). In a build without the fit engine the defaults are used (CPU,
+    a 4096-token context, or `n_ctx`).
     """
-    params = LoadParams()
-    return (params.with_(n_ctx=n_ctx) if n_ctx else params), None, []
+    try:
+        from app.core.gguf_meta import read_gguf
+        from app.core.memory import plan_memory
+    except ImportError:
+        params = LoadParams()
+        return (params.with_(n_ctx=n_ctx) if n_ctx else params), None, []
+    from app.core.hardware import detect
 
-
-def _compare_buffers(plan: Any) -> dict[str, Any] | None:
-    return None
+    meta = read_gguf(Path(path))
+    plan = plan_memory(meta, hardware or detect(), n_ctx=n_ctx)
+    params = LoadParams.from_plan(plan)
+    if n_ctx and params.n_ctx != n_ctx:
+        params = params.with_(n_ctx=n_ctx)
+    notices = [str(r) for r in getattr(plan, "notices", None) or []]
+    return params, plan, notices
 
 
 def _layer_schedule(n_gpu_layers: int) -> list[int]:
