@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the best local LLM your machine can hold.",
     )
     parser.add_argument("--version", action="version", version=f"camelid {__version__}")
+    parser.add_argument("--self-test", action="store_true",
+                        help="load the starter model, generate a few tokens, start the GUI offscreen, report")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -45,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.self_test:
+        from app.selftest import run_self_test
+
+        return run_self_test()
     if args.command is None:
         from app.cli.gui import open_app
 
