@@ -117,3 +117,21 @@ class CatalogError(CamelidError):
     """The curated model catalog is unreadable, or has no such model or quant."""
 
     code = "catalog"
+
+
+class NotGGUFError(ModelFileError):
+    """A file that was expected to be a GGUF model is something else."""
+
+    code = "not_gguf"
+
+
+class TruncatedGGUFError(ModelFileError):
+    """A GGUF file ends before its header does (an interrupted download, a cut copy)."""
+
+    code = "truncated_gguf"
+
+
+class RangeNotSupportedError(RemoteError):
+    """A server answered a byte-range request with the whole file; reading it was stopped."""
+
+    code = "range_not_supported"

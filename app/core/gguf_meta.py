@@ -1,0 +1,624 @@
+"""A GGUF model's metadata and tensor table, from a local file or over HTTP ranges.
+
+Only the header is ever read: the key/value metadata and the tensor infos
+(name, shape, type, offset). Tensor data is never touched, so a 40 GB model on
+the Hub costs a few megabytes to plan.
+
+One incremental parser serves local files and remote ones. It pulls bytes on
+demand from a source, so a remote header is fetched in growing Range chunks
+(as @huggingface/gguf does) and parsing stops where the header ends. The
+`gguf` package's GGUFReader is not used for this because it memory-maps a whole
+file and cannot parse a truncated buffer; tests cross-check this parser
+against GGUFReader on real files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.core import quants
+from app.core.architectures import KNOWN_ARCHITECTURES, SWA_PERIODS, ArchConstants, swa_layers
+from app.core.errors import (
+    CamelidError,
+    GatedRepoError,
+    ModelFileError,
+    NotFoundError,
+    NotGGUFError,
+    RangeNotSupportedError,
+    RemoteError,
+    TruncatedGGUFError,
+)
+
+GGUF_MAGIC = b"GGUF"
+#: First Range request; each further one doubles, up to MAX_CHUNK.
+FIRST_CHUNK = 1024 * 1024
+MAX_CHUNK = 16 * 1024 * 1024
+#: No real header is this large (the biggest tokenizers are ~20 MB); a file that
+#: claims more is damaged, and we refuse rather than download gigabytes.
+MAX_HEADER_BYTES = 256 * 1024 * 1024
+
+_SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+
+# GGUF value types (gguf.GGUFValueType): fixed-size ones by struct format.
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
+            12: "<d"}
+_STRING, _ARRAY = 8, 9
+#: Metadata arrays longer than this are skipped, only their length kept
+#: (tokenizer tokens, merges, scores: megabytes the planner never needs).
+_KEEP_ARRAY_MAX = 4096
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of the table: name, ggml shape (shape[0] is the row length), type, bytes."""
+
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: int
+    n_bytes: int
+    #: Data offset relative to the shard's data section, and which shard holds it.
+    offset: int = 0
+    shard: int = 0
+
+    @property
+    def type_name(self) -> str:
+        return quants.type_name(self.ggml_type)
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n
+
+    @property
+    def layer(self) -> int | None:
+        """The block index of a `blk.N.` tensor, else None."""
+        match = re.match(r"^blk\.(\d+)\.", self.name)
+        return int(match.group(1)) if match else None
+
+
+@dataclass
+class ModelMeta:
+    """What the planner needs from a GGUF header."""
+
+    architecture: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    #: KV heads (GQA); a list when the model gives one per layer.
+    n_head_kv: int | list[int]
+    head_dim_k: int
+    head_dim_v: int
+    n_vocab: int
+    n_ctx_train: int
+    n_ff: int | list[int] = 0
+    sliding_window: int = 0
+    #: One flag per layer: whether that layer uses the sliding window.
+    swa_pattern: list[bool] = field(default_factory=list)
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_exp: int = 0
+    tied_embeddings: bool = False
+    chat_template: str | None = None
+    file_type: int | None = None
+    name: str | None = None
+    size_label: str | None = None
+    tensors: list[TensorInfo] = field(default_factory=list)
+    #: Where the header came from: a path or URL per shard, first shard first.
+    shards: list[str] = field(default_factory=list)
+    #: Sum of the shards' sizes (None when unknown, e.g. a synthetic meta).
+    file_size: int | None = None
+    #: Header bytes of the first shard (where its tensor data begins).
+    header_bytes: int = 0
+    #: Bytes downloaded to read the header(s) (0 for local files).
+    bytes_fetched: int = 0
+    gguf_version: int = 3
+    #: True when the planner only knows generic rules for this architecture.
+    approximate: bool = False
+    warnings: list[str] = field(default_factory=list)
+    #: Scalar metadata (and short arrays) as read; long arrays are left out.
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    # -- derived ----------------------------------------------------------------
+    @property
+    def tensor_bytes(self) -> int:
+        """Bytes of all tensors (the weights llama.cpp will allocate)."""
+        return sum(t.n_bytes for t in self.tensors)
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.n_elements for t in self.tensors)
+
+    @property
+    def quant(self) -> str | None:
+        """The file type as people write it (``Q4_K_M``), or None when the header does not say."""
+        return quants.file_type_name(self.file_type) if self.file_type is not None else None
+
+    @property
+    def n_head_kv_max(self) -> int:
+        return max(self.kv_heads(i) for i in range(self.n_layer)) if self.n_layer else 0
+
+    def kv_heads(self, layer: int) -> int:
+        """KV heads of one layer (0 for a layer without attention)."""
+        if isinstance(self.n_head_kv, list):
+            if not self.n_head_kv:
+                return 0
+            return int(self.n_head_kv[min(layer, len(self.n_head_kv) - 1)])
+        return int(self.n_head_kv)
+
+    def is_swa(self, layer: int) -> bool:
+        return bool(self.swa_pattern[layer]) if layer < len(self.swa_pattern) else False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON summary (no tensor table, no chat template text)."""
+        return {
+            "architecture": self.architecture, "name": self.name, "size_label": self.size_label,
+            "n_params": self.n_params, "n_layers": self.n_layer, "n_embd": self.n_embd,
+            "n_head": self.n_head, "n_head_kv": self.n_head_kv, "head_dim_k": self.head_dim_k,
+            "head_dim_v": self.head_dim_v, "n_vocab": self.n_vocab, "n_ctx_train": self.n_ctx_train,
+            "sliding_window": self.sliding_window, "n_swa_layers": sum(self.swa_pattern),
+            "n_expert": self.n_expert, "n_expert_used": self.n_expert_used,
+            "tied_embeddings": self.tied_embeddings, "file_type": self.file_type, "quant": self.quant,
+            "tensor_bytes": self.tensor_bytes, "n_tensors": len(self.tensors), "file_size": self.file_size,
+            "shards": list(self.shards), "chat_template": self.chat_template,
+            "approximate": self.approximate, "warnings": list(self.warnings),
+        }
+
+    # -- synthetic ------------------------------------------------------------------
+    @classmethod
+    def from_architecture(cls, arch: ArchConstants, ftype: int | str, *, name: str | None = None) -> ModelMeta:
+        """A meta for a model that is not downloaded: its tensors predicted from constants and file type."""
+        predicted = quants.predict_tensors(arch, ftype)
+        ft = quants.parse_file_type(ftype) if isinstance(ftype, str) else int(ftype)
+        meta = cls(
+            architecture=arch.architecture, n_layer=arch.n_layer, n_embd=arch.n_embd, n_head=arch.n_head,
+            n_head_kv=arch.n_head_kv, head_dim_k=int(arch.head_dim_k or 0), head_dim_v=int(arch.head_dim_v or 0),
+            n_vocab=arch.n_vocab, n_ctx_train=arch.n_ctx_train, n_ff=arch.n_ff,
+            sliding_window=arch.sliding_window, swa_pattern=list(arch.swa_pattern or []),
+            n_expert=arch.n_expert, n_expert_used=arch.n_expert_used, n_ff_exp=arch.n_ff_exp or 0,
+            tied_embeddings=arch.tied_embeddings, file_type=int(ft) if ft is not None else None, name=name,
+            tensors=[TensorInfo(t.name, t.shape, int(t.ggml_type), t.n_bytes) for t in predicted],
+            file_size=quants.predict_file_size(arch, ftype),
+        )
+        _mark_unknown(meta)
+        return meta
+
+    def with_file_type(self, ftype: int | str) -> ModelMeta:
+        """This model re-quantized as `ftype` (same tensors, types per llama.cpp's mix rules)."""
+        ft = quants.parse_file_type(ftype) if isinstance(ftype, str) else quants.F(int(ftype))
+        if ft is None:
+            raise ValueError(f"unknown file type {ftype!r}")
+        table = [(t.name, list(t.shape)) for t in self.tensors]
+        ctx = quants.MixContext(architecture=self.architecture, n_layer=self.n_layer, n_head=self.n_head,
+                                n_head_kv=self.n_head_kv_max, n_expert=self.n_expert,
+                                has_output=any(t.name == "output.weight" for t in self.tensors),
+                                is_70b=self.n_layer == 80)
+        types = quants.assign_types(table, ft, ctx)
+        tensors = [TensorInfo(t.name, t.shape, int(ty), quants.tensor_nbytes(ty, t.shape))
+                   for t, ty in zip(self.tensors, types, strict=True)]
+        header = self.header_bytes or 0
+        return _replace(self, tensors=tensors, file_type=int(ft),
+                        file_size=header + sum(-(-t.n_bytes // 32) * 32 for t in tensors),
+                        shards=[], bytes_fetched=0)
+
+
+def _replace(meta: ModelMeta, **changes: Any) -> ModelMeta:
+    from dataclasses import replace
+
+    return replace(meta, **changes)
+
+
+# -- the parser -------------------------------------------------------------------------
+
+
+class _NeedMore(Exception):
+    """The source has no more bytes: the header is cut short."""
+
+
+class _Reader:
+    """Sequential little-endian reads over a growing buffer, pulling bytes on demand."""
+
+    def __init__(self, pull: Callable[[int], bytes]) -> None:
+        self._pull = pull
+        self.buf = bytearray()
+        self.pos = 0
+
+    def _ensure(self, n: int) -> None:
+        while len(self.buf) - self.pos < n:
+            if self.pos + n > MAX_HEADER_BYTES:
+                raise _NeedMore("header larger than any real GGUF header")
+            more = self._pull(self.pos + n - len(self.buf))
+            if not more:
+                raise _NeedMore
+            self.buf += more
+
+    def take(self, n: int) -> bytes:
+        self._ensure(n)
+        out = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        self._ensure(size)
+        value = struct.unpack_from(fmt, self.buf, self.pos)[0]
+        self.pos += size
+        return value
+
+    def string(self) -> str:
+        n = self.unpack("<Q")
+        if n > MAX_HEADER_BYTES:
+            raise ValueError("string length out of range")
+        return self.take(n).decode("utf-8", errors="replace")
+
+    def skip_strings(self, count: int) -> None:
+        for _ in range(count):
+            n = self.unpack("<Q")
+            if n > MAX_HEADER_BYTES:
+                raise ValueError("string length out of range")
+            self._ensure(n)
+            self.pos += n
+
+
+@dataclass
+class _Header:
+    version: int
+    kv: dict[str, Any]
+    array_lengths: dict[str, int]
+    tensors: list[tuple[str, tuple[int, ...], int, int]]  # name, shape, type, offset
+    data_offset: int
+
+
+def _parse_header(reader: _Reader) -> _Header:
+    if reader.take(4) != GGUF_MAGIC:
+        raise NotGGUFError("not a GGUF")
+    version = reader.unpack("<I")
+    if version not in (2, 3):
+        raise NotGGUFError(f"GGUF version {version}")
+    n_tensors = reader.unpack("<Q")
+    n_kv = reader.unpack("<Q")
+    if n_tensors > 1_000_000 or n_kv > 1_000_000:
+        raise ValueError("implausible tensor or key count")
+    kv: dict[str, Any] = {}
+    lengths: dict[str, int] = {}
+    for _ in range(n_kv):
+        key = reader.string()
+        vtype = reader.unpack("<I")
+        if vtype == _ARRAY:
+            itype = reader.unpack("<I")
+            count = reader.unpack("<Q")
+            lengths[key] = count
+            if itype == _STRING:
+                if count <= _KEEP_ARRAY_MAX:
+                    kv[key] = [reader.string() for _ in range(count)]
+                else:
+                    reader.skip_strings(count)
+            elif itype in _SCALARS:
+                fmt = _SCALARS[itype]
+                size = struct.calcsize(fmt)
+                raw = reader.take(size * count)
+                if count <= _KEEP_ARRAY_MAX:
+                    kv[key] = [v[0] for v in struct.iter_unpack(fmt, raw)]
+            else:
+                raise ValueError(f"unsupported array item type {itype} for {key}")
+        elif vtype == _STRING:
+            kv[key] = reader.string()
+        elif vtype in _SCALARS:
+            kv[key] = reader.unpack(_SCALARS[vtype])
+        else:
+            raise ValueError(f"unknown value type {vtype} for {key}")
+    tensors = []
+    for _ in range(n_tensors):
+        name = reader.string()
+        n_dims = reader.unpack("<I")
+        if n_dims > 8:
+            raise ValueError(f"tensor {name} has {n_dims} dimensions")
+        shape = tuple(reader.unpack("<Q") for _ in range(n_dims))
+        ggml_type = reader.unpack("<I")
+        offset = reader.unpack("<Q")
+        tensors.append((name, shape, ggml_type, offset))
+    alignment = int(kv.get("general.alignment", quants.GGUF_ALIGNMENT) or quants.GGUF_ALIGNMENT)
+    data_offset = -(-reader.pos // alignment) * alignment
+    return _Header(version, kv, lengths, tensors, data_offset)
+
+
+def _parse(pull: Callable[[int], bytes], where: str) -> _Header:
+    reader = _Reader(pull)
+    try:
+        return _parse_header(reader)
+    except NotGGUFError as exc:
+        raise NotGGUFError(f"{where} is not a GGUF model file ({exc}).",
+                           "Choose a .gguf file; other formats (safetensors, .bin) must be converted first.") from exc
+    except _NeedMore as exc:
+        if reader.pos < 4:
+            raise NotGGUFError(f"{where} is too short to be a GGUF model file.",
+                               "Choose a complete .gguf file.") from exc
+        raise TruncatedGGUFError(f"{where} ends inside its GGUF header (after {len(reader.buf):,} bytes).",
+                                 "The file is incomplete: download it again.") from exc
+    except (ValueError, UnicodeDecodeError, struct.error) as exc:
+        raise ModelFileError(f"{where} has a damaged GGUF header ({exc}).",
+                             "Download the file again; if it persists, the file itself is broken.") from exc
+
+
+def _tensor_infos(header: _Header, shard: int, data_size: int | None) -> list[TensorInfo]:
+    """Tensor infos with bytes from type and shape (from offsets for a type this gguf does not know)."""
+    out = []
+    ordered = sorted(header.tensors, key=lambda t: t[3])
+    next_offset = {t[0]: (ordered[i + 1][3] if i + 1 < len(ordered) else data_size) for i, t in enumerate(ordered)}
+    for name, shape, ggml_type, offset in header.tensors:
+        try:
+            n_bytes = quants.tensor_nbytes(ggml_type, shape)
+        except (ValueError, KeyError):
+            end = next_offset[name]
+            n_bytes = max(0, end - offset) if end is not None else 0
+        out.append(TensorInfo(name, tuple(int(d) for d in shape), int(ggml_type), n_bytes, int(offset), shard))
+    return out
+
+
+def _meta_from_headers(headers: list[_Header], tensors: list[TensorInfo], where: str) -> ModelMeta:
+    kv = headers[0].kv
+    lengths = headers[0].array_lengths
+    arch = str(kv.get("general.architecture") or "")
+    if not arch:
+        raise ModelFileError(f"{where} does not say which model architecture it holds.",
+                             "The GGUF is incomplete or not a language model; choose another file.")
+
+    def get(key: str, default: Any = None) -> Any:
+        return kv.get(f"{arch}.{key}", default)
+
+    n_layer = int(get("block_count", 0) or 0)
+    n_embd = int(get("embedding_length", 0) or 0)
+    n_head_raw = get("attention.head_count", 0)
+    n_head = int(max(n_head_raw) if isinstance(n_head_raw, list) else n_head_raw or 0)
+    kv_raw = get("attention.head_count_kv", None)
+    if kv_raw is None:
+        n_head_kv: int | list[int] = n_head_raw if isinstance(n_head_raw, list) else n_head
+    elif isinstance(kv_raw, list):
+        n_head_kv = [int(x) for x in kv_raw]
+        if len(set(n_head_kv)) == 1:
+            n_head_kv = n_head_kv[0]
+    else:
+        n_head_kv = int(kv_raw)
+    head_k = int(get("attention.key_length", 0) or (n_embd // n_head if n_head else 0))
+    head_v = int(get("attention.value_length", 0) or head_k)
+    n_vocab = int(get("vocab_size", 0) or lengths.get("tokenizer.ggml.tokens", 0))
+    if not n_vocab:
+        embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
+        n_vocab = embd.shape[1] if embd and len(embd.shape) > 1 else 0
+    window = int(get("attention.sliding_window", 0) or 0)
+    pattern_raw = get("attention.sliding_window_pattern", None)
+    if isinstance(pattern_raw, list):
+        swa = [bool(x) for x in pattern_raw][:n_layer]
+    elif isinstance(pattern_raw, int) and pattern_raw > 1 and window:
+        swa = [i % pattern_raw < pattern_raw - 1 for i in range(n_layer)]
+    else:
+        swa = swa_layers(arch, n_layer, window)
+    n_ff = get("feed_forward_length", 0)
+    ftype = kv.get("general.file_type")
+    meta = ModelMeta(
+        architecture=arch, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv,
+        head_dim_k=head_k, head_dim_v=head_v, n_vocab=n_vocab,
+        n_ctx_train=int(get("context_length", 0) or 0),
+        n_ff=[int(x) for x in n_ff] if isinstance(n_ff, list) else int(n_ff or 0),
+        sliding_window=window if any(swa) else 0, swa_pattern=swa,
+        n_expert=int(get("expert_count", 0) or 0), n_expert_used=int(get("expert_used_count", 0) or 0),
+        n_ff_exp=int(get("expert_feed_forward_length", 0) or 0),
+        tied_embeddings=not any(t.name == "output.weight" for t in tensors),
+        chat_template=kv.get("tokenizer.chat_template"),
+        file_type=int(ftype) if isinstance(ftype, int) else None,
+        name=kv.get("general.name"), size_label=kv.get("general.size_label"),
+        tensors=tensors, header_bytes=headers[0].data_offset, gguf_version=headers[0].version,
+        metadata={k: v for k, v in kv.items() if k != "tokenizer.chat_template"},
+    )
+    if not n_layer or not n_embd or not n_head:
+        raise ModelFileError(f"{where} lacks the layer count, width or heads of its {arch} model.",
+                             "The GGUF metadata is incomplete; choose another file.")
+    _mark_unknown(meta)
+    return meta
+
+
+def _mark_unknown(meta: ModelMeta) -> None:
+    if meta.architecture not in KNOWN_ARCHITECTURES and meta.architecture not in SWA_PERIODS:
+        meta.approximate = True
+        meta.warnings.append(
+            f"Camelid has no exact memory rules for the '{meta.architecture}' architecture; the plan uses "
+            "generic transformer rules and is approximate.")
+
+
+# -- local files ------------------------------------------------------------------------------
+
+
+def shard_paths(first: str) -> list[str] | None:
+    """All shard names of a split GGUF given any shard's name (``x-00001-of-00003.gguf``), else None."""
+    match = _SHARD_RE.search(first)
+    if not match:
+        return None
+    total = int(match.group(2))
+    stem = first[: match.start()]
+    return [f"{stem}-{i:05d}-of-{total:05d}.gguf" for i in range(1, total + 1)]
+
+
+def read_gguf(path: str | os.PathLike[str]) -> ModelMeta:
+    """Read a local GGUF's header (all shards' tensor tables for a split model); never tensor data."""
+    first = Path(path)
+    names = shard_paths(str(first)) or [str(first)]
+    headers: list[_Header] = []
+    tensors: list[TensorInfo] = []
+    total = 0
+    for i, name in enumerate(names):
+        p = Path(name)
+        try:
+            size = p.stat().st_size
+            with p.open("rb") as f:
+                header = _parse(lambda n, f=f: f.read(max(n, 1 << 20)), p.name)
+        except FileNotFoundError as exc:
+            if i == 0:
+                raise ModelFileError(f"There is no file at {p}.", "Check the path.") from exc
+            raise ModelFileError(f"{first.name} is split into {len(names)} files but {p.name} is missing.",
+                                 "Download every part into the same folder.") from exc
+        except IsADirectoryError as exc:
+            raise ModelFileError(f"{p} is a folder, not a model file.", "Choose a .gguf file.") from exc
+        except PermissionError as exc:
+            raise ModelFileError(f"{p} cannot be read (permission denied).",
+                                 "Fix the file's permissions or copy it somewhere readable.") from exc
+        headers.append(header)
+        tensors += _tensor_infos(header, i, size - header.data_offset)
+        total += size
+    meta = _meta_from_headers(headers, tensors, first.name)
+    meta.shards = [str(Path(n)) for n in names]
+    meta.file_size = total
+    return meta
+
+
+# -- remote files --------------------------------------------------------------------------------
+
+
+_RESOLVE_RE = re.compile(r"^https?://[^/]+/(?:(?:models|datasets|spaces)/)?([^/]+/[^/]+)/resolve/[^/]+/(.+)$")
+
+
+class _RangeSource:
+    """Pulls a remote file's bytes in growing Range chunks, counting what it downloads."""
+
+    def __init__(self, url: str, headers: dict[str, str], session: Any) -> None:
+        self.url = url
+        self.headers = headers
+        self.session = session
+        self.offset = 0
+        self.chunk = FIRST_CHUNK
+        self.bytes_fetched = 0
+        self.total_size: int | None = None
+        self.eof = False
+
+    def pull(self, need: int) -> bytes:
+        if self.eof:
+            return b""
+        length = max(self.chunk, need)
+        self.chunk = min(self.chunk * 2, MAX_CHUNK)
+        start, end = self.offset, self.offset + length - 1
+        data = self._get(start, end)
+        self.offset += len(data)
+        if len(data) < length:
+            self.eof = True
+        return data
+
+    def _get(self, start: int, end: int) -> bytes:
+        import httpx2
+
+        headers = {**self.headers, "Range": f"bytes={start}-{end}"}
+        try:
+            with self.session.stream("GET", self.url, headers=headers, follow_redirects=True) as response:
+                status = response.status_code
+                if status == 416:
+                    return b""  # the file ends before `start`
+                if status >= 400:
+                    response.read()
+                    raise _http_error(response, self.url)
+                if status == 200:
+                    length = response.headers.get("Content-Length")
+                    if length is None or int(length) > end - start + 1 or start > 0:
+                        # Reading on would download the whole model to see its header.
+                        raise RangeNotSupportedError(
+                            f"The server of {self.url} ignores byte ranges: it would send the whole file "
+                            "to show its header, so Camelid stopped.",
+                            "Try again later, or use a mirror that supports Range requests (HF_ENDPOINT).")
+                content_range = response.headers.get("Content-Range", "")
+                if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
+                    self.total_size = int(content_range.rsplit("/", 1)[1])
+                chunks = []
+                for piece in response.iter_bytes():
+                    chunks.append(piece)
+                    self.bytes_fetched += len(piece)
+                return b"".join(chunks)
+        except CamelidError:
+            raise
+        except httpx2.HTTPError as exc:
+            raise RemoteError(f"Could not read {self.url} ({type(exc).__name__}: {exc}).",
+                              "Check your connection (or HF_ENDPOINT), then try again.") from exc
+
+
+def _http_error(response: Any, url: str) -> CamelidError:
+    status = response.status_code
+    code = response.headers.get("X-Error-Code", "")
+    match = _RESOLVE_RE.match(url.split("?")[0])
+    repo_id, filename = (match.group(1), match.group(2)) if match else (None, None)
+    what = f"{repo_id}/{filename}" if repo_id else url
+    page = url.split("/resolve/")[0] if "/resolve/" in url else url
+    if code == "GatedRepo" or (status in (401, 403) and code not in ("RepoNotFound", "EntryNotFound")):
+        if status == 403:
+            return GatedRepoError(f"{repo_id or url} is gated and your account has not been granted access.",
+                                  f"Accept the license at {page}, then try again.")
+        return GatedRepoError(f"{repo_id or url} is gated or private: reading it needs a Hugging Face token.",
+                              f"Accept the license at {page}, then set HF_TOKEN or run `hf auth login`.")
+    if status == 404 or code in ("RepoNotFound", "EntryNotFound", "RevisionNotFound"):
+        if code == "RepoNotFound" or (status == 401 and code == "RepoNotFound"):
+            return NotFoundError(f"The repository {repo_id or url} was not found (or it is private).",
+                                 "Check the name with `camelid search`; for a private repo set HF_TOKEN.")
+        fix = f"List the files with `camelid files {repo_id}`." if repo_id else "Check the URL."
+        return NotFoundError(f"{what} does not exist.", fix)
+    return RemoteError(f"The server answered {status} for {what}.",
+                       "Try again in a moment; if it persists, check HF_ENDPOINT and your connection.")
+
+
+def read_gguf_url(url: str, *, headers: dict[str, str] | None = None, session: Any = None) -> ModelMeta:
+    """Read a remote GGUF's header with HTTP Range requests; `meta.bytes_fetched` counts the download.
+
+    For a split GGUF's first shard, every shard's header is read the same way.
+    """
+    if session is None:
+        from huggingface_hub import get_session
+
+        session = get_session()
+    names = shard_paths(url.split("?")[0]) or [url]
+    if len(names) > 1 and "?" in url:
+        query = url.split("?", 1)[1]
+        names = [f"{n}?{query}" for n in names]
+    parsed: list[_Header] = []
+    tensors: list[TensorInfo] = []
+    fetched = 0
+    total = 0
+    for i, shard_url in enumerate(names):
+        source = _RangeSource(shard_url, dict(headers or {}), session)
+        label = shard_url.split("?")[0].rsplit("/", 1)[-1]
+        try:
+            header = _parse(source.pull, label)
+        finally:
+            fetched += source.bytes_fetched
+        size = source.total_size
+        parsed.append(header)
+        tensors += _tensor_infos(header, i, size - header.data_offset if size else None)
+        total += size or 0
+    meta = _meta_from_headers(parsed, tensors, names[0].split("?")[0].rsplit("/", 1)[-1])
+    meta.shards = names
+    meta.file_size = total or None
+    meta.bytes_fetched = fetched
+    return meta
+
+
+def hub_endpoint() -> str:
+    """The Hub URL: ``HF_ENDPOINT`` now, else huggingface_hub's default.
+
+    huggingface_hub reads HF_ENDPOINT once, at import; a mirror (or test server)
+    set later must still win, so it is read at call time.
+    """
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def read_gguf_remote(repo_id: str, filename: str, *, revision: str = "main", token: str | None = None) -> ModelMeta:
+    """Read the header of ``filename`` in the Hub repo ``repo_id`` (all shards of a split model)."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    url = hf_hub_url(repo_id, filename, revision=revision, endpoint=hub_endpoint())
+    from app.core.hub import resolve_token
+
+    headers = build_hf_headers(token=resolve_token(token) or False)
+    return read_gguf_url(url, headers=headers)

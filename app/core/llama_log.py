@@ -1,0 +1,182 @@
+"""llama.cpp's own log: capture it, and read the buffer sizes it reports.
+
+llama.cpp prints every allocation it makes while loading (model weights per
+buffer type, the KV cache, the compute buffers per device). Those lines are
+the ground truth a memory plan is checked against: the tests compare plans
+with them, and the chat engine compares them with the plan at load time.
+
+Usage::
+
+    with LlamaLogCapture() as log:
+        llm = llama_cpp.Llama(path, n_ctx=4096)
+    sizes = parse_buffer_sizes(log.text)
+    sizes.total("kv")        # MiB, summed over devices
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+_MIB = 1024 * 1024
+
+_lock = threading.Lock()
+#: Active captures, innermost last. llama_log_set is process-wide, so one
+#: callback feeds them all; the ctypes callback object must stay referenced
+#: for as long as llama.cpp may call it, or the process crashes.
+_stack: list[LlamaLogCapture] = []
+_callback: Any = None
+
+
+def _dispatch(level: int, text: bytes, _user: Any) -> None:
+    try:
+        decoded = text.decode("utf-8", errors="replace") if text else ""
+    except Exception:  # an exception must never cross into C
+        return
+    with _lock:
+        for capture in _stack:
+            capture._feed(level, decoded)
+
+
+def _install() -> None:
+    global _callback
+    import llama_cpp
+
+    if _callback is None:
+        _callback = llama_cpp.llama_log_callback(_dispatch)
+    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+
+
+def _restore() -> None:
+    """Hand the log back to llama-cpp-python's own logger (what it installs at import)."""
+    import llama_cpp
+
+    try:
+        from llama_cpp import _logger
+
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+    except (ImportError, AttributeError):
+        # Keep our callback installed (it ignores text when no capture is active)
+        # rather than hand llama.cpp a callback that may be freed.
+        pass
+
+
+class LlamaLogCapture:
+    """Collect llama.cpp's log lines while the `with` block runs (thread-safe, nestable).
+
+    `echo` also forwards each piece of text to a callable (e.g. a logger).
+    """
+
+    def __init__(self, *, echo: Any = None) -> None:
+        self._pieces: list[str] = []
+        self._echo = echo
+
+    def __enter__(self) -> LlamaLogCapture:
+        with _lock:
+            _stack.append(self)
+            first = len(_stack) == 1
+        if first:
+            _install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with _lock:
+            if self in _stack:
+                _stack.remove(self)
+            last = not _stack
+        if last:
+            _restore()
+
+    def _feed(self, level: int, text: str) -> None:
+        self._pieces.append(text)
+        if self._echo is not None:
+            with contextlib.suppress(Exception):
+                self._echo(text)
+
+    @property
+    def text(self) -> str:
+        """Everything captured so far (pieces joined: llama.cpp sends some lines in parts)."""
+        return "".join(self._pieces)
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    def buffer_sizes(self) -> BufferSizes:
+        """The buffer sizes llama.cpp reported so far."""
+        return parse_buffer_sizes(self.text)
+
+
+@dataclass
+class BufferSizes:
+    """MiB per device for each component llama.cpp allocated, as its log reports them.
+
+    Device names are llama.cpp's buffer names: ``CPU_Mapped``, ``CPU_REPACK``,
+    ``CUDA0``, ``CUDA_Host``, ``Metal_Mapped``, ``Vulkan0``...
+    """
+
+    model: dict[str, float] = field(default_factory=dict)
+    kv: dict[str, float] = field(default_factory=dict)
+    compute: dict[str, float] = field(default_factory=dict)
+    output: dict[str, float] = field(default_factory=dict)
+    n_ctx: int | None = None
+    n_batch: int | None = None
+    n_ubatch: int | None = None
+    flash_attn: bool | None = None
+    #: "offloaded N/M layers to GPU" (None when the log has no such line, e.g. a CPU build).
+    layers_offloaded: int | None = None
+    layers_total: int | None = None
+
+    def total(self, component: str) -> float:
+        """MiB of one component (model, kv, compute, output) summed over devices."""
+        return sum(getattr(self, component).values())
+
+    def bytes(self, component: str) -> int:
+        return round(self.total(component) * _MIB)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "kv": self.kv, "compute": self.compute, "output": self.output,
+                "n_ctx": self.n_ctx, "n_batch": self.n_batch, "n_ubatch": self.n_ubatch,
+                "flash_attn": self.flash_attn, "layers_offloaded": self.layers_offloaded,
+                "layers_total": self.layers_total}
+
+
+_MODEL_RE = re.compile(r"^\S*load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB", re.M)
+_KV_RE = re.compile(r"^\S*llama_kv_cache\w*:\s+(\S+) KV buffer size =\s+([\d.]+) MiB", re.M)
+_COMPUTE_RE = re.compile(r"^\S*(?:sched_reserve|llama_context|llama_new_context_with_model):\s+(\S+) compute "
+                         r"buffer size =\s+([\d.]+) MiB", re.M)
+_OUTPUT_RE = re.compile(r"^\S*llama_context:\s+(\S+)\s+output buffer size =\s+([\d.]+) MiB", re.M)
+_OFFLOAD_RE = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+_PARAM_RE = re.compile(r"^llama_context: (n_ctx|n_batch|n_ubatch|flash_attn)\s+= (\S+)", re.M)
+
+
+def _sum_by_device(regex: re.Pattern[str], text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for device, mib in regex.findall(text):
+        # A model loaded twice in one capture, or SWA + full KV caches, report
+        # one line each; the sum is what the process holds.
+        out[device] = round(out.get(device, 0.0) + float(mib), 4)
+    return out
+
+
+def parse_buffer_sizes(text: str) -> BufferSizes:
+    """Read the model, KV, compute and output buffer sizes (MiB per device) from llama.cpp's log."""
+    sizes = BufferSizes(
+        model=_sum_by_device(_MODEL_RE, text),
+        kv=_sum_by_device(_KV_RE, text),
+        compute=_sum_by_device(_COMPUTE_RE, text),
+        output=_sum_by_device(_OUTPUT_RE, text),
+    )
+    offload = _OFFLOAD_RE.findall(text)
+    if offload:
+        sizes.layers_offloaded, sizes.layers_total = (int(x) for x in offload[-1])
+    for key, value in _PARAM_RE.findall(text):
+        if key == "flash_attn":
+            sizes.flash_attn = value.lower() in ("1", "true", "enabled", "on")
+        elif value.isdigit():
+            setattr(sizes, key, int(value))
+    return sizes
