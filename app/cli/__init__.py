@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "app.cli.settings",
     "app.cli.search",
     "app.cli.files",
+    "app.cli.plan",
     "app.cli.download",
     "app.cli.models",
     "app.cli.chat",

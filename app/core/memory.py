@@ -375,6 +375,9 @@ def _allocate(meta: ModelMeta, machine: _Machine, k: int, s: _Settings) -> list[
     out_dev.weights += output_bytes
     if meta.tied_embeddings and out_dev is not ram:
         out_dev.weights += embd  # the output's copy of the tied token embedding
+    for dev in gpus:
+        if not dev.layers and not dev.output:
+            dev.overhead = 0  # a GPU given nothing to hold is left alone
     for dev in [*gpus, ram]:
         peak = block_peak.get(id(dev), 0)
         if dev.output:

@@ -1,0 +1,123 @@
+"""`camelid plan MODEL`: where a model's bytes would go on this (or a simulated) machine.
+
+MODEL is a local .gguf, ``REPO:QUANT`` or ``REPO/path/file.gguf`` on the Hub;
+for the Hub only the header is fetched, over HTTP ranges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from app.cli.common import (
+    add_hardware_flags,
+    add_json_flag,
+    hardware_from_args,
+    human_bytes,
+    print_json,
+)
+from app.core.errors import ModelFileError
+from app.core.gguf_meta import ModelMeta
+from app.core.memory import CACHE_TYPES, MemoryPlan, plan_memory
+
+_REPO = r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*"
+_HUB_FILE_RE = re.compile(rf"^({_REPO})/(.+\.gguf)$", re.IGNORECASE)
+_HUB_QUANT_RE = re.compile(rf"^({_REPO})(?::(.+))?$")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plan", help="show where a model's memory would go, before downloading it",
+        description="Plan a GGUF model's memory (weights, KV cache, compute, overhead) per device, the GPU "
+                    "layers and the verdict. MODEL is a local .gguf, REPO:QUANT or REPO/path/file.gguf on "
+                    "the Hub (only the header is fetched).")
+    add_json_flag(parser)
+    parser.add_argument("model", metavar="MODEL", help="a .gguf path, REPO:QUANT, or REPO/path/file.gguf")
+    parser.add_argument("--ctx", type=int, metavar="N", help="context length (default: the longest that fits, "
+                                                                 "up to the trained one and --ctx-cap)")
+    parser.add_argument("--ctx-cap", type=int, metavar="N", default=8192,
+                        help="upper bound for the chosen context (default 8192)")
+    parser.add_argument("--gpu-layers", type=int, metavar="N",
+                        help="layers to offload, counting the output layer (-1: all; default: the most that fit)")
+    parser.add_argument("--flash-attn", action="store_true", help="plan with flash attention on")
+    parser.add_argument("--cache-type", choices=CACHE_TYPES, default="f16", metavar="TYPE",
+                        help=f"KV cache type for K and V ({', '.join(CACHE_TYPES)}); quantized V needs flash "
+                             "attention, which is then turned on")
+    parser.add_argument("--ubatch", type=int, default=512, metavar="N", help="micro-batch size (default 512)")
+    parser.add_argument("--revision", default="main", help="Hub revision (default main)")
+    add_hardware_flags(parser)
+    parser.set_defaults(run=run)
+
+
+def load_meta(model: str, *, revision: str = "main") -> ModelMeta:
+    """The header of MODEL: a local file, ``REPO/path/file.gguf`` or ``REPO[:QUANT]`` on the Hub."""
+    from app.core.gguf_meta import read_gguf, read_gguf_remote
+
+    path = Path(model).expanduser()
+    if path.exists():
+        return read_gguf(path)
+    match = _HUB_FILE_RE.match(model)
+    if match:
+        return read_gguf_remote(match.group(1), match.group(2), revision=revision)
+    match = _HUB_QUANT_RE.match(model)
+    if match and not model.lower().endswith(".gguf"):
+        from app.core import hub
+
+        files = hub.repo_files(match.group(1), revision=revision)
+        quant = hub.select_quant(files, match.group(2))
+        return read_gguf_remote(quant.repo_id, quant.first_file, revision=quant.revision)
+    raise ModelFileError(f"There is no file at {path}.",
+                         "Give a .gguf path, REPO:QUANT (e.g. bartowski/Qwen_Qwen3-8B-GGUF:Q4_K_M) or "
+                         "REPO/path/file.gguf.")
+
+
+def run(args: argparse.Namespace) -> int:
+    meta = load_meta(args.model, revision=args.revision)
+    hardware = hardware_from_args(args)
+    plan = plan_memory(meta, hardware, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers,
+                       flash_attn=bool(args.flash_attn), cache_type_k=args.cache_type,
+                       cache_type_v=args.cache_type, n_ubatch=args.ubatch, ctx_cap=args.ctx_cap)
+    if args.json:
+        print_json(plan.to_dict())
+    else:
+        print(describe(plan, meta))
+    return 0
+
+
+_VERDICT_WORDS = {"full_gpu": "fits entirely on the GPU", "partial": "fits, partly on the GPU",
+                  "cpu": "fits, on the CPU", "no_fit": "DOES NOT FIT"}
+
+
+def describe(plan: MemoryPlan, meta: ModelMeta) -> str:
+    """The readable bill: each component on each device, the budgets, the verdict and the reasons."""
+    lines: list[str] = []
+    name = meta.name or (Path(meta.shards[0]).name if meta.shards else meta.architecture)
+    size = f", {human_bytes(meta.file_size)}" if meta.file_size else ""
+    lines.append(f"{name} ({meta.architecture}, {meta.quant or 'unknown quant'}{size}, {meta.n_layer} blocks)")
+    if meta.bytes_fetched:
+        lines.append(f"  header read over HTTP: {human_bytes(meta.bytes_fetched)} fetched")
+    lines.append(f"Verdict: {_VERDICT_WORDS[plan.verdict]} — {plan.n_gpu_layers} of {plan.n_layers + 1} "
+                 f"layers on the GPU, context {plan.n_ctx:,} tokens"
+                 + (" (approximate)" if plan.approximate else ""))
+    lines.append(f"Settings: flash attention {'on' if plan.flash_attn else 'off'}, KV cache "
+                 f"{plan.cache_type_k}/{plan.cache_type_v}, batch {plan.n_batch}/{plan.n_ubatch}")
+    lines.append("")
+    header = f"  {'':<28}{'weights':>11}{'KV cache':>11}{'compute':>11}{'overhead':>11}{'total':>11}{'budget':>11}"
+    lines.append(header)
+    for d in plan.devices:
+        label = d.name if len(d.name) <= 26 else d.name[:25] + "…"
+        flag = "  OVER" if d.total > d.budget else ""
+        lines.append(f"  {label:<28}{human_bytes(d.weights):>11}{human_bytes(d.kv_cache):>11}"
+                     f"{human_bytes(d.compute):>11}{human_bytes(d.overhead):>11}{human_bytes(d.total):>11}"
+                     f"{human_bytes(d.budget):>11}{flag}")
+    lines.append(f"  {'all devices':<28}{human_bytes(plan.weights_bytes):>11}{human_bytes(plan.kv_cache_bytes):>11}"
+                 f"{human_bytes(plan.compute_bytes):>11}{human_bytes(plan.overhead_bytes):>11}"
+                 f"{human_bytes(plan.total_bytes):>11}")
+    lines.append("")
+    lines.append("Why:")
+    lines += [f"  - {r}" for r in plan.reasons]
+    if plan.improvements:
+        lines.append("What would change it:")
+        lines += [f"  - {i['text']}" for i in plan.improvements]
+    return "\n".join(lines)
