@@ -1,0 +1,378 @@
+"""The curated model catalog (resources/catalog.json): trustworthy instruct models.
+
+Each entry names the original model, the GGUF repo to fetch it from, its
+license, and the architecture constants from its config.json. File sizes are
+never typed in: `CatalogModel.files` predicts them per quant from the
+architecture with the fit engine's file-type rules (`app.core.quants`), and
+`with_hub_sizes` replaces the predictions with the sizes a Hub listing gives.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cache, cached_property, lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app import paths
+from app.core.errors import CatalogError
+
+if TYPE_CHECKING:
+    from app.core.architectures import ArchConstants
+    from app.core.gguf_meta import ModelMeta
+
+#: The quants the catalog offers for every model, smallest first.
+CATALOG_QUANTS: tuple[str, ...] = (
+    "Q2_K", "Q3_K_M", "IQ3_M", "Q4_K_S", "IQ4_XS", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16",
+)
+_SIZE_RE = re.compile(r"\b(\d+(?:\.\d+)?[BM](?:-A\d+(?:\.\d+)?B)?)\b")
+#: The capabilities a catalog entry may claim.
+STRENGTHS = frozenset({"chat", "code", "reasoning", "multilingual", "tools"})
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The shapes that decide a model's size, KV cache and speed (config.json names in comments)."""
+
+    architecture: str  # llama.cpp's name: llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3
+    n_layer: int  # num_hidden_layers
+    n_embd: int  # hidden_size
+    n_head: int  # num_attention_heads
+    n_head_kv: int  # num_key_value_heads (GQA: this, not n_head, sizes the KV cache)
+    head_dim_k: int  # head_dim; may differ from n_embd / n_head (Qwen3-32B, Nemo, Gemma)
+    head_dim_v: int
+    n_ff: int  # intermediate_size (dense FFN; unused by MoE layers)
+    n_vocab: int  # vocab_size
+    tied_embeddings: bool  # tie_word_embeddings: the output reuses token_embd
+    sliding_window: int | None = None
+    #: Every `pattern`-th layer is global, the others slide: 2 for Gemma 2, 6 for Gemma 3.
+    sliding_window_pattern: int | None = None
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_exp: int = 0  # moe_intermediate_size: one expert's FFN width
+    n_expert_shared: int = 0  # shared experts, each n_ff_exp wide
+    #: Llama 3.1+ ships its RoPE scaling factors as a small rope_freqs tensor.
+    rope_freqs: bool = False
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_expert > 0
+
+    def attention_parameters(self) -> int:
+        """Q, K, V and output projections of one block."""
+        q = self.n_embd * self.n_head * self.head_dim_k
+        k = self.n_embd * self.n_head_kv * self.head_dim_k
+        v = self.n_embd * self.n_head_kv * self.head_dim_v
+        o = self.n_head * self.head_dim_v * self.n_embd
+        return q + k + v + o
+
+    def ffn_parameters(self, *, active_only: bool = False) -> int:
+        """Gated FFN (gate, up, down) of one block; for MoE all experts, or the used ones."""
+        if not self.is_moe:
+            return 3 * self.n_embd * self.n_ff
+        experts = self.n_expert_used if active_only else self.n_expert
+        router = self.n_embd * self.n_expert
+        shared = 3 * self.n_embd * self.n_ff_exp * self.n_expert_shared
+        return experts * 3 * self.n_embd * self.n_ff_exp + shared + router
+
+    def embedding_parameters(self) -> int:
+        """Token embedding plus the output matrix when it is not tied to it."""
+        one = self.n_vocab * self.n_embd
+        return one if self.tied_embeddings else 2 * one
+
+    def parameter_count(self) -> int:
+        """Weights in the matrices (norms and biases are under 0.1% and left out)."""
+        block = self.attention_parameters() + self.ffn_parameters()
+        return self.embedding_parameters() + self.n_layer * block
+
+    def sliding_layers(self) -> list[bool]:
+        """Per layer, whether it uses the sliding window (all but every `pattern`-th layer)."""
+        p = self.sliding_window_pattern or 0
+        if not self.sliding_window or p < 2:
+            return [False] * self.n_layer
+        return [i % p < p - 1 for i in range(self.n_layer)]
+
+    def active_parameter_count(self) -> int:
+        """Weights a token passes through: all of a dense model, the used experts of a MoE."""
+        block = self.attention_parameters() + self.ffn_parameters(active_only=True)
+        return self.embedding_parameters() + self.n_layer * block
+
+
+@dataclass(frozen=True)
+class CatalogFile:
+    """One quant of a catalog model: its file name and size, predicted or from the Hub."""
+
+    quant: str
+    filename: str
+    size_bytes: int
+    #: True while the size is the fit engine's prediction; False once a Hub listing gave it.
+    predicted: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"quant": self.quant, "filename": self.filename, "size_bytes": self.size_bytes,
+                "predicted": self.predicted}
+
+
+@dataclass(frozen=True)
+class CatalogModel:
+    """One curated model."""
+
+    id: str
+    name: str
+    family: str
+    model: str  # the original model's Hub id
+    repo: str  # the GGUF repo
+    file_pattern: str  # e.g. "Qwen2.5-7B-Instruct-{quant}.gguf"
+    license: str
+    gated: bool
+    params_b: float
+    context: int
+    released: str  # ISO date
+    strengths: tuple[str, ...]
+    arch: Architecture
+    quant_names: Mapping[str, str] = field(default_factory=dict)
+    active_params_b: float | None = None
+    note: str | None = None
+    #: Sizes from a Hub listing, by quant; see `with_hub_sizes`.
+    hub_files: Mapping[str, CatalogFile] = field(default_factory=dict)
+
+    def filename(self, quant: str) -> str:
+        """The file name the GGUF repo uses for `quant` (single-file form)."""
+        return self.file_pattern.format(quant=self.quant_names.get(quant, quant))
+
+    @property
+    def is_moe(self) -> bool:
+        return self.arch.is_moe
+
+    @property
+    def size_label(self) -> str:
+        """The size people call it by: "32B", "30B-A3B", "135M" (from the name, else the count)."""
+        found = _SIZE_RE.search(self.name)
+        if found:
+            return found.group(1)
+        p = self.params_b
+        return f"{p:.1f}".rstrip("0").rstrip(".") + "B" if p >= 1 else f"{p * 1000:.0f}M"
+
+    @property
+    def active_b(self) -> float:
+        """Billions of parameters used per token (all of them unless mixture-of-experts)."""
+        return self.active_params_b or self.params_b
+
+    @cached_property
+    def files(self) -> tuple[CatalogFile, ...]:
+        """Every catalog quant, smallest first: the Hub's size where known, else predicted."""
+        return tuple(sorted((self.file(q) for q in CATALOG_QUANTS), key=lambda f: f.size_bytes))
+
+    def arch_constants(self) -> ArchConstants:
+        """The fit engine's view of this model's shapes."""
+        return _arch_constants(self.arch, self.context)
+
+    def meta(self, quant: str) -> ModelMeta:
+        """A synthetic GGUF header for `quant`: the tensor table llama.cpp would write."""
+        return _synthetic_meta(self.arch, self.context, quant)
+
+    def file(self, quant: str) -> CatalogFile:
+        """One quant's file, predicting only that one (the Hub's size when known)."""
+        if quant in self.hub_files:
+            return self.hub_files[quant]
+        if quant in CATALOG_QUANTS:
+            return CatalogFile(quant, self.filename(quant), predicted_size(self, quant))
+        raise CatalogError(f"{self.name} has no {quant} file in the catalog.",
+                           f"Use one of: {', '.join(CATALOG_QUANTS)}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `camelid catalog --json` entry."""
+        return {
+            "id": self.id, "name": self.name, "model": self.model, "repo": self.repo,
+            "params_b": self.params_b, "active_params_b": self.active_params_b,
+            "license": self.license, "gated": self.gated, "context": self.context,
+            "released": self.released, "strengths": list(self.strengths),
+            "files": [{"quant": f.quant, "size_bytes": f.size_bytes, "predicted": f.predicted,
+                       "filename": f.filename} for f in self.files],
+        }
+
+
+@dataclass(frozen=True)
+class Catalog:
+    models: tuple[CatalogModel, ...]
+
+    def __iter__(self):
+        return iter(self.models)
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def get(self, key: str) -> CatalogModel:
+        """A model by catalog id, original Hub id or GGUF repo (case-insensitive)."""
+        wanted = key.strip().lower()
+        for m in self.models:
+            if wanted in (m.id.lower(), m.model.lower(), m.repo.lower()):
+                return m
+        raise CatalogError(f"There is no model {key!r} in the catalog.",
+                           "See the list with `camelid catalog`.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"models": [m.to_dict() for m in self.models]}
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    """resources/catalog.json (or `path`), validated; the default file is read once."""
+    if path is None:
+        return _default_catalog()
+    return _parse(_read(Path(path)), source=str(path))
+
+
+@cache
+def _default_catalog() -> Catalog:
+    path = paths.resources_dir() / "catalog.json"
+    return _parse(_read(path), source=str(path))
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CatalogError(f"The model catalog {path} could not be read ({exc}).",
+                           "Reinstall Camelid, or fix the file if you edited it.") from exc
+
+
+def _parse(data: Any, *, source: str) -> Catalog:
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        raise CatalogError(f"The model catalog {source} has no list of models.",
+                           "Reinstall Camelid, or fix the file if you edited it.")
+    models = []
+    seen: set[str] = set()
+    for entry in data["models"]:
+        try:
+            arch = Architecture(**entry["arch"])
+            model = CatalogModel(
+                id=entry["id"], name=entry["name"], family=entry["family"], model=entry["model"],
+                repo=entry["repo"], file_pattern=entry["file_pattern"], license=entry["license"],
+                gated=bool(entry["gated"]), params_b=float(entry["params_b"]),
+                context=int(entry["context"]), released=entry["released"],
+                strengths=tuple(entry["strengths"]), arch=arch,
+                quant_names=dict(entry.get("quant_names") or {}),
+                active_params_b=entry.get("active_params_b"), note=entry.get("note"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            name = entry.get("id", "?") if isinstance(entry, dict) else "?"
+            raise CatalogError(f"The catalog entry {name!r} in {source} is malformed ({exc}).",
+                               "Reinstall Camelid, or fix the file if you edited it.") from exc
+        unknown = set(model.strengths) - STRENGTHS
+        if unknown or model.id in seen or "{quant}" not in model.file_pattern:
+            raise CatalogError(f"The catalog entry {model.id!r} in {source} is inconsistent "
+                               f"(duplicate id, unknown strengths {sorted(unknown)} or no {{quant}} "
+                               "in its file pattern).",
+                               "Reinstall Camelid, or fix the file if you edited it.")
+        seen.add(model.id)
+        models.append(model)
+    return Catalog(models=tuple(models))
+
+
+# -- predicted files (the fit engine's file-type rules) -----------------------------
+
+
+@lru_cache(maxsize=64)
+def _arch_constants(arch: Architecture, context: int) -> ArchConstants:
+    from app.core.architectures import ArchConstants
+
+    return ArchConstants(
+        architecture=arch.architecture, n_layer=arch.n_layer, n_embd=arch.n_embd,
+        n_head=arch.n_head, n_head_kv=arch.n_head_kv, n_ff=arch.n_ff, n_vocab=arch.n_vocab,
+        head_dim_k=arch.head_dim_k, head_dim_v=arch.head_dim_v,
+        tied_embeddings=arch.tied_embeddings, n_ctx_train=context,
+        n_expert=arch.n_expert, n_expert_used=arch.n_expert_used,
+        n_ff_exp=arch.n_ff_exp or None, n_expert_shared=arch.n_expert_shared,
+        sliding_window=arch.sliding_window or 0, swa_pattern=arch.sliding_layers(),
+        rope_freqs=arch.rope_freqs,
+    )
+
+
+#: Synthetic headers and predicted sizes, per (architecture, context, quant). The
+#: catalog is small (models x quants), so these never need evicting; predicting
+#: a file runs llama.cpp's type rules over every tensor, which is worth doing once.
+_METAS: dict[tuple[Architecture, int, str], ModelMeta] = {}
+_SIZES: dict[tuple[Architecture, int, str], int] = {}
+
+
+def _synthetic_meta(arch: Architecture, context: int, quant: str) -> ModelMeta:
+    key = (arch, context, quant)
+    meta = _METAS.get(key)
+    if meta is None:
+        # Re-typing one F16 table (`with_file_type`) gives the same tensors as
+        # `from_architecture` at half the cost: the type rules run once, not twice.
+        # Unnamed: models of the same shape (Qwen2.5-7B and its Coder) share these.
+        base = _METAS.get((arch, context, "F16"))
+        if base is None:
+            from app.core.gguf_meta import ModelMeta
+
+            base = ModelMeta.from_architecture(_arch_constants(arch, context), "F16")
+            _METAS[(arch, context, "F16")] = base
+            _SIZES[(arch, context, "F16")] = int(base.file_size or 0)
+        if quant == "F16":
+            return base
+        meta = base.with_file_type(quant)
+        # with_file_type counts tensor data only (a synthetic table has no header): add
+        # the same tokenizer estimate quants.predict_file_size adds.
+        meta.file_size = int(meta.file_size or 0) + _header_estimate(arch)
+        _METAS[key] = meta
+        _SIZES[key] = meta.file_size
+    return meta
+
+
+def _header_estimate(arch: Architecture) -> int:
+    from app.core import quants
+
+    kind = quants.tokenizer_kind(arch.architecture, arch.n_vocab)
+    return quants.HEADER_BYTES_PER_TOKEN[kind] * arch.n_vocab
+
+
+def predicted_size(model: CatalogModel, quant: str) -> int:
+    """Bytes of `model`'s `quant` file as llama-quantize would write it (header included)."""
+    key = (model.arch, model.context, quant)
+    size = _SIZES.get(key)
+    if size is None:
+        from app.core.quants import predict_file_size
+
+        size = _SIZES[key] = int(predict_file_size(_arch_constants(model.arch, model.context), quant))
+    return size
+
+
+# -- the Hub's real sizes ---------------------------------------------------------
+
+
+def with_hub_sizes(model: CatalogModel, listing: Iterable[Any]) -> CatalogModel:
+    """`model` with the sizes a Hub listing gives replacing the predictions.
+
+    `listing` is what `app.core.hub` returns for the GGUF repo: `QuantFile`s
+    (a quant with its files, shards summed) or plain `RemoteFile`s (path and
+    size), which are grouped into quants here. Quants the listing lacks keep
+    their predicted size; an F16 slot takes a BF16 file (same size) when the
+    repo has no F16.
+    """
+    from app.core.hub import QuantFile, RemoteFile, group_gguf_files
+
+    items = list(listing)
+    remote = [i for i in items if isinstance(i, RemoteFile)]
+    quants: list[QuantFile] = [i for i in items if isinstance(i, QuantFile)]
+    if remote:
+        quants += group_gguf_files(model.repo, remote)
+    found: dict[str, CatalogFile] = {}
+    for q in quants:
+        if q.mmproj or not q.complete or q.quant not in (*CATALOG_QUANTS, "BF16"):
+            continue
+        slot = "F16" if q.quant == "BF16" else q.quant
+        if q.quant == "BF16" and "F16" in found:
+            continue  # a real F16 wins over BF16 for the F16 slot
+        # Bartowski's "_L" variants parse as their base quant; prefer the plain file.
+        if slot in found and _is_plain(model, slot, found[slot].filename):
+            continue
+        found[slot] = CatalogFile(slot, q.first_file, q.total_bytes, predicted=False)
+    return replace(model, hub_files={**model.hub_files, **found})
+
+
+def _is_plain(model: CatalogModel, quant: str, filename: str) -> bool:
+    return Path(filename).name.lower() == model.filename(quant).lower()
