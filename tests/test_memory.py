@@ -409,3 +409,15 @@ def test_plan_for_architecture_and_json_shape() -> None:
     assert data["bytes"]["weights"] == sum(d["weights"] for d in data["devices"])
     assert data["verdict"] == "full_gpu" and data["n_gpu_layers"] == 33 and data["n_layers"] == 32
     assert quants.file_type_name(ModelMeta.from_architecture(LLAMA_8B, "Q4_K_M").file_type) == "Q4_K_M"
+
+
+def test_no_fit_still_fills_the_gpu_and_counts_the_ram_shortfall() -> None:
+    big = ArchConstants("llama", 80, 8192, 64, 8, 28672, 128256, n_ctx_train=131072)
+    machine = preset_profile("rtx-4060-8gb")
+    plan = plan_memory(_meta(big), machine)
+    gpu, ram = plan.devices
+    assert plan.verdict == "no_fit" and plan.n_ctx == 512  # shorter contexts were tried first
+    assert plan.n_gpu_layers > 0 and gpu.total <= gpu.budget and ram.total > ram.budget
+    free = next(i for i in plan.improvements if i["change"] == "free_memory")
+    assert free["bytes"] == ram.total - machine.budgets().ram.budget_bytes
+    assert all(i["verdict"] != "no_fit" for i in plan.improvements)

@@ -404,15 +404,25 @@ def _fits(devices: list[DevicePlan], unified: bool) -> bool:
 # -- choosing -------------------------------------------------------------------------------
 
 
-def _max_layers(meta: ModelMeta, machine: _Machine, s: _Settings) -> int | None:
-    """The most layers whose GPU share fits (None: not even the CPU-only placement fits in RAM)."""
+def _max_layers(meta: ModelMeta, machine: _Machine, s: _Settings) -> tuple[int, bool]:
+    """The most layers whose GPU share fits, and whether the rest then fits in RAM.
+
+    GPU use only grows with the layer count, so a binary search finds it.
+    """
     if not machine.gpus:
-        return 0 if _fits(_allocate(meta, machine, 0, s), machine.budgets.unified) else None
-    for k in range(meta.n_layer + 1, -1, -1):
-        devices = _allocate(meta, machine, k, s)
-        if all(d.total <= d.budget for d in devices[:-1]):
-            return k if _fits(devices, machine.budgets.unified) else None
-    return None
+        return 0, _fits(_allocate(meta, machine, 0, s), machine.budgets.unified)
+
+    def gpu_ok(k: int) -> bool:
+        return all(d.total <= d.budget for d in _allocate(meta, machine, k, s)[:-1])
+
+    lo, hi = 0, meta.n_layer + 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if gpu_ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo, _fits(_allocate(meta, machine, lo, s), machine.budgets.unified)
 
 
 def _max_ctx(meta: ModelMeta, machine: _Machine, k: int, lo: int, hi: int, base: _Settings) -> int:
@@ -489,21 +499,25 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
     max_ctx = None
     if n_ctx is not None:
         s = settings(n_ctx)
-        k = n_gpu_layers if n_gpu_layers is not None else _max_layers(meta, machine, s)
+        k = n_gpu_layers if n_gpu_layers is not None else _max_layers(meta, machine, s)[0]
     else:
         start = min(target, PLACEMENT_CTX)
         s = settings(start)
-        k = n_gpu_layers if n_gpu_layers is not None else _max_layers(meta, machine, s)
-        while k is None and start > MIN_CTX:
-            start = max(MIN_CTX, start // 2)
-            s = settings(start)
-            k = _max_layers(meta, machine, s)
-        if k is not None and _fits(_allocate(meta, machine, k, s), budgets.unified):
+        if n_gpu_layers is not None:
+            k = n_gpu_layers
+        else:
+            k, ok = _max_layers(meta, machine, s)
+            while not ok and start > MIN_CTX:
+                # Nothing fits at a conversation-sized context: try shorter ones before giving up.
+                start = max(MIN_CTX, start // 2)
+                s = settings(start)
+                k, ok = _max_layers(meta, machine, s)
+        if _fits(_allocate(meta, machine, k, s), budgets.unified):
             max_ctx = _max_ctx(meta, machine, k, start, target, s)
             s = settings(max_ctx)
-    k_final = 0 if k is None else min(k, n_offloadable)
+    k_final = min(k, n_offloadable)
     devices = _allocate(meta, machine, k_final, s)
-    fits = k is not None and _fits(devices, budgets.unified)
+    fits = _fits(devices, budgets.unified)
     if not fits:
         verdict = "no_fit"
     elif machine.gpus and k_final == n_offloadable:
@@ -627,6 +641,8 @@ def _improvements(plan: MemoryPlan, meta: ModelMeta, hardware: HardwareProfile,
     out: list[dict[str, Any]] = []
 
     def better(p: MemoryPlan) -> bool:
+        if p.verdict == "no_fit":
+            return False
         if rank[p.verdict] != rank[plan.verdict]:
             return rank[p.verdict] > rank[plan.verdict]
         return p.n_gpu_layers > plan.n_gpu_layers
