@@ -601,24 +601,12 @@ def read_gguf_url(url: str, *, headers: dict[str, str] | None = None, session: A
     return meta
 
 
-def hub_endpoint() -> str:
-    """The Hub URL: ``HF_ENDPOINT`` now, else huggingface_hub's default.
-
-    huggingface_hub reads HF_ENDPOINT once, at import; a mirror (or test server)
-    set later must still win, so it is read at call time.
-    """
-    from huggingface_hub import constants
-
-    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-
-
 def read_gguf_remote(repo_id: str, filename: str, *, revision: str = "main", token: str | None = None) -> ModelMeta:
     """Read the header of ``filename`` in the Hub repo ``repo_id`` (all shards of a split model)."""
-    from huggingface_hub import hf_hub_url
-    from huggingface_hub.utils import build_hf_headers
+    # hub.file_url reads HF_ENDPOINT at call time: huggingface_hub reads it only
+    # at import, and a mirror (or a test server) set later must still win.
+    from app.core import hub
 
-    url = hf_hub_url(repo_id, filename, revision=revision, endpoint=hub_endpoint())
-    from app.core.hub import resolve_token
-
-    headers = build_hf_headers(token=resolve_token(token) or False)
-    return read_gguf_url(url, headers=headers)
+    hub.validate_repo_id(repo_id)
+    url = hub.file_url(repo_id, filename, revision=revision)
+    return read_gguf_url(url, headers=hub.auth_headers(token))

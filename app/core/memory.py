@@ -669,7 +669,8 @@ def _improvements(plan: MemoryPlan, meta: ModelMeta, hardware: HardwareProfile,
     deficit = _deficit(plan, meta, hardware, options)
     if deficit:
         where, amount = deficit
-        out.append({"change": "free_memory", "verdict": "full_gpu" if where != "RAM" else "cpu",
+        fixed = "full_gpu" if where != "RAM" else ("partial" if plan.n_gpu_layers else "cpu")
+        out.append({"change": "free_memory", "verdict": fixed,
                     "text": (f"Free {gib(amount)} more {'VRAM' if where != 'RAM' else 'RAM'}"
                              f" ({'close apps using the GPU' if where != 'RAM' else 'close other apps'})"
                              f" to run it {'all on the GPU' if where != 'RAM' else 'at all'}"),
