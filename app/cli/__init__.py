@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "app.cli.search",
     "app.cli.files",
     "app.cli.plan",
+    "app.cli.recommend",
+    "app.cli.catalog",
     "app.cli.download",
     "app.cli.models",
     "app.cli.chat",

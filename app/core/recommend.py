@@ -582,7 +582,7 @@ def _article(word: str) -> str:
     return "an" if word.startswith("8") or eleven else "a"
 
 
-def _ctx_words(n_ctx: int) -> str:
+def context_words(n_ctx: int) -> str:
     if n_ctx % 1024 == 0:
         k = n_ctx // 1024
         return f"{_article(str(k))} {k}k context"
@@ -615,7 +615,7 @@ def _why(pick: Pick, picks: list[Pick], full_gpu: list[Pick], ranker: _Ranker) -
     m = pick.model
     name = m.name
     first = (f"{name} at {pick.quant} ({_file_size(pick.file.size_bytes)}) "
-             f"{_where(pick, ranker.machine)} with {_ctx_words(pick.n_ctx)}, "
+             f"{_where(pick, ranker.machine)} with {context_words(pick.n_ctx)}, "
              f"at about {pick.tokens_per_s:.0f} tokens/s.")
     parts = [first]
     half = next((p for p in picks if p.role == "half-size"), None)

@@ -1,0 +1,63 @@
+"""`camelid recommend`: the best catalog models for this (or a simulated) machine, and why."""
+
+from __future__ import annotations
+
+import argparse
+
+from app.cli.common import add_hardware_flags, add_json_flag, hardware_from_args, print_json
+from app.core.errors import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from app.core.recommend import USE_CASES
+
+    cases = ", ".join(f"{u.name} ({u.rule})" for u in USE_CASES.values())
+    parser = subparsers.add_parser(
+        "recommend", help="recommend the best models for this machine",
+        description="Rank the curated catalog for this machine: the biggest model that fits at a sane "
+                    f"quantization, planned at an 8k context. Use cases: {cases}.")
+    add_json_flag(parser)
+    parser.add_argument("--use-case", default="chat", choices=list(USE_CASES),
+                        help="what the model is for (default: chat)")
+    parser.add_argument("--ctx", type=int, metavar="N",
+                        help="context length to plan for (default: 8192)")
+    parser.add_argument("--top", type=int, default=5, metavar="N",
+                        help="how many picks to show (default: 5; 0 for all)")
+    parser.add_argument("--min-speed", type=float, metavar="TOK/S",
+                        help="tokens/s under which a pick is marked slow (default: per use case)")
+    add_hardware_flags(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.core.recommend import USE_CASES, context_words, recommend
+
+    if args.top < 0:
+        raise UsageError("--top cannot be negative.", "Give --top 5, or --top 0 for every pick.")
+    hardware = hardware_from_args(args)
+    picks = recommend(hardware, args.use_case, n_ctx=args.ctx, min_speed=args.min_speed)
+    shown = picks if args.top == 0 else picks[: args.top]
+    if args.json:
+        print_json({"hardware": hardware.to_dict(), "use_case": args.use_case,
+                    "picks": [p.to_dict() for p in shown]})
+        return 0
+    where = f"the simulated machine ({hardware.simulated})" if hardware.simulated else "this machine"
+    case = USE_CASES[args.use_case]
+    if not picks:
+        print(f"Nothing in the catalog fits {where} at this context. "
+              "Try a shorter context (--ctx 2048) or close other apps to free memory.")
+        return 1
+    print(f"Best models for {case.label} on {where}, judged at {context_words(picks[0].n_ctx)}:")
+    for pick in shown:
+        layers = f"{pick.n_gpu_layers}/{pick.model.arch.n_layer + 1} layers on GPU"
+        where_words = {"full_gpu": "all on GPU", "partial": layers, "cpu": "CPU only"}.get(
+            pick.verdict, pick.verdict)
+        flag = "  [slow]" if pick.slow else ""
+        print()
+        print(f"{pick.rank:>2}. {pick.model.name} {pick.quant}  {pick.file.size_bytes / 1e9:.1f} GB  "
+              f"{where_words}  ~{pick.tokens_per_s:.0f} tok/s  quality {pick.quality:.0f}{flag}")
+        print(f"    {pick.why}")
+        print(f"    camelid download {pick.model.repo}:{pick.quant}")
+    if len(shown) < len(picks):
+        print(f"\n{len(picks) - len(shown)} more with --top 0.")
+    return 0
