@@ -361,16 +361,21 @@ def with_hub_sizes(model: CatalogModel, listing: Iterable[Any]) -> CatalogModel:
     if remote:
         quants += group_gguf_files(model.repo, remote)
     found: dict[str, CatalogFile] = {}
+    from_bf16: set[str] = set()
     for q in quants:
         if q.mmproj or not q.complete or q.quant not in (*CATALOG_QUANTS, "BF16"):
             continue
         slot = "F16" if q.quant == "BF16" else q.quant
-        if q.quant == "BF16" and "F16" in found:
-            continue  # a real F16 wins over BF16 for the F16 slot
-        # Bartowski's "_L" variants parse as their base quant; prefer the plain file.
-        if slot in found and _is_plain(model, slot, found[slot].filename):
-            continue
+        # A real F16 replaces a BF16 in the F16 slot, never the other way round.
+        if slot in found and not (slot in from_bf16 and q.quant != "BF16"):
+            if q.quant == "BF16" and slot not in from_bf16:
+                continue
+            if _is_plain(model, slot, found[slot].filename):
+                continue  # several files parse as one quant: keep the publisher's usual name
         found[slot] = CatalogFile(slot, q.first_file, q.total_bytes, predicted=False)
+        from_bf16.discard(slot)
+        if q.quant == "BF16":
+            from_bf16.add(slot)
     return replace(model, hub_files={**model.hub_files, **found})
 
 

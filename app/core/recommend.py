@@ -627,7 +627,8 @@ def _why(pick: Pick, picks: list[Pick], full_gpu: list[Pick], ranker: _Ranker) -
             parts.append("Strict JSON and classification want a small model at high precision "
                          "that answers fast.")
         elif half is not None:
-            parts.append(f"For {case.label}, a {m.size_label} model at {bits_label(pick.quant)} "
+            parts.append(f"For {case.label}, {_article(m.size_label)} {m.size_label} model at "
+                         f"{bits_label(pick.quant)} "
                          f"beats {_article(half.model.size_label)} {half.model.size_label} at "
                          f"{bits_label(half.quant)}.")
         else:
@@ -648,7 +649,7 @@ def _why(pick: Pick, picks: list[Pick], full_gpu: list[Pick], ranker: _Ranker) -
     if pick.verdict == "partial" or (pick.verdict == "cpu" and ranker.machine.has_gpu):
         alt = next((p for p in full_gpu if p.model.id != m.id), None)
         if alt is not None and alt.effective_params_b < pick.effective_params_b:
-            parts.append(f"Partial offload is the price of a {m.size_label} "
+            parts.append(f"Partial offload is the price of {_article(m.size_label)} {m.size_label} "
                          f"model; the best that fits entirely on the GPU is {alt.model.name} at "
                          f"{alt.quant}.")
     if pick.slow:

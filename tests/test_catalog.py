@@ -1,0 +1,202 @@
+"""The curated catalog: every model the issue names, self-consistent shapes, predicted and Hub sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.core import quants
+from app.core.catalog import CATALOG_QUANTS, load_catalog, predicted_size, with_hub_sizes
+from app.core.errors import CatalogError
+from app.core.hub import QuantFile, RemoteFile
+
+CATALOG = load_catalog()
+
+#: The issue's list, as original Hub ids.
+REQUIRED = [
+    "meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.2-3B-Instruct",
+    "meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.3-70B-Instruct",
+    *[f"Qwen/Qwen2.5-{s}-Instruct" for s in ("0.5B", "1.5B", "3B", "7B", "14B", "32B", "72B")],
+    *[f"Qwen/Qwen2.5-Coder-{s}-Instruct" for s in ("7B", "14B", "32B")],
+    *[f"Qwen/Qwen3-{s}" for s in ("0.6B", "1.7B", "4B", "8B", "14B", "32B", "30B-A3B")],
+    "google/gemma-2-9b-it", "google/gemma-2-27b-it",
+    *[f"google/gemma-3-{s}-it" for s in ("1b", "4b", "12b", "27b")],
+    "mistralai/Mistral-7B-Instruct-v0.3", "mistralai/Mistral-Nemo-Instruct-2407",
+    "mistralai/Mistral-Small-24B-Instruct-2501",
+    "microsoft/Phi-3.5-mini-instruct", "microsoft/phi-4",
+    *[f"HuggingFaceTB/SmolLM2-{s}-Instruct" for s in ("135M", "360M", "1.7B")],
+]
+
+
+def test_every_listed_model_is_in_the_catalog() -> None:
+    have = {m.model for m in CATALOG}
+    assert set(REQUIRED) <= have, set(REQUIRED) - have
+    assert len({m.id for m in CATALOG}) == len(CATALOG)
+
+
+@pytest.mark.parametrize("model", CATALOG.models, ids=lambda m: m.id)
+def test_parameter_count_from_shapes_matches_the_stated_count(model) -> None:
+    computed = model.arch.parameter_count() / 1e9
+    assert abs(computed - model.params_b) / model.params_b < 0.03, (computed, model.params_b)
+    if model.is_moe:
+        active = model.arch.active_parameter_count() / 1e9
+        assert abs(active - model.active_params_b) / model.active_params_b < 0.03, active
+    else:
+        assert model.active_params_b is None
+
+
+@pytest.mark.parametrize("model", CATALOG.models, ids=lambda m: m.id)
+def test_shapes_are_plausible(model) -> None:
+    a = model.arch
+    assert a.n_head % a.n_head_kv == 0  # GQA groups are whole
+    assert a.head_dim_k in (64, 96, 128, 256)
+    assert model.context >= 8192
+    assert model.repo.endswith("-GGUF") and model.repo.startswith("bartowski/")
+    if a.architecture in ("gemma2", "gemma3"):
+        assert a.sliding_window and a.sliding_window_pattern in (2, 6) and a.tied_embeddings
+        assert sum(a.sliding_layers()) == a.n_layer - a.n_layer // a.sliding_window_pattern
+    else:
+        assert not a.sliding_window and not any(a.sliding_layers())
+    # The fit engine builds the same tensor table and counts the same weights (norms aside).
+    meta = model.meta("F16")
+    assert abs(meta.n_params - a.parameter_count()) / a.parameter_count() < 0.002
+
+
+def test_constants_of_well_known_models() -> None:
+    """Spot checks against REFERENCE section 6 (each model's config.json)."""
+    llama = CATALOG.get("meta-llama/Llama-3.1-8B-Instruct").arch
+    assert (llama.n_layer, llama.n_embd, llama.n_head, llama.n_head_kv, llama.n_vocab) == (32, 4096, 32, 8, 128256)
+    qwen32 = CATALOG.get("qwen3-32b").arch
+    assert (qwen32.n_head, qwen32.head_dim_k, qwen32.n_embd) == (64, 128, 5120)  # q width 8192 != d_model
+    moe = CATALOG.get("Qwen/Qwen3-30B-A3B").arch
+    assert (moe.n_expert, moe.n_expert_used, moe.n_ff_exp, moe.n_head_kv) == (128, 8, 768, 4)
+    gemma3 = CATALOG.get("gemma-3-27b").arch
+    assert (gemma3.n_layer, gemma3.sliding_window, gemma3.sliding_window_pattern) == (62, 1024, 6)
+    phi = CATALOG.get("phi-3.5-mini").arch
+    assert (phi.n_head, phi.n_head_kv, phi.head_dim_k) == (32, 32, 96)
+
+
+def test_file_names_follow_each_publishers_pattern() -> None:
+    assert CATALOG.get("qwen3-8b").filename("Q4_K_M") == "Qwen_Qwen3-8B-Q4_K_M.gguf"
+    assert CATALOG.get("llama-3.1-8b").filename("Q8_0") == "Meta-Llama-3.1-8B-Instruct-Q8_0.gguf"
+    assert CATALOG.get("llama-3.1-8b").filename("F16") == "Meta-Llama-3.1-8B-Instruct-f16.gguf"
+    assert CATALOG.get("gemma-3-12b").filename("IQ4_XS") == "google_gemma-3-12b-it-IQ4_XS.gguf"
+    assert CATALOG.get("smollm2-135m").filename("Q6_K") == "SmolLM2-135M-Instruct-Q6_K.gguf"
+
+
+def test_lookup_by_id_model_or_repo_and_unknown() -> None:
+    m = CATALOG.get("phi-4")
+    assert CATALOG.get("MICROSOFT/PHI-4") is m and CATALOG.get("bartowski/phi-4-GGUF") is m
+    with pytest.raises(CatalogError, match="camelid catalog"):
+        CATALOG.get("nope/nothing")
+    with pytest.raises(CatalogError):
+        m.file("Q4_0")
+
+
+def test_size_labels() -> None:
+    labels = {m.id: m.size_label for m in CATALOG}
+    assert labels["qwen3-30b-a3b"] == "30B-A3B"
+    assert labels["phi-4"] == "14B"
+    assert labels["smollm2-135m"] == "135M"
+    assert labels["qwen2.5-0.5b"] == "0.5B"
+    assert labels["phi-3.5-mini"] == "3.8B"  # no size in its name: from the count
+
+
+# -- sizes ------------------------------------------------------------------------
+
+
+def test_predicted_size_of_a_published_file() -> None:
+    # bartowski's Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf is 4,920,739,232 bytes.
+    size = CATALOG.get("llama-3.1-8b").file("Q4_K_M").size_bytes
+    assert abs(size - 4_920_739_232) / 4_920_739_232 < 0.001
+
+
+@pytest.mark.parametrize("model", CATALOG.models, ids=lambda m: m.id)
+def test_sizes_are_predicted_and_grow_with_the_quant(model) -> None:
+    files = {f.quant: f for f in model.files}
+    assert set(files) == set(CATALOG_QUANTS)
+    assert all(f.predicted for f in files.values())
+    ladder = ["Q3_K_M", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16"]
+    sizes = [files[q].size_bytes for q in ladder]
+    assert sizes == sorted(sizes)
+    # Roughly params x bits: F16 is two bytes a weight (plus the header).
+    assert 1.99 < files["F16"].size_bytes / model.arch.parameter_count() < 2.2
+
+
+def test_the_catalogs_size_is_the_fit_engines_prediction() -> None:
+    """The shortcut through one F16 table gives exactly quants.predict_file_size."""
+    for model in CATALOG:
+        for quant in ("Q2_K", "IQ3_M", "Q4_K_M", "Q6_K"):
+            expected = quants.predict_file_size(model.arch_constants(), quant)
+            assert model.meta(quant).file_size == expected
+            assert predicted_size(model, quant) == expected
+
+
+def test_hub_listing_replaces_predictions() -> None:
+    model = CATALOG.get("llama-3.3-70b")
+    predicted = model.file("Q4_K_M").size_bytes
+    listing = [
+        RemoteFile("Llama-3.3-70B-Instruct-Q4_K_M.gguf", 42_520_395_584),
+        RemoteFile("Llama-3.3-70B-Instruct-Q4_K_L.gguf", 43_300_000_000),  # not a catalog quant
+        RemoteFile("Llama-3.3-70B-Instruct-Q8_0/Llama-3.3-70B-Instruct-Q8_0-00001-of-00002.gguf", 39_000_000_000),
+        RemoteFile("Llama-3.3-70B-Instruct-Q8_0/Llama-3.3-70B-Instruct-Q8_0-00002-of-00002.gguf", 35_980_000_000),
+        RemoteFile("Llama-3.3-70B-Instruct-Q6_K/Llama-3.3-70B-Instruct-Q6_K-00001-of-00002.gguf", 40_000_000_000),
+        RemoteFile("README.md", 1000),
+        RemoteFile("mmproj-Llama-F16.gguf", 600_000_000),
+    ]
+    real = with_hub_sizes(model, listing)
+    assert real.file("Q4_K_M").size_bytes == 42_520_395_584 and not real.file("Q4_K_M").predicted
+    q8 = real.file("Q8_0")
+    assert q8.size_bytes == 74_980_000_000 and not q8.predicted  # shards summed
+    assert q8.filename.endswith("-00001-of-00002.gguf")  # llama.cpp opens the first shard
+    assert real.file("Q6_K").predicted  # one shard of two is missing: keep the prediction
+    assert real.file("F16").predicted  # the mmproj is not the model
+    assert model.file("Q4_K_M").size_bytes == predicted  # the original is untouched
+    assert [f.size_bytes for f in real.files] == sorted(f.size_bytes for f in real.files)
+
+
+def test_hub_listing_bf16_fills_the_f16_slot_and_quantfiles_work() -> None:
+    model = CATALOG.get("qwen3-8b")
+    files = (RemoteFile("Qwen_Qwen3-8B-bf16.gguf", 16_388_000_000),)
+    grouped = [QuantFile(repo_id=model.repo, quant="BF16", files=files),
+               QuantFile(repo_id=model.repo, quant="Q4_K_M",
+                         files=(RemoteFile("Qwen_Qwen3-8B-Q4_K_M.gguf", 5_027_000_000),))]
+    real = with_hub_sizes(model, grouped)
+    assert real.file("F16").size_bytes == 16_388_000_000
+    assert real.file("F16").filename == "Qwen_Qwen3-8B-bf16.gguf"
+    assert real.file("Q4_K_M").size_bytes == 5_027_000_000
+    both = with_hub_sizes(model, [*grouped, QuantFile(
+        repo_id=model.repo, quant="F16", files=(RemoteFile("Qwen_Qwen3-8B-f16.gguf", 16_390_000_000),))])
+    assert both.file("F16").size_bytes == 16_390_000_000  # a real F16 wins over BF16
+
+
+def test_predictions_are_close_to_real_files() -> None:
+    """bartowski's SmolLM2-135M-Instruct files (Hub sizes: Q8_0 145 MB, f16 271 MB, Q4_K_M 105 MB)."""
+    model = CATALOG.get("smollm2-135m")
+    for quant, real_mb in (("Q8_0", 145), ("F16", 271), ("Q4_K_M", 105)):
+        assert abs(model.file(quant).size_bytes / 1e6 - real_mb) / real_mb < 0.03
+
+
+# -- bad catalogs -------------------------------------------------------------------
+
+
+def test_a_malformed_catalog_is_a_typed_error(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.json"
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(CatalogError, match="could not be read"):
+        load_catalog(path)
+    path.write_text(json.dumps({"models": [{"id": "x"}]}), encoding="utf-8")
+    with pytest.raises(CatalogError, match="malformed"):
+        load_catalog(path)
+    good = json.loads((Path(__file__).parent.parent / "resources" / "catalog.json").read_text())
+    entry = good["models"][0]
+    path.write_text(json.dumps({"models": [entry, entry]}), encoding="utf-8")
+    with pytest.raises(CatalogError, match="inconsistent"):
+        load_catalog(path)
+    path.write_text(json.dumps({"models": [{**entry, "strengths": ["telepathy"]}]}), encoding="utf-8")
+    with pytest.raises(CatalogError, match="telepathy"):
+        load_catalog(path)
+    with pytest.raises(CatalogError, match=r"missing\.json"):
+        load_catalog(path.with_name("missing.json"))
