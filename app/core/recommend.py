@@ -21,13 +21,16 @@ With these constants a 32B at Q4_K_M scores 88.8 and a 14B at Q8_0 78.7; a
 The floor: nothing worse than Q3_K_M / IQ3_M below 65B parameters (7-8B
 models break below ~3 bits); Q2_K is allowed only for 70B-class models.
 
-Ranking score = quality + 5 when the model's strengths match the use case
-(a coder for code) - 5 when it needs a partial GPU offload (a model that fits
-fully on the GPU wins unless the bigger one is more than ~1.4x better).
+Ranking score = quality
+    + 5 when the model's strengths match the use case (10 for a coder at code)
+    + 2 per year of release after 2024 (a newer generation of the same size is better)
+    - 3 when its layers do not all fit on the GPU (so a full fit wins a near tie)
+    - 5 per halving of speed below the comfortable speed (4x the use case's minimum:
+      20 tokens/s for chat), so a big model crawling from RAM loses to one that flies.
 Picks slower than the use case's minimum speed are demoted below all others
 and marked slow, never dropped. The first three picks follow the fallback
 ladder: the best pick, then a model of about half its parameters at 8-bit,
-then a small model at 8-bit for speed.
+then a small model at 8-bit that is faster, for speed.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from app.core import quants
@@ -54,8 +58,10 @@ from app.core.speed import (
 
 #: Context a recommendation is judged at unless the user asks for another.
 DEFAULT_CTX = 8192
-#: Points added when a model's strengths include the use case's.
-STRENGTH_BONUS = 5.0
+#: Points per year a model's release is newer than RECENCY_EPOCH: a newer generation of
+#: the same size is better (Qwen3-8B > Qwen2.5-7B > Llama-3.1-8B > Mistral-7B).
+RECENCY_PER_YEAR = 2.0
+RECENCY_EPOCH = date(2024, 1, 1)
 #: Points taken from a pick whose layers do not all fit on the GPU.
 PARTIAL_PENALTY = 3.0
 #: A pick is comfortable at COMFORT_FACTOR x the use case's minimum speed (20 tokens/s
@@ -82,8 +88,9 @@ class UseCase:
     rule: str
     #: Tokens/s under which a pick is demoted and marked slow.
     min_speed: float
-    #: The catalog strength that earns STRENGTH_BONUS.
+    #: The catalog strength that earns a bonus, and how many points it is worth.
     strength: str | None = None
+    strength_bonus: float = 5.0
     #: The lowest quant this use allows (None: the global floor only).
     min_quant: str | None = None
     #: Small models only (billions of active parameters).
@@ -97,8 +104,12 @@ USE_CASES: dict[str, UseCase] = {u.name: u for u in (
     UseCase("rag", "document Q&A (RAG)", "the largest model at ~4-bit that fits, trained on long inputs",
             5.0, None, min_trained_ctx=32768),
     # A reasoning model thinks in many tokens before it answers: it needs speed.
-    UseCase("reasoning", "reasoning", "the largest model at ~4-bit that fits", 8.0, "reasoning"),
-    UseCase("code", "code", "a medium model at 8-bit, at least Q6_K", 8.0, "code", min_quant="Q6_K"),
+    # Math and multi-step reasoning break first under quantization: stay at ~4-bit or above.
+    UseCase("reasoning", "reasoning", "the largest model at ~4-bit that fits", 8.0, "reasoning",
+            min_quant="Q4_K_S"),
+    # A coder-tuned model matches a general one about twice its size at code: 10 points.
+    UseCase("code", "code", "a medium model at 8-bit, at least Q6_K", 8.0, "code", 10.0,
+            min_quant="Q6_K"),
     UseCase("json", "strict JSON and classification", "a small model at high precision, fast", 15.0,
             "tools", min_quant="Q8_0", max_params_b=9.5),
 )}
@@ -247,9 +258,9 @@ class _Ranker:
     # -- scoring ------------------------------------------------------------------
     def score(self, model: CatalogModel, q: float, *, full: bool, tokens_per_s: float) -> float:
         """Quality plus the use case's bonus, minus the partial-offload and speed penalties."""
-        score = q
+        score = q + recency_bonus(model.released)
         if self.use_case.strength and self.use_case.strength in model.strengths:
-            score += STRENGTH_BONUS
+            score += self.use_case.strength_bonus
         if not full:
             score -= PARTIAL_PENALTY
         return score - speed_penalty(tokens_per_s, self.min_speed)
@@ -382,6 +393,12 @@ class _Ranker:
                 if pick is not None and (best is None or _order(pick) < _order(best)):
                     best = pick
         return best
+
+
+def recency_bonus(released: str) -> float:
+    """RECENCY_PER_YEAR points per year after RECENCY_EPOCH (ISO date)."""
+    days = (date.fromisoformat(released) - RECENCY_EPOCH).days
+    return RECENCY_PER_YEAR * days / 365.25
 
 
 def speed_penalty(tokens_per_s: float, min_speed: float) -> float:
