@@ -200,3 +200,28 @@ def test_a_malformed_catalog_is_a_typed_error(tmp_path: Path) -> None:
         load_catalog(path)
     with pytest.raises(CatalogError, match=r"missing\.json"):
         load_catalog(path.with_name("missing.json"))
+
+
+def test_cli_catalog_hub_reads_real_sizes(loopback_hub, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`camelid catalog --hub`: real sizes where a repo answers, predictions (and a note) where not."""
+    from app.cli import main
+
+    model = CATALOG.get("smollm2-135m")
+    sizes = {"Q4_K_M": 105_467_104, "Q8_0": 144_811_232}
+    for quant, size in sizes.items():
+        sparse = tmp_path / f"{quant}.gguf"
+        with sparse.open("wb") as f:
+            f.truncate(size)  # only the listing's size matters here
+        loopback_hub.add_file(model.repo, model.filename(quant), sparse, sha256="0" * 64)
+    loopback_hub.add_file(model.repo, "README.md", b"# SmolLM2", lfs=False)
+    assert main(["catalog", "--hub", "--json"]) == 0
+    captured = capsys.readouterr()
+    entry = next(m for m in json.loads(captured.out)["models"] if m["repo"] == model.repo)
+    files = {f["quant"]: f for f in entry["files"]}
+    for quant, size in sizes.items():
+        assert files[quant] == {"quant": quant, "size_bytes": size, "predicted": False,
+                                "filename": model.filename(quant)}
+    assert files["Q6_K"]["predicted"] and files["F16"]["predicted"]
+    others = [m for m in json.loads(captured.out)["models"] if m["repo"] != model.repo]
+    assert all(f["predicted"] for m in others for f in m["files"])  # those repos answered 404
+    assert "bartowski/phi-4-GGUF" in captured.err and "Keeping predicted sizes" in captured.err
