@@ -15,7 +15,7 @@ the usual dense equivalent: Qwen3-30B-A3B counts as ~10B). KL is the measured
 KL divergence of the quant from F16 on Llama-3-8B (`quants.QUALITY`); the
 sqrt(8 / P) factor scales it because bigger models lose less to the same
 quant (Llama-2-70B loses about a third of what an 8B does at Q3_K_M-Q4_K_M).
-With these constants a 32B at Q4_K_M scores 88.8 and a 14B at Q8_0 78.7; a
+With these constants a 32B at Q4_K_M scores 88.4 and a 14B at Q8_0 78.0; a
 13B at Q3_K_M (69.0) beats a 7B at Q6_K (67.5), as measured on LLaMA.
 
 The floor: nothing worse than Q3_K_M / IQ3_M below 65B parameters (7-8B
@@ -40,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.core import quants
 from app.core.catalog import CATALOG_QUANTS, Catalog, CatalogFile, CatalogModel, load_catalog
@@ -55,6 +55,9 @@ from app.core.speed import (
     gpu_bandwidth,
     token_cost,
 )
+
+if TYPE_CHECKING:
+    from app.core.memory import MemoryPlan
 
 #: Context a recommendation is judged at unless the user asks for another.
 DEFAULT_CTX = 8192
@@ -178,7 +181,7 @@ class Pick:
     rank: int
     model: CatalogModel
     file: CatalogFile
-    plan: Any  # memory.MemoryPlan
+    plan: MemoryPlan
     quality: float
     score: float
     speed: SpeedEstimate
