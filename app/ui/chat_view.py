@@ -82,6 +82,11 @@ class ChatView(QWidget):
         self.conversation: Conversation | None = None
         self.bubbles: list[MessageBubble] = []
         self.reply_job: Job | None = None
+        # Edit-and-resend deletes messages on the store thread while a reply
+        # writes from the engine thread: a send waits for the delete to land,
+        # or the delete (id >= edited) would also remove the new message.
+        self._edit_pending = False
+        self._send_after_edit = False
         self.load_job: Job | None = None
         self._stream_bubble: MessageBubble | None = None
         self._stream_text = ""
@@ -452,6 +457,9 @@ class ChatView(QWidget):
         text = self.input.toPlainText().strip()
         if not text or self.reply_job is not None:
             return
+        if self._edit_pending:
+            self._send_after_edit = True
+            return
         if not self.host.engine.loaded:
             self.error.show_text("No model is loaded. Pick one above and press Load, "
                                  "or download one on the Models page.")
@@ -565,8 +573,20 @@ class ChatView(QWidget):
         self.bubbles = self.bubbles[:index]
         self.input.setPlainText(bubble.text)
         self.input.setFocus()
-        self.host.store_call("delete_messages_from", bubble.message_id, error=self.error.show_text)
+        self._edit_pending = True
+        self.host.store_call("delete_messages_from", bubble.message_id,
+                             result=lambda _r: self._edit_landed(), error=self._edit_failed)
         self._update_buttons()
+
+    def _edit_landed(self) -> None:
+        self._edit_pending = False
+        if self._send_after_edit:
+            self._send_after_edit = False
+            self.send()
+
+    def _edit_failed(self, message: str) -> None:
+        self._edit_pending = self._send_after_edit = False
+        self.error.show_text(message)
 
     def _save_system_prompt(self) -> None:
         if self.conversation is not None:
