@@ -84,7 +84,13 @@ class Downloads(QObject):
             self.changed.emit()
             self.failed.emit(entry, message)
 
-        run_job(lambda: plan_download(entry.quant, judge=self.judge, allow_no_fit=allow_no_fit),
+        judge = self.judge
+        earlier = entry.job.plan.fit if entry.job is not None else None
+        if earlier is not None:
+            # Resuming the same file: its fit was judged already; reading the
+            # header again would re-fetch megabytes for the same answer.
+            judge = lambda _quant: earlier  # noqa: E731
+        run_job(lambda: plan_download(entry.quant, judge=judge, allow_no_fit=allow_no_fit),
                 result=planned, error=refused)
 
     # --- running ------------------------------------------------------------------
@@ -151,7 +157,7 @@ class Downloads(QObject):
     def resume(self, entry: Entry) -> None:
         """Plan again and queue: the bytes already on disk are kept."""
         if entry.state in ("cancelled", "failed"):
-            entry.job, entry.progress = None, None
+            entry.progress = None
             self.changed.emit()
             self._plan(entry)
 
