@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from app.core.hardware import HardwareProfile
+from app.core.units import human_bytes
+
+__all__ = ["add_hardware_flags", "add_json_flag", "hardware_from_args", "human_bytes", "print_json"]
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -48,15 +51,3 @@ def hardware_from_args(args: argparse.Namespace) -> HardwareProfile:
         unified=args.unified,
         gpu_name=args.gpu,
     )
-
-
-def human_bytes(n: int | float | None) -> str:
-    """1536 -> '1.5 KiB'; binary units, as memory is sold and reported by tools."""
-    if n is None:
-        return "unknown"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"

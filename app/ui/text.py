@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
+from app.core.units import human_bytes
+
 
 def size(n: int | float | None) -> str:
-    """1536 -> '1.5 KiB'; binary units, as memory is sold and reported by tools."""
-    if n is None:
-        return "unknown"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
+    """1536 -> '1.5 KiB' (the same wording as the command line)."""
+    return human_bytes(n)
 
 
 def rate(bytes_per_s: float | None) -> str:
