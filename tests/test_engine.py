@@ -27,9 +27,14 @@ from app.core.engine import (
     _load_llama,
     check_gguf,
     plan_params,
+    swa_cache_covers,
 )
 from app.core.errors import ModelFileError, ModelLoadError, UsageError
+from app.core.gguf_meta import read_gguf
+from app.core.loadplan import LoadChoices
+from app.core.memory import plan_memory
 from app.core.sampling import PRESETS, SamplingSettings
+from app.core.simulate import preset_profile
 
 pytestmark = pytest.mark.slow
 
@@ -305,24 +310,87 @@ def test_truncated_gguf_fails_with_a_sentence(tmp_path: Path, starter_model: Pat
 
 
 def test_planned_params_honour_the_asked_context(starter_model: Path) -> None:
-    params, _plan, notices = plan_params(starter_model, n_ctx=1024)
-    assert params.n_ctx == 1024 and isinstance(notices, list)
+    params, plan, notices = plan_params(starter_model, LoadChoices(n_ctx=1024))
+    assert params.n_ctx == plan.n_ctx == 1024 and isinstance(notices, list)
 
 
-def test_load_params_from_plan_and_validation() -> None:
-    class Plan:
-        n_ctx, n_gpu_layers, flash_attn = 8192, 12, True
-        cache_type_k, cache_type_v, n_batch, n_ubatch = "q8_0", "q8_0", 1024, 256
+def test_planned_params_follow_the_users_choices(starter_model: Path) -> None:
+    cpu = preset_profile("workstation-64gb-cpu")
+    params, plan, _ = plan_params(starter_model, LoadChoices(context_length=2048, kv_cache_type="q8_0"),
+                                  hardware=cpu)
+    # The cap is honoured, the cache is quantized (flash attention is on by default), all on the CPU.
+    assert params.n_ctx == plan.n_ctx == 2048 and plan.verdict == "cpu" and params.n_gpu_layers == 0
+    assert params.cache_type_k == params.cache_type_v == plan.cache_type_v == "q8_0" and params.flash_attn
+    params, plan, _ = plan_params(starter_model, LoadChoices(flash_attention=False, kv_cache_type="q8_0"),
+                                  hardware=cpu)
+    # Without flash attention llama.cpp cannot quantize V, so the plan keeps it at f16.
+    assert (params.cache_type_k, params.cache_type_v, params.flash_attn) == ("q8_0", "f16", False)
+    # A GPU machine: the plan's layers are what the engine asks llama.cpp for.
+    params, plan, _ = plan_params(starter_model, LoadChoices(), hardware=preset_profile("rtx-4090"))
+    assert plan.verdict == "full_gpu" and params.n_gpu_layers == plan.n_gpu_layers == plan.n_layers + 1
 
-    params = LoadParams.from_plan(Plan(), n_threads=6)
+
+def test_load_params_from_plan_and_validation(starter_model: Path) -> None:
+    two_gpus = preset_profile("rtx-4090")
+    two_gpus.gpus.append(two_gpus.gpus[0])
+    plan = plan_memory(read_gguf(starter_model), two_gpus, n_ctx=8192, cache_type_k="q8_0",
+                       cache_type_v="q8_0", n_batch=1024, n_ubatch=256)
+    params = LoadParams.from_plan(plan, n_threads=6)
     kwargs = params.llama_kwargs()
-    assert kwargs["n_ctx"] == 8192 and kwargs["n_gpu_layers"] == 12 and kwargs["flash_attn"]
+    assert kwargs["n_ctx"] == 8192 and kwargs["n_gpu_layers"] == plan.n_gpu_layers > 0 and kwargs["flash_attn"]
     assert kwargs["type_k"] == kwargs["type_v"] == 8 and kwargs["n_threads"] == 6
     assert kwargs["n_ubatch"] == 256 and kwargs["n_batch"] == 1024
+    # What llama-cpp-python would default differently is always passed: swa_full, and the split.
+    assert kwargs["swa_full"] is False and kwargs["tensor_split"] == [0.5, 0.5]
     with pytest.raises(UsageError, match="flash attention"):
         LoadParams(cache_type_v="q4_0")
     with pytest.raises(UsageError):
         LoadParams(cache_type_k="q3_k")
+
+
+def test_load_checks_the_plan_against_llama_cpps_buffers(starter_model: Path) -> None:
+    e = Engine()
+    report = e.load(starter_model, choices=LoadChoices(n_ctx=1024, threads=2))
+    try:
+        check = report.memory
+        assert report.plan is not None and check is not None and check.reported
+        assert report.n_ctx == report.plan.n_ctx == 1024
+        # Weights and KV cache are exact arithmetic; compute buffers within a few percent.
+        assert abs(check.difference["weights"]) < 1024 * 1024
+        assert check.difference["kv_cache"] == 0
+        assert abs(check.difference["compute"]) <= 0.06 * check.measured["compute"]
+        assert abs(check.error) < 0.03
+        assert "llama.cpp allocated" in check.summary() and "KV cache" in check.summary()
+        data = report.to_dict()
+        assert data["memory"]["planned"] == check.planned and data["plan"]["verdict"] == "cpu"
+        json.dumps(data)
+    finally:
+        e.unload()
+
+
+def test_a_retried_load_says_its_check_is_against_another_placement(starter_model: Path) -> None:
+    def loader(path: str, kwargs: dict, progress: object) -> object:
+        if kwargs["n_gpu_layers"] != 0:
+            raise ValueError("Failed to load model from file (out of memory)")
+        return _load_llama(path, kwargs, progress)
+
+    params, plan, _ = plan_params(starter_model, LoadChoices(n_ctx=512), hardware=preset_profile("rtx-4090"))
+    e = Engine(loader=loader)
+    report = e.load(starter_model, params.with_(n_threads=2), plan=plan)
+    try:
+        assert report.params.n_gpu_layers == 0
+        assert report.memory is not None and "used 0 layers" in report.memory.note
+        assert report.memory.measured["kv_cache"] == report.memory.planned["kv_cache"]
+    finally:
+        e.unload()
+
+
+def test_sliding_window_cache_reuse_rule() -> None:
+    # The cache keeps positions from pos_min on; decoding from `reuse` attends back n_swa positions.
+    assert swa_cache_covers(pos_min=0, reuse=3000, n_swa=1024)
+    assert swa_cache_covers(pos_min=1900, reuse=3000, n_swa=1024)
+    assert not swa_cache_covers(pos_min=2100, reuse=3000, n_swa=1024)  # regenerate far back
+    assert not swa_cache_covers(pos_min=0, reuse=0, n_swa=1024)  # nothing to reuse
 
 
 # -- with the store -----------------------------------------------------------
@@ -423,6 +491,9 @@ def test_cli_one_shot_json(starter_model: Path, capsys: pytest.CaptureFixture[st
     assert "Paris" in data["reply"]
     assert {"prompt_tokens", "completion_tokens", "ttft_s", "tokens_per_s",
             "stop_reason"} <= set(data["stats"])
+    load = data["load"]
+    assert load["n_ctx"] == 512 and load["verdict"] == "cpu" and load["n_gpu_layers"] == 0
+    assert load["memory"]["measured"]["kv_cache"] == load["memory"]["planned"]["kv_cache"] > 0
     with ChatStore() as store:
         conv = store.conversation(data["conversation_id"])
     assert [m.content for m in conv.messages][-1] == data["reply"]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 
 from app import paths
 from app.cli import main
 from tests.fixtures.loopback_hub import LoopbackHub
+from tests.test_gguf_meta import big_model
 
 REPO = "org/Tiny-GGUF"
 
@@ -81,3 +85,46 @@ def test_models_lists_the_library(tiny_repo: LoopbackHub, capsys: pytest.Capture
     assert [(m["name"], m["source"], m["repo_id"]) for m in listed] == [("Tiny-Q4_K_M", "camelid", REPO)]
     code, out, _ = _run(capsys, "models")
     assert code == 0 and "Tiny-Q4_K_M" in out
+
+
+def test_fit_verdicts_come_from_the_real_headers(loopback_hub: LoopbackHub, capsys: pytest.CaptureFixture[str],
+                                                  tmp_path: Path, starter_model: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """files, download and models judge the fit from each GGUF's own header, for the machine asked about."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    repo = "bartowski/Meta-Llama-3.1-8B-Instruct-GGUF"
+    big = tmp_path / "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf"
+    size = big_model(big)  # sparse: the real header of a 4.9 GB file
+    loopback_hub.add_repo(repo)
+    loopback_hub.add_file(repo, big.name, big, sha256="0" * 64)
+
+    code, out, err = _run(capsys, "files", repo, "--json", "--preset", "rtx-4090")
+    assert code == 0, err
+    (quant,) = json.loads(out)["quants"]
+    assert quant["total_bytes"] == size and quant["verdict"] == "full_gpu"
+    code, out, _ = _run(capsys, "files", repo, "--json", "--preset", "laptop-8gb-cpu", "--ram", "4")
+    assert json.loads(out)["quants"][0]["verdict"] == "no_fit"
+
+    # A download that will not fit is refused after reading only the header.
+    loopback_hub.clear_log()
+    code, out, err = _run(capsys, "download", f"{repo}:Q4_K_M", "--preset", "laptop-8gb-cpu", "--ram", "4")
+    assert code == 2 and "will not fit" in err and "--force" in err and "Traceback" not in err
+    assert 0 < loopback_hub.bytes_served(repo, big.name) < 8 * 1024 * 1024
+    assert not list(paths.models_dir().rglob("*.gguf"))
+
+    # The library reads each file's header: a summary and the verdict on the machine asked about.
+    dest = paths.models_dir() / "HuggingFaceTB" / "SmolLM2-135M-Instruct-GGUF" / starter_model.name
+    dest.parent.mkdir(parents=True)
+    try:
+        os.link(starter_model, dest)
+    except OSError:
+        shutil.copyfile(starter_model, dest)
+    code, out, err = _run(capsys, "models", "--json", "--preset", "workstation-64gb-cpu")
+    assert code == 0, err
+    (model,) = json.loads(out)
+    assert model["verdict"] == "cpu" and model["quant"] == "Q4_1"
+    assert model["meta"]["architecture"] == "llama" and model["meta"]["n_layers"] == 30
+    assert model["meta"]["n_ctx_train"] == 8192 and model["meta"]["chat_template"] is True
+    code, out, _ = _run(capsys, "models", "--json", "--preset", "rtx-4090")
+    assert json.loads(out)[0]["verdict"] == "full_gpu"

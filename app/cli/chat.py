@@ -111,15 +111,12 @@ def sampling_from_args(args: argparse.Namespace) -> Any:
                               seed=args.seed, max_tokens=args.max_tokens)
 
 
-def load_params(args: argparse.Namespace, path: Path) -> tuple[Any, list[str]]:
-    from app.core.engine import plan_params
+def load_params(args: argparse.Namespace, path: Path) -> tuple[Any, Any, list[str]]:
+    from app.core.engine import LoadChoices, plan_params
     from app.core.settings import Settings
 
-    settings = Settings()
-    params, _plan, notices = plan_params(path, n_ctx=args.ctx)
-    if settings["threads"]:
-        params = params.with_(n_threads=settings["threads"])
-    return params, notices
+    params, plan, notices = plan_params(path, LoadChoices.from_settings(Settings(), n_ctx=args.ctx))
+    return params, plan, notices
 
 
 def chat(args: argparse.Namespace, store: Any) -> int:
@@ -127,7 +124,7 @@ def chat(args: argparse.Namespace, store: Any) -> int:
 
     sampling = sampling_from_args(args)
     path = resolve_model(args.model)
-    params, notices = load_params(args, path)
+    params, plan, notices = load_params(args, path)
     if args.resume is not None:
         conversation = store.conversation(args.resume)
         if args.system is not None:
@@ -140,7 +137,7 @@ def chat(args: argparse.Namespace, store: Any) -> int:
     try:
         progress = _progress_printer(path.name) if interactive and not args.json else None
         cancel = threading.Event()
-        report = wait(worker.load(path, params, progress=progress, cancel=cancel), worker, cancel)
+        report = wait(worker.load(path, params, plan=plan, progress=progress, cancel=cancel), worker, cancel)
         if progress is not None:
             print(file=sys.stderr)
         # llama.cpp logs an error line when a decode is aborted (every Stop);
@@ -149,14 +146,17 @@ def chat(args: argparse.Namespace, store: Any) -> int:
         for notice in notices + report.notices:
             print(f"note: {notice}", file=sys.stderr)
         if interactive:
+            if report.memory is not None:
+                print(f"memory: {report.memory.summary()}", file=sys.stderr)
             return interactive_chat(worker, store, conversation, sampling, report)
-        return one_shot(worker, store, conversation.id, args.prompt, sampling, as_json=args.json)
+        return one_shot(worker, store, conversation.id, args.prompt, sampling, as_json=args.json,
+                        report=report)
     finally:
         worker.close()
 
 
 def one_shot(worker: Any, store: Any, conversation_id: int, prompt: str, sampling: Any, *,
-             as_json: bool) -> int:
+             as_json: bool, report: Any = None) -> int:
     from app.core.conversation import send_message
 
     def show(text: str) -> None:
@@ -174,12 +174,24 @@ def one_shot(worker: Any, store: Any, conversation_id: int, prompt: str, samplin
                               "stop_reason": s.stop_reason,
                               "prompt_tokens_evaluated": s.prompt_tokens_evaluated,
                               "prompt_tokens_per_s": s.prompt_tokens_per_s, "seed": s.seed},
-                    "notices": reply.notices, "conversation_id": conversation_id})
+                    "notices": reply.notices, "conversation_id": conversation_id,
+                    "load": load_summary(report) if report is not None else None})
     else:
         print(_ending(reply.stats.stop_reason))
         for notice in reply.notices:
             print(f"note: {notice}", file=sys.stderr)
     return 0
+
+
+def load_summary(report: Any) -> dict[str, Any]:
+    """How the model was loaded, for `--json`: the settings, the plan's verdict, and the plan checked
+    against llama.cpp's own buffer report."""
+    return {"n_ctx": report.n_ctx, "n_gpu_layers": report.params.n_gpu_layers,
+            "flash_attn": report.params.flash_attn, "cache_type_k": report.params.cache_type_k,
+            "cache_type_v": report.params.cache_type_v, "seconds": round(report.seconds, 3),
+            "verdict": report.plan.verdict if report.plan is not None else None,
+            "memory": report.memory.to_dict() if report.memory is not None else None,
+            "notices": report.notices}
 
 
 def interactive_chat(worker: Any, store: Any, conversation: Any, sampling: Any, report: Any) -> int:

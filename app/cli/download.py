@@ -10,7 +10,13 @@ import sys
 import time
 
 from app.cli import report_error
-from app.cli.common import add_json_flag, human_bytes, print_json
+from app.cli.common import (
+    add_hardware_flags,
+    add_json_flag,
+    hardware_from_args,
+    human_bytes,
+    print_json,
+)
 from app.core import downloads, hub
 from app.core.errors import CamelidError, DownloadCancelled
 
@@ -26,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="download even when the model will not fit in this machine's memory")
     parser.add_argument("--no-fit-check", action="store_true", help="skip reading the header to judge the fit")
     parser.add_argument("--dry-run", action="store_true", help="show the plan and stop")
+    add_hardware_flags(parser)
     parser.set_defaults(run=run)
 
 
@@ -50,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     quant = hub.select_quant(files, wanted)
     judge = None
     if not args.no_fit_check:
-        judge = _tolerant(downloads.judge_remote_fit())
+        judge = _tolerant(downloads.judge_remote_fit(hardware_from_args(args)))
     plan = downloads.plan_download(quant, judge=judge, allow_no_fit=args.force)
     if args.dry_run:
         if args.json:
@@ -86,9 +93,6 @@ def _tolerant(judge: downloads.FitJudge) -> downloads.FitJudge:
             return judge(quant)
         except CamelidError as exc:
             print(f"note: fit not checked: {exc}", file=sys.stderr)
-            return None
-        except ImportError:
-            print("note: fit not checked: this build has no fit engine.", file=sys.stderr)
             return None
 
     return safe

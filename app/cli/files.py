@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from app.cli.common import add_json_flag, human_bytes, print_json
+from app.cli.common import (
+    add_hardware_flags,
+    add_json_flag,
+    hardware_from_args,
+    human_bytes,
+    print_json,
+)
 from app.core import hub
 from app.core.errors import CamelidError
 
@@ -16,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                "sha256 and the fit verdict on this machine.")
     add_json_flag(parser)
     parser.add_argument("repo", help="owner/name, e.g. bartowski/Qwen_Qwen3-8B-GGUF")
+    add_hardware_flags(parser)
     parser.add_argument("--mmproj", action="store_true", help="also list vision projector (mmproj) files")
     parser.add_argument("--no-fit", action="store_true",
                         help="skip the fit verdict (it reads each file's header over the network)")
@@ -26,11 +33,9 @@ def run(args: argparse.Namespace) -> int:
     files = hub.repo_files(args.repo, include_mmproj=args.mmproj)
     verdicts: dict[str, Any] = {}
     if not args.no_fit and files.quants:
-        from app import paths
         from app.core.downloads import judge_remote_fit
-        from app.core.hardware import detect
 
-        judge = judge_remote_fit(detect(models_dir=paths.models_dir()))
+        judge = judge_remote_fit(hardware_from_args(args))
         for quant in files.quants:
             if quant.mmproj:
                 continue
@@ -40,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
             except CamelidError as exc:
                 verdicts[quant.name] = None
                 verdicts[f"{quant.name}:problem"] = str(exc)
-            except ImportError:
-                break  # a build without the fit engine: sizes only
     if args.json:
         data = files.to_dict()
         for q in data["quants"]:

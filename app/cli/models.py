@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli.common import add_json_flag, human_bytes, print_json
+from app.cli.common import (
+    add_hardware_flags,
+    add_json_flag,
+    hardware_from_args,
+    human_bytes,
+    print_json,
+)
 from app.core import library
 
 _WHERE = {"camelid": "", "lmstudio": "  [LM Studio]", "hf-cache": "  [HF cache]"}
@@ -17,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_json_flag(parser)
     parser.add_argument("--source", action="append", choices=library.SOURCES,
                         help="only these places (repeatable)")
+    add_hardware_flags(parser)
     parser.set_defaults(run=run_models)
 
     rm = subparsers.add_parser("rm", help="delete a model from Camelid's folder",
@@ -28,10 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_models(args: argparse.Namespace) -> int:
     from app import paths
-    from app.core.hardware import detect
 
-    hardware = detect(models_dir=paths.models_dir())
-    models = library.list_models(hardware=hardware, sources=args.source or library.SOURCES)
+    models = library.list_models(hardware=hardware_from_args(args), sources=args.source or library.SOURCES)
     if args.json:
         print_json([m.to_dict() for m in models])
         return 0

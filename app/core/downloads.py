@@ -44,7 +44,10 @@ from app.core.errors import (
     RemoteError,
     WontFitError,
 )
+from app.core.hardware import HardwareProfile, detect
 from app.core.hub import QuantFile
+from app.core.loadplan import LoadChoices, plan_with_choices
+from app.core.units import human_bytes
 
 #: Hashing reads the part file in blocks this big. Also the resume granularity
 #: promised to users: a crash loses at most about this much already-fetched data.
@@ -190,16 +193,6 @@ def plan_download(quant: QuantFile, *, judge: FitJudge | None = None,
                         free_bytes=free, margin_bytes=margin, fit=fit)
 
 
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB': binary units, for messages."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
 def _usable_part_bytes(part: Path, size: int) -> int:
     sidecar = _read_sidecar(part)
     if sidecar is None or sidecar.get("size") != size or not part.is_file():
@@ -208,20 +201,19 @@ def _usable_part_bytes(part: Path, size: int) -> int:
     return have if have <= size else 0
 
 
-def judge_remote_fit(hardware: Any = None, *, token: str | None = None) -> FitJudge:
-    """A fit judge backed by the fit engine: reads the GGUF header over HTTP, plans memory."""
+def judge_remote_fit(hardware: HardwareProfile | None = None, *, token: str | None = None,
+                     choices: LoadChoices | None = None) -> FitJudge:
+    """A fit judge backed by the fit engine: reads the GGUF header over HTTP ranges and plans it
+    with the load settings the engine will use (default: the saved settings)."""
+    from app.core.gguf_meta import read_gguf_remote
 
     def judge(quant: QuantFile) -> FitJudgement | None:
-        from app.core.gguf_meta import read_gguf_remote
-        from app.core.hardware import detect
-        from app.core.memory import plan_memory
-
         meta = read_gguf_remote(quant.repo_id, quant.first_file, revision=quant.revision,
                                 token=hub.resolve_token(token))
-        plan = plan_memory(meta, hardware or detect(models_dir=paths.models_dir()))
-        reasons = getattr(plan, "reasons", None) or []
+        plan = plan_with_choices(meta, hardware or detect(models_dir=paths.models_dir()),
+                                 choices or LoadChoices.current())
         return FitJudgement(verdict=plan.verdict, plan=plan.to_dict(),
-                            reason=str(reasons[0]) if reasons else None)
+                            reason=plan.reasons[0] if plan.reasons else None)
 
     return judge
 

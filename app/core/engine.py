@@ -25,6 +25,7 @@ import codecs
 import ctypes
 import ctypes.util
 import gc
+import logging
 import queue
 import random
 import re
@@ -46,9 +47,15 @@ from app.core.errors import (
     ModelLoadError,
     UsageError,
 )
-from app.core.hardware import BackendInfo, CpuInfo
+from app.core.gguf_meta import read_gguf
+from app.core.hardware import BackendInfo, CpuInfo, HardwareProfile
+from app.core.llama_log import BufferSizes, LlamaLogCapture, parse_buffer_sizes
+from app.core.loadplan import LoadChoices, load_notices, plan_with_choices
+from app.core.memory import MemoryPlan
 from app.core.sampling import SamplingSettings
+from app.core.units import human_bytes
 
+_log = logging.getLogger(__name__)
 T = TypeVar("T")
 Progress = Callable[[float], None]
 OnText = Callable[[str], None]
@@ -99,6 +106,11 @@ class LoadParams:
     n_threads: int | None = None
     n_threads_batch: int | None = None
     use_mmap: bool = True
+    #: False keeps sliding-window layers' KV cache at window size (llama.cpp's own
+    #: default in its tools; the C API's default is True, so it is always passed).
+    swa_full: bool = False
+    #: Fraction of the offloaded layers per GPU; None lets llama.cpp decide (one GPU).
+    tensor_split: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("cache_type_k", "cache_type_v"):
@@ -113,20 +125,12 @@ class LoadParams:
                              "Use at least 256 tokens.")
 
     @classmethod
-    def from_plan(cls, plan: Any, *, n_threads: int | None = None) -> LoadParams:
-        """Parameters from a `memory.MemoryPlan` (read by attribute name, so any
-        object exposing n_ctx, n_gpu_layers, flash_attn, cache_type_k/v,
-        n_batch, n_ubatch works)."""
-        base = cls()
-
-        def pick(name: str) -> Any:
-            value = getattr(plan, name, None)
-            return getattr(base, name) if value is None else value
-
-        return cls(n_ctx=int(pick("n_ctx")), n_gpu_layers=int(pick("n_gpu_layers")),
-                   flash_attn=bool(pick("flash_attn")), cache_type_k=str(pick("cache_type_k")),
-                   cache_type_v=str(pick("cache_type_v")), n_batch=int(pick("n_batch")),
-                   n_ubatch=int(pick("n_ubatch")), n_threads=n_threads)
+    def from_plan(cls, plan: MemoryPlan, *, n_threads: int | None = None) -> LoadParams:
+        """The parameters that make llama.cpp place memory exactly as `plan` says."""
+        return cls(n_ctx=plan.n_ctx, n_gpu_layers=plan.n_gpu_layers, flash_attn=plan.flash_attn,
+                   cache_type_k=plan.cache_type_k, cache_type_v=plan.cache_type_v, n_batch=plan.n_batch,
+                   n_ubatch=plan.n_ubatch, n_threads=n_threads, swa_full=plan.swa_full,
+                   tensor_split=tuple(plan.tensor_split) if plan.tensor_split else None)
 
     def with_(self, **changes: Any) -> LoadParams:
         return replace(self, **changes)
@@ -145,8 +149,9 @@ class LoadParams:
             "n_threads": threads,
             "n_threads_batch": self.n_threads_batch or threads,
             "use_mmap": self.use_mmap,
+            "swa_full": self.swa_full,
             "verbose": False,
-        }
+        } | ({"tensor_split": list(self.tensor_split)} if self.tensor_split else {})
 
 
 def backend_info() -> BackendInfo:
@@ -205,6 +210,68 @@ def check_gguf(path: Path) -> None:
 # --------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------
+#: Components compared between a plan and llama.cpp's log: (plan attribute, log components).
+_CHECKED = (("weights", "weights_bytes", ("model",)), ("kv_cache", "kv_cache_bytes", ("kv",)),
+            ("compute", "compute_bytes", ("compute", "output")))
+
+
+@dataclass
+class MemoryCheck:
+    """The plan's bytes next to the buffers llama.cpp reported allocating for the same load."""
+
+    #: Bytes per component (weights, kv_cache, compute) as planned and as llama.cpp reported.
+    planned: dict[str, int]
+    measured: dict[str, int]
+    #: llama.cpp's per-device MiB, as its log names the buffers.
+    buffers: dict[str, Any]
+    #: Set when the load did not happen as planned (a retry with fewer GPU layers).
+    note: str = ""
+
+    @classmethod
+    def compare(cls, plan: MemoryPlan, sizes: BufferSizes, *, note: str = "") -> MemoryCheck:
+        planned = {name: int(getattr(plan, attr)) for name, attr, _ in _CHECKED}
+        measured = {name: sum(sizes.bytes(c) for c in comps) for name, _, comps in _CHECKED}
+        return cls(planned=planned, measured=measured, buffers=sizes.to_dict(), note=note)
+
+    @property
+    def reported(self) -> bool:
+        """Whether llama.cpp's log said anything (a custom loader may print nothing)."""
+        return any(self.measured.values())
+
+    @property
+    def planned_total(self) -> int:
+        return sum(self.planned.values())
+
+    @property
+    def measured_total(self) -> int:
+        return sum(self.measured.values())
+
+    @property
+    def difference(self) -> dict[str, int]:
+        """Measured minus planned, per component (bytes; positive: llama.cpp took more)."""
+        return {k: self.measured[k] - self.planned[k] for k in self.planned}
+
+    @property
+    def error(self) -> float | None:
+        """(measured - planned) / measured over all components; None when nothing was reported."""
+        return (self.measured_total - self.planned_total) / self.measured_total if self.reported else None
+
+    def summary(self) -> str:
+        """One sentence: what llama.cpp allocated against the plan."""
+        if not self.reported:
+            return "llama.cpp did not report its buffer sizes for this load, so the plan could not be checked."
+        parts = ", ".join(f"{human_bytes(self.measured[k])} {label} (plan {human_bytes(self.planned[k])})"
+                          for k, label in (("weights", "weights"), ("kv_cache", "KV cache"),
+                                           ("compute", "compute")))
+        error = self.error or 0.0
+        text = f"llama.cpp allocated {parts}: {abs(error) * 100:.1f}% {'over' if error > 0 else 'under'} the plan."
+        return f"{text} {self.note}" if self.note else text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"planned": self.planned, "measured": self.measured, "difference": self.difference,
+                "error": self.error, "buffers_mib": self.buffers, "note": self.note, "summary": self.summary()}
+
+
 @dataclass
 class LoadReport:
     """What `Engine.load()` did."""
@@ -219,12 +286,16 @@ class LoadReport:
     #: One line per load attempt: "n_gpu_layers=33: out of memory".
     attempts: list[str] = field(default_factory=list)
     chat_template: str = "gguf"
-    #: The MemoryPlan the parameters came from (None when they were given).
-    plan: Any = None
+    #: The MemoryPlan the parameters came from (None when they were given without one).
+    plan: MemoryPlan | None = None
+    #: The plan against llama.cpp's own buffer report (None without a plan).
+    memory: MemoryCheck | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in vars(self).items() if k != "plan"}
+        data = {k: v for k, v in vars(self).items() if k not in ("plan", "memory")}
         data["params"] = asdict(self.params)
+        data["plan"] = self.plan.to_dict() if self.plan is not None else None
+        data["memory"] = self.memory.to_dict() if self.memory is not None else None
         return data
 
 
@@ -280,6 +351,8 @@ class Engine:
         self._fold_noticed = False
         self._piece_buf = ctypes.create_string_buffer(256)
         self._vocab: Any = None
+        #: The sliding window when llama.cpp keeps only that much KV cache (swa_full off), else 0.
+        self._n_swa = 0
 
     # -- state --------------------------------------------------------------
     @property
@@ -301,9 +374,14 @@ class Engine:
             raise ModelLoadError("No model is loaded.", "Load a model first.")
 
     # -- load / unload -------------------------------------------------------
-    def load(self, path: Path | str, params: LoadParams | None = None, *,
-             progress: Progress | None = None, cancel: threading.Event | None = None) -> LoadReport:
-        """Load `path` (unloading any current model). Without `params`, plan them from the header.
+    def load(self, path: Path | str, params: LoadParams | None = None, *, plan: MemoryPlan | None = None,
+             choices: LoadChoices | None = None, progress: Progress | None = None,
+             cancel: threading.Event | None = None) -> LoadReport:
+        """Load `path` (unloading any current model).
+
+        Without `params` they are planned from the header (`plan_params`, with
+        the user's `choices`). With a `plan` (given or made here), llama.cpp's
+        own buffer report is compared with it (`LoadReport.memory`).
 
         Raises ModelFileError for a bad file, ModelLoadError when llama.cpp
         refuses it (or when `cancel` was set). A failed load leaves no model
@@ -315,45 +393,56 @@ class Engine:
             self._check_owner()
             self.unload()
         notices: list[str] = []
-        plan = None
         if params is None:
-            params, plan, plan_notices = plan_params(path)
-            notices += plan_notices
+            params, plan, notices = plan_params(path, choices)
         started = time.perf_counter()
         attempts: list[str] = []
         llm = None
         tried: list[int] = []
-        for layers in _layer_schedule(params.n_gpu_layers):
-            tried.append(layers)
-            attempt = params.with_(n_gpu_layers=layers)
-            try:
-                llm = self._loader(str(path), attempt.llama_kwargs(),
-                                   _progress_callback(progress, cancel))
-            except (ValueError, RuntimeError, OSError) as exc:
-                if cancel is not None and cancel.is_set():
-                    raise ModelLoadError(f"Loading {path.name} was cancelled.") from exc
-                attempts.append(f"n_gpu_layers={layers}: {exc}")
-                continue
-            params = attempt
-            break
+        # llama.cpp logs every buffer it allocates; that report is checked against the plan.
+        with LlamaLogCapture() as log:
+            for layers in _layer_schedule(params.n_gpu_layers):
+                tried.append(layers)
+                attempt = params.with_(n_gpu_layers=layers)
+                mark = len(log.text)
+                try:
+                    llm = self._loader(str(path), attempt.llama_kwargs(),
+                                       _progress_callback(progress, cancel))
+                except (ValueError, RuntimeError, OSError) as exc:
+                    if cancel is not None and cancel.is_set():
+                        raise ModelLoadError(f"Loading {path.name} was cancelled.") from exc
+                    attempts.append(f"n_gpu_layers={layers}: {exc}")
+                    continue
+                params = attempt
+                break
         if llm is None:
             raise _load_failure(path, tried)
-        if len(tried) > 1:
+        retried = len(tried) > 1
+        if retried:
             where = "on the CPU only" if params.n_gpu_layers == 0 else \
                 f"with {params.n_gpu_layers} layers on the GPU"
             notices.append(f"Loading {path.name} with {_layers_text(tried[0])} on the GPU failed "
                            f"(most likely not enough free GPU memory); it was loaded {where} "
                            "instead, so replies will be slower.")
+        memory = None
+        if plan is not None:
+            # Only the successful attempt's lines: a failed one may have allocated and freed.
+            sizes = parse_buffer_sizes(log.text[mark:])
+            note = (f"The plan was for {_layers_text(tried[0])} on the GPU; the load that succeeded used "
+                    f"{_layers_text(params.n_gpu_layers)}.") if retried else ""
+            memory = MemoryCheck.compare(plan, sizes, note=note)
+            _log.info("%s: %s", path.name, memory.summary())
         self._owner = threading.get_ident()
         self._llm = llm
         self.model_path = path
+        self._n_swa = 0 if params.swa_full else int(_call_model(llm, "llama_model_n_swa", default=0))
         self._install_abort_callback()
         template_source = self._setup_template(notices)
         n_ctx_train = int(_call(llm, "n_ctx_train", default=0))
         self.report = LoadReport(
             path=str(path), params=params, seconds=time.perf_counter() - started,
             n_ctx=int(llm.n_ctx()), n_ctx_train=n_ctx_train, notices=notices,
-            attempts=attempts, chat_template=template_source, plan=plan)
+            attempts=attempts, chat_template=template_source, plan=plan, memory=memory)
         if progress is not None:
             progress(1.0)
         return self.report
@@ -549,6 +638,7 @@ class Engine:
         # the next sync; sync first so they are not billed to this reply.
         llama_cpp.llama_synchronize(llm.ctx)
         llama_cpp.llama_perf_context_reset(llm.ctx)
+        self._drop_unusable_cache(tokens)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         parts: list[str] = []
         max_tokens = sampling.max_tokens
@@ -607,6 +697,31 @@ class Engine:
             stats.prompt_tokens_per_s = perf.n_p_eval / (perf.t_p_eval_ms / 1000)
         stats.total_s = time.perf_counter() - started
         return Reply(text="".join(parts), stats=stats, notices=notices, window=window)
+
+    def _drop_unusable_cache(self, tokens: list[int]) -> None:
+        """Start from an empty KV cache when the cached prefix cannot be reused.
+
+        llama-cpp-python reuses the longest cached prefix of the prompt. With
+        swa_full off, sliding-window layers keep only the last window of
+        positions, so going back further (regenerate, edit an old turn) would
+        attend to cells that are gone. Then the prompt is evaluated afresh.
+        """
+        import llama_cpp
+
+        llm = self._llm
+        cached = int(llm.n_tokens)
+        if not self._n_swa or cached == 0:
+            return
+        prefix = 0
+        for a, b in zip(llm._input_ids[:cached], tokens, strict=False):
+            if a != b:
+                break
+            prefix += 1
+        # llama-cpp-python replays the last prompt token when the whole prompt is cached.
+        reuse = prefix - 1 if prefix == len(tokens) else prefix
+        pos_min = int(llama_cpp.llama_memory_seq_pos_min(llama_cpp.llama_get_memory(llm.ctx), 0))
+        if not swa_cache_covers(pos_min, reuse, self._n_swa):
+            llm.reset()
 
     def _is_eog(self, token: int) -> bool:
         import llama_cpp
@@ -668,9 +783,11 @@ class EngineThread:
         self._queue.put((fn, future))
         return future
 
-    def load(self, path: Path | str, params: LoadParams | None = None, *,
-             progress: Progress | None = None, cancel: threading.Event | None = None) -> Future[LoadReport]:
-        return self.submit(lambda e: e.load(path, params, progress=progress, cancel=cancel))
+    def load(self, path: Path | str, params: LoadParams | None = None, *, plan: MemoryPlan | None = None,
+             choices: LoadChoices | None = None, progress: Progress | None = None,
+             cancel: threading.Event | None = None) -> Future[LoadReport]:
+        return self.submit(lambda e: e.load(path, params, plan=plan, choices=choices, progress=progress,
+                                            cancel=cancel))
 
     def chat(self, messages: Sequence[dict[str, str]], sampling: SamplingSettings | None = None, *,
              on_text: OnText | None = None) -> Future[Reply]:
@@ -694,30 +811,28 @@ class EngineThread:
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-def plan_params(path: Path, *, n_ctx: int | None = None,
-                hardware: Any = None) -> tuple[LoadParams, Any, list[str]]:
-    """LoadParams for `path` on this machine: header -> MemoryPlan -> LoadParams.
+def plan_params(path: Path, choices: LoadChoices | None = None, *,
+                hardware: HardwareProfile | None = None) -> tuple[LoadParams, MemoryPlan, list[str]]:
+    """LoadParams for `path` on this machine: header -> MemoryPlan (with the user's choices) -> LoadParams.
 
-    Returns (params, plan or None, notices). `n_ctx` asks the planner for
-    that context; `hardware` plans for a given HardwareProfile (default: this
-    machine). In a build without the fit engine the defaults are used (CPU,
-    a 4096-token context, or `n_ctx`).
+    Returns (params, plan, notices); the notices are what the user should hear
+    at load time (part of the model on the CPU, a setting the plan had to
+    change). `hardware` plans for a given profile (default: this machine).
     """
-    try:
-        from app.core.gguf_meta import read_gguf
-        from app.core.memory import plan_memory
-    except ImportError:
-        params = LoadParams()
-        return (params.with_(n_ctx=n_ctx) if n_ctx else params), None, []
-    from app.core.hardware import detect
+    choices = choices or LoadChoices()
+    path = Path(path)
+    check_gguf(path)
+    plan = plan_with_choices(read_gguf(path), hardware, choices, improvements=False)
+    params = LoadParams.from_plan(plan, n_threads=choices.threads or None)
+    return params, plan, load_notices(plan, choices)
 
-    meta = read_gguf(Path(path))
-    plan = plan_memory(meta, hardware or detect(), n_ctx=n_ctx)
-    params = LoadParams.from_plan(plan)
-    if n_ctx and params.n_ctx != n_ctx:
-        params = params.with_(n_ctx=n_ctx)
-    notices = [str(r) for r in getattr(plan, "notices", None) or []]
-    return params, plan, notices
+
+def swa_cache_covers(pos_min: int, reuse: int, n_swa: int) -> bool:
+    """Whether a sliding-window KV cache whose oldest position is `pos_min` still holds
+    the window that decoding from position `reuse` attends to."""
+    if reuse <= 0:
+        return False
+    return pos_min <= max(0, reuse - n_swa)
 
 
 def _layer_schedule(n_gpu_layers: int) -> list[int]:
@@ -805,6 +920,20 @@ def _fold_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
             m["content"] = f"{system}\n\n{m['content']}" if system else m["content"]
             return rest
     return [{"role": "user", "content": system}, *rest]
+
+
+def _call_model(llm: Any, function: str, *, default: Any) -> Any:
+    """A llama.h function of the loaded model (`llama_model_n_swa(model)`), or `default`."""
+    import llama_cpp
+
+    model = getattr(getattr(llm, "_model", None), "model", None)
+    fn = getattr(llama_cpp, function, None)
+    if model is None or fn is None:
+        return default
+    try:
+        return fn(model)
+    except (ctypes.ArgumentError, TypeError, OSError):
+        return default
 
 
 def _call(obj: Any, name: str, *, default: Any) -> Any:

@@ -15,13 +15,16 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from app import paths
 from app.core.errors import CamelidError, ModelFileError
+from app.core.gguf_meta import ModelMeta, read_gguf
+from app.core.hardware import HardwareProfile
 from app.core.hub import parse_quant
+from app.core.loadplan import LoadChoices, plan_with_choices
 
 SOURCES = ("camelid", "lmstudio", "hf-cache")
 _SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})$")
@@ -202,39 +205,41 @@ def _key(path: Path) -> str:
     return f"{path}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def hardware_key(hardware: Any) -> str:
-    """What a verdict depends on: the memory this machine offers (not its free bytes of the moment)."""
+def hardware_key(hardware: HardwareProfile | None, choices: LoadChoices | None = None) -> str:
+    """What a verdict depends on: the memory this machine offers (not its free bytes of the moment)
+    and the load settings the plan is made with."""
     if hardware is None:
         return "none"
-    ram = getattr(getattr(hardware, "ram", None), "total_bytes", None)
-    gpus = [(getattr(g, "name", ""), getattr(g, "vram_total_bytes", None)) for g in getattr(hardware, "gpus", [])]
-    return json.dumps([ram, gpus, bool(getattr(hardware, "unified_memory", False))])
+    gpus = [(g.name, g.vram_total_bytes) for g in hardware.gpus]
+    return json.dumps([hardware.ram.total_bytes, gpus, hardware.unified_memory,
+                       asdict(choices or LoadChoices())], sort_keys=True)
 
 
-def engine_describe(hardware: Any = None) -> Describe:
-    """Header summary and verdict from the fit engine (gguf_meta + memory)."""
+def engine_describe(hardware: HardwareProfile | None = None, choices: LoadChoices | None = None) -> Describe:
+    """Header summary and verdict from the fit engine, planned with the load settings the engine uses."""
 
     def describe(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-        from app.core.gguf_meta import read_gguf
-        from app.core.memory import plan_memory
-
         meta = read_gguf(path)
         summary = summarize_meta(meta)
-        verdict = plan_memory(meta, hardware).verdict if hardware is not None else None
-        return summary, verdict
+        if hardware is None:
+            return summary, None
+        return summary, plan_with_choices(meta, hardware, choices, improvements=False).verdict
 
     return describe
 
 
-def summarize_meta(meta: Any) -> dict[str, Any]:
+#: The header facts a library listing shows (keys of ModelMeta.to_dict()).
+SUMMARY_KEYS = ("architecture", "name", "size_label", "n_params", "n_ctx_train", "file_type", "quant",
+                "n_layers", "n_embd", "n_head", "n_vocab", "sliding_window", "n_expert", "tensor_bytes",
+                "approximate")
+
+
+def summarize_meta(meta: ModelMeta) -> dict[str, Any]:
     """The few header facts a library listing shows, as plain JSON."""
-    data = meta.to_dict() if hasattr(meta, "to_dict") else dict(vars(meta))
-    keep = ("architecture", "name", "parameters", "n_params", "context_length", "n_ctx_train", "file_type",
-            "quant", "n_layers", "block_count", "n_embd", "n_head", "n_head_kv", "n_vocab", "tensor_bytes",
-            "weights_bytes", "chat_template")
-    summary = {k: data[k] for k in keep if k in data and isinstance(data[k], (str, int, float, bool, type(None)))}
-    if isinstance(summary.get("chat_template"), str):
-        summary["chat_template"] = True  # only whether there is one; templates are long
+    data = meta.to_dict()
+    summary = {k: data[k] for k in SUMMARY_KEYS}
+    summary["chat_template"] = bool(data.get("chat_template"))  # only whether there is one; templates are long
+    summary["shards"] = len(data.get("shards") or []) or 1
     return summary
 
 
@@ -256,11 +261,6 @@ def _describe_all(models: list[LibraryModel], describe: Describe, hw_key: str) -
                     summary, verdict = describe(model.path)
                     entry = {"meta": summary, "problem": None,
                              "verdicts": {**entry.get("verdicts", {}), hw_key: verdict}}
-                except ImportError:
-                    # A build without the fit engine lists files without headers, and caches nothing
-                    # so the first run with the engine reads them.
-                    out.append(model)
-                    continue
                 except CamelidError as exc:
                     entry = {"meta": None, "problem": str(exc), "verdicts": {hw_key: None}}
                 except (OSError, ValueError) as exc:
@@ -309,15 +309,20 @@ def scan_models(sources: Iterable[str] = SOURCES) -> list[LibraryModel]:
     return models
 
 
-def list_models(*, describe: Describe | None = None, hardware: Any = None,
-                sources: Iterable[str] = SOURCES) -> list[LibraryModel]:
+def list_models(*, describe: Describe | None = None, hardware: HardwareProfile | None = None,
+                choices: LoadChoices | None = None, sources: Iterable[str] = SOURCES) -> list[LibraryModel]:
     """Every model on disk, each with its header summary and its fit verdict on ``hardware``.
 
-    ``describe`` reads one header (default: the fit engine); results are cached
-    by path, size and mtime (and, for verdicts, by the machine's memory).
+    Verdicts are planned with ``choices`` (default: the saved settings), as the
+    engine will load the model. ``describe`` reads one header (default: the
+    fit engine); results are cached by path, size and mtime (and, for
+    verdicts, by the machine's memory and the choices).
     """
-    return _describe_all(scan_models(sources), describe if describe is not None else engine_describe(hardware),
-                         hardware_key(hardware))
+    if choices is None and hardware is not None:
+        choices = LoadChoices.current()
+    return _describe_all(scan_models(sources),
+                         describe if describe is not None else engine_describe(hardware, choices),
+                         hardware_key(hardware, choices))
 
 
 def find_model(name: str, *, models: list[LibraryModel] | None = None) -> Path:

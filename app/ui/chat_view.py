@@ -32,10 +32,10 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.chats import Conversation, Message
-from app.core.engine import LoadReport, Reply
+from app.core.engine import LoadChoices, LoadReport, Reply
 from app.core.library import LibraryModel, list_models
 from app.core.sampling import PRESETS, preset
-from app.ui.engine_host import EngineHost, LoadChoices
+from app.ui.engine_host import EngineHost
 from app.ui.state import AppState
 from app.ui.widgets.common import Notice, subtle
 from app.ui.widgets.message_bubble import MessageBubble
@@ -65,11 +65,12 @@ class PromptEdit(QPlainTextEdit):
 def load_verdict(report: LoadReport) -> str:
     """Where the loaded model sits, from the parameters llama.cpp accepted."""
     layers = report.params.n_gpu_layers
+    total = report.plan.n_layers + 1 if report.plan is not None else None
     if layers == 0:
         return verdict_text("cpu")
-    if layers < 0:
+    if layers < 0 or (total is not None and layers >= total):
         return verdict_text("full_gpu")
-    return f"{layers} layers on GPU"
+    return verdict_text("partial", layers, total) if total else f"{layers} layers on GPU"
 
 
 class ChatView(QWidget):
@@ -419,9 +420,12 @@ class ChatView(QWidget):
         path = Path(report.path)
         where = load_verdict(report)
         self.verdict.setText(f"Loaded · {where} · {report.n_ctx:,} tokens of context")
+        # Hovering the verdict shows the plan checked against what llama.cpp allocated.
+        memory = report.memory.summary() if report.memory is not None else ""
+        self.verdict.setToolTip(memory)
         self.state.set_model({"name": path.stem, "path": str(path), "verdict_text": where,
                               "backend": "CPU" if report.params.n_gpu_layers == 0 else None,
-                              "n_ctx": report.n_ctx})
+                              "n_ctx": report.n_ctx, "memory": memory})
         if report.notices:
             self.notice.show_text(" ".join(report.notices))
         self._update_meter(None)

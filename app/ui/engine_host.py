@@ -10,7 +10,6 @@ reply (ChatStore keeps one SQLite connection per thread).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,43 +17,15 @@ from PySide6.QtCore import QObject
 
 from app.core.chats import ChatStore
 from app.core.conversation import answer, send_message
-from app.core.engine import Engine, LoadReport, plan_params
+from app.core.engine import Engine, LoadChoices, LoadReport
 from app.core.sampling import SamplingSettings
 from app.ui.workers import Handler, Job, OwnerThread, run_job
 
 
-@dataclass(frozen=True)
-class LoadChoices:
-    """The load settings the user picked (Settings dialog); None means "as planned"."""
-
-    context_length: int | None = None
-    gpu_layers: int | None = None
-    flash_attention: bool = True
-    kv_cache_type: str = "f16"
-    threads: int = 0
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> LoadChoices:
-        return cls(context_length=settings["context_length"], gpu_layers=settings["gpu_layers"],
-                   flash_attention=settings["flash_attention"], kv_cache_type=settings["kv_cache_type"],
-                   threads=settings["threads"])
-
-
 def load_model(engine: Engine, path: Path, choices: LoadChoices, *, progress: Any = None,
                cancel: threading.Event | None = None) -> LoadReport:
-    """Plan from the header, apply the user's overrides, load. Runs on the engine thread."""
-    params, _plan, notices = plan_params(path, n_ctx=choices.context_length)
-    changes: dict[str, Any] = {"flash_attn": choices.flash_attention,
-                               "cache_type_k": choices.kv_cache_type,
-                               # llama.cpp quantizes the V cache only with flash attention.
-                               "cache_type_v": choices.kv_cache_type if choices.flash_attention else "f16"}
-    if choices.gpu_layers is not None:
-        changes["n_gpu_layers"] = choices.gpu_layers
-    if choices.threads:
-        changes["n_threads"] = choices.threads
-    report = engine.load(path, params.with_(**changes), progress=progress, cancel=cancel)
-    report.notices[:0] = notices
-    return report
+    """Plan from the header with the user's choices, load, check the plan. Runs on the engine thread."""
+    return engine.load(path, choices=choices, progress=progress, cancel=cancel)
 
 
 class EngineHost(QObject):

@@ -310,10 +310,6 @@ class ModelsView(QWidget):
 
     def _judge(self, quant: QuantFile) -> None:
         """The fit engine reads the file's header over HTTP ranges and plans it for this machine."""
-        if not self.state.fit_engine_available():
-            self._fits[quant.first_file] = None
-            self._show_fit(quant, None)
-            return
         judge = judge_remote_fit(self.state.profile)
 
         def done(fit: FitJudgement | None) -> None:

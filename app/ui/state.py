@@ -49,16 +49,8 @@ class AppState(QObject):
             from app.core.downloads import judge_remote_fit
             from app.ui.downloads import Downloads
 
-            judge = judge_remote_fit(self.profile) if self.fit_engine_available() else None
-            self._downloads = Downloads(judge=judge, parent=self)
+            self._downloads = Downloads(judge=judge_remote_fit(self.profile), parent=self)
         return self._downloads
-
-    @staticmethod
-    def fit_engine_available() -> bool:
-        """Whether this build has the fit engine (app.core.memory), which judges files before download."""
-        import importlib.util
-
-        return importlib.util.find_spec("app.core.memory") is not None
 
     def shutdown(self) -> None:
         """Stop the engine and store threads (window closing)."""

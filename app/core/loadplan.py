@@ -1,0 +1,74 @@
+"""The user's load settings applied to the fit engine: one plan for what will really be loaded.
+
+The chat engine loads with these choices, so everything that judges a model
+before it is loaded (the library's verdicts, the fit of a file on the Hub,
+the load itself) plans with them too, and the verdict a person sees is the
+verdict of the load they will get.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.core.gguf_meta import ModelMeta
+from app.core.hardware import HardwareProfile
+from app.core.memory import DEFAULT_CTX_CAP, MemoryPlan, plan_memory
+from app.core.units import human_bytes
+
+
+@dataclass(frozen=True)
+class LoadChoices:
+    """What the user asked for (Settings, CLI flags); None means "as the plan decides"."""
+
+    #: The longest context to plan for; the plan takes less when memory is short.
+    context_length: int = DEFAULT_CTX_CAP
+    #: An exact context (`camelid chat --ctx`), overriding `context_length`.
+    n_ctx: int | None = None
+    gpu_layers: int | None = None
+    flash_attention: bool = True
+    kv_cache_type: str = "f16"
+    #: 0: the engine's default (physical cores; Apple: performance cores).
+    threads: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, n_ctx: int | None = None) -> LoadChoices:
+        """The choices in a `Settings` (or any mapping with the same keys)."""
+        return cls(context_length=settings["context_length"] or DEFAULT_CTX_CAP, n_ctx=n_ctx,
+                   gpu_layers=settings["gpu_layers"], flash_attention=bool(settings["flash_attention"]),
+                   kv_cache_type=settings["kv_cache_type"], threads=settings["threads"] or 0)
+
+    @classmethod
+    def current(cls) -> LoadChoices:
+        """The choices in this user's saved settings."""
+        from app.core.settings import Settings
+
+        return cls.from_settings(Settings())
+
+
+def plan_with_choices(meta: ModelMeta, hardware: HardwareProfile | None, choices: LoadChoices | None = None,
+                      *, improvements: bool = True) -> MemoryPlan:
+    """Plan `meta` on `hardware` (this machine when None) the way the engine will load it."""
+    choices = choices or LoadChoices()
+    # llama.cpp quantizes the V cache only with flash attention; without it V stays f16.
+    cache_v = choices.kv_cache_type if choices.flash_attention else "f16"
+    return plan_memory(meta, hardware, n_ctx=choices.n_ctx, n_gpu_layers=choices.gpu_layers,
+                       flash_attn=choices.flash_attention, cache_type_k=choices.kv_cache_type,
+                       cache_type_v=cache_v, ctx_cap=max(choices.context_length, 256),
+                       improvements=improvements)
+
+
+def load_notices(plan: MemoryPlan, choices: LoadChoices) -> list[str]:
+    """What a person should be told when this plan is loaded (the rest of `plan.reasons` is detail)."""
+    notices: list[str] = []
+    if plan.verdict == "partial" and plan.reasons:
+        notices.append(plan.reasons[0])
+    elif plan.verdict == "no_fit":
+        notices.append(f"This model needs about {human_bytes(plan.total_bytes)} at {plan.n_ctx:,} tokens of "
+                       "context, more than this machine has free for models; it may load slowly or fail. "
+                       "A smaller quantization or a shorter context would fit better.")
+    wanted = min(choices.context_length, plan.model.get("n_ctx_train") or choices.context_length)
+    if choices.n_ctx is None and plan.n_ctx < wanted:
+        notices.append(f"The context is {plan.n_ctx:,} tokens, the longest that fits in memory here "
+                       f"(Settings asks for up to {choices.context_length:,}).")
+    return notices
