@@ -79,7 +79,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check app tests bench scripts
 
 # Each page of the desktop app, rendered offscreen with demo state (a simulated RTX 4090).
-SCREENSHOT_PAGES := hardware chat models
+SCREENSHOT_PAGES := hardware chat models wizard
 screenshots: $(VENV)/.installed
 	@mkdir -p docs/screenshots
 	@for page in $(SCREENSHOT_PAGES); do \

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-PAGES = ("chat", "models", "hardware")
+PAGES = ("chat", "models", "hardware", "wizard")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -12,6 +12,16 @@ def prepare(window: QWidget, page: str) -> None:
         widget.show_demo()
 
 
+def open_wizard(window, page: int | None = None):
+    """The hardware-fit wizard over `window`, walked to `page` (default: the recommendation)."""
+    from app.ui.wizard import PAGE_PICKS, WIZARD_SIZE
+
+    wizard = window.open_wizard()
+    wizard.resize(*WIZARD_SIZE)
+    wizard.show_demo(PAGE_PICKS if page is None else page)
+    return wizard
+
+
 DEMO_CONVERSATION = (
     ("user", "How do I read a file line by line in Python?"),
     ("assistant", "Open it with a `with` block and iterate over the file object; Python reads one "

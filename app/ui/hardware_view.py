@@ -39,6 +39,29 @@ def device_parts(device: DeviceBudget) -> list[Part]:
     ]
 
 
+def memory_card(profile: HardwareProfile, heading: str = "Memory a model may use") -> Card:
+    """One bar per GPU budget (or the unified GPU share) and one for RAM, as the planner sees them."""
+    budgets = profile.budgets()
+    memory = Card(heading)
+    for device in budgets.gpus:
+        bar = MemoryBar()
+        label = "Unified memory, GPU share" if device.kind == "unified" else device.name
+        bar.set_parts(device_parts(device), device.total_bytes, title=label,
+                      figure=f"a model may use {text.size(device.budget_bytes)} of "
+                             f"{text.size(device.total_bytes)}")
+        memory.body.addWidget(bar)
+    ram_bar = MemoryBar()
+    ram_title = "Unified memory (CPU side)" if profile.unified_memory else "System RAM"
+    ram_bar.set_parts(device_parts(budgets.ram), budgets.ram.total_bytes, title=ram_title,
+                      figure=f"layers on the CPU may use {text.size(budgets.ram.budget_bytes)} of "
+                             f"{text.size(budgets.ram.total_bytes)}")
+    memory.body.addWidget(ram_bar)
+    if not budgets.gpus:
+        memory.body.addWidget(paragraph(
+            "No GPU that the installed llama.cpp can use: models run on the CPU from RAM."))
+    return memory
+
+
 class HardwareView(QWidget):
     """Shows one HardwareProfile; `set_profile` replaces it."""
 
@@ -83,24 +106,7 @@ class HardwareView(QWidget):
             notice.show_text(note)
             self._add(notice)
 
-        budgets = profile.budgets()
-        memory = Card("Memory a model may use")
-        for device in budgets.gpus:
-            bar = MemoryBar()
-            label = "Unified memory, GPU share" if device.kind == "unified" else device.name
-            bar.set_parts(device_parts(device), device.total_bytes, title=label,
-                          figure=f"a model may use {text.size(device.budget_bytes)} of "
-                                 f"{text.size(device.total_bytes)}")
-            memory.body.addWidget(bar)
-        ram_bar = MemoryBar()
-        ram_title = "Unified memory (CPU side)" if profile.unified_memory else "System RAM"
-        ram_bar.set_parts(device_parts(budgets.ram), budgets.ram.total_bytes, title=ram_title,
-                          figure=f"layers on the CPU may use {text.size(budgets.ram.budget_bytes)} of "
-                                 f"{text.size(budgets.ram.total_bytes)}")
-        memory.body.addWidget(ram_bar)
-        if not budgets.gpus:
-            memory.body.addWidget(paragraph(
-                "No GPU that the installed llama.cpp can use: models run on the CPU from RAM."))
+        memory = memory_card(profile)
         self._add(memory)
 
         machine = Card("Machine")

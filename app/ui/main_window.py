@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import __version__, paths
+from app.core.first_run import should_show_wizard
 from app.core.hardware import HardwareProfile, detect
 from app.ui import text, theme
 from app.ui.hardware_view import HardwareView
@@ -58,6 +59,8 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.stack, 1)
         self.setCentralWidget(central)
         self.pages: dict[str, QWidget] = {}
+        #: The hardware-fit wizard while open (or last opened); see open_wizard.
+        self.wizard = None
         self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
 
         self._build_pages()
@@ -189,7 +192,26 @@ class MainWindow(QMainWindow):
             self.theme_actions[choice] = action
 
         help_menu = menus.addMenu("&Help")
+        self.wizard_action = self._action(help_menu, "Hardware-fit &wizard…", self.open_wizard)
+        help_menu.addSeparator()
         self._action(help_menu, "&About Camelid", self._about)
+
+    def open_wizard(self, *, catalog=None):
+        """Open the hardware-fit wizard (first run, or Help menu); finishing it opens the chat."""
+        from app.ui.wizard import HardwareFitWizard
+
+        current = self.wizard
+        if current is not None and current.isVisible():
+            current.raise_()
+            current.activateWindow()
+            return current
+        if current is not None:
+            current.deleteLater()  # a finished or skipped one: start afresh
+        wizard = HardwareFitWizard(self.state, catalog=catalog, parent=self)
+        wizard.model_ready.connect(self.chat_with)
+        self.wizard = wizard
+        wizard.open()
+        return wizard
 
     def chat_with(self, path) -> None:
         """Open the Chat page and load `path` there."""
@@ -302,4 +324,6 @@ def run_app() -> int:
     app = build_app()
     window = create_window()
     window.show()
+    if should_show_wizard(window.state.settings, demo=window.state.demo):
+        window.open_wizard()
     return app.exec()

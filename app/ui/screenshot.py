@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-PAGES = ("chat", "models", "hardware")
+PAGES = ("chat", "models", "hardware", "wizard")
 DEMO_PRESET = "rtx-4090"
 SIZE = (1180, 760)
 
@@ -40,14 +40,20 @@ def render(path: Path, page: str = "hardware", *, theme_choice: str = "light") -
     state = AppState(settings, preset_profile(DEMO_PRESET), demo=True)
     window = create_window(state)
     window.resize(*SIZE)
-    demo.prepare(window, page)
-    window.show_page(page.capitalize())
-    window.show()
+    target = window
+    if page == "wizard":
+        window.show()
+        # The recommendation step: the most informative one (picks, bars, verdicts, why).
+        target = demo.open_wizard(window)
+    else:
+        demo.prepare(window, page)
+        window.show_page(page.capitalize())
+        window.show()
     for _ in range(5):
         QApplication.processEvents()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not window.grab().save(str(path), "PNG"):
+    if not target.grab().save(str(path), "PNG"):
         raise OSError(f"Could not write {path}")
     window.close()
     app.processEvents()
