@@ -14,6 +14,7 @@ against GGUFReader on real files.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import struct
@@ -80,8 +81,12 @@ class TensorInfo:
     @property
     def layer(self) -> int | None:
         """The block index of a `blk.N.` tensor, else None."""
-        match = re.match(r"^blk\.(\d+)\.", self.name)
-        return int(match.group(1)) if match else None
+        # String slicing, not a regex: the planner asks this of every tensor of every plan.
+        if not self.name.startswith("blk."):
+            return None
+        end = self.name.find(".", 4)
+        digits = self.name[4:end] if end > 4 else ""
+        return int(digits) if digits.isdigit() else None
 
 
 @dataclass
@@ -127,6 +132,14 @@ class ModelMeta:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     # -- derived ----------------------------------------------------------------
+    @functools.cached_property
+    def memo(self) -> dict[Any, Any]:
+        """Values derived from this header, computed once (the planner keeps per-layer costs here).
+
+        Not a field: `dataclasses.replace` gives a changed header a fresh memo.
+        """
+        return {}
+
     @property
     def tensor_bytes(self) -> int:
         """Bytes of all tensors (the weights llama.cpp will allocate)."""
@@ -185,7 +198,7 @@ class ModelMeta:
             n_expert=arch.n_expert, n_expert_used=arch.n_expert_used, n_ff_exp=arch.n_ff_exp or 0,
             tied_embeddings=arch.tied_embeddings, file_type=int(ft) if ft is not None else None, name=name,
             tensors=[TensorInfo(t.name, t.shape, int(t.ggml_type), t.n_bytes) for t in predicted],
-            file_size=quants.predict_file_size(arch, ftype),
+            file_size=quants.predict_file_size(arch, ftype, tensors=predicted),
         )
         _mark_unknown(meta)
         return meta

@@ -288,7 +288,28 @@ def _logits_compute(meta: ModelMeta, s: _Settings, *, cpu: bool) -> int:
 
 
 def _weights_by_place(meta: ModelMeta) -> tuple[int, list[int], int, int]:
-    """(input bytes, bytes per block, output-layer bytes, token-embedding bytes)."""
+    """(input bytes, bytes per block, output-layer bytes, token-embedding bytes), once per header."""
+    cached = meta.memo.get("weights_by_place")
+    if cached is None:
+        cached = meta.memo["weights_by_place"] = _sum_weights(meta)
+    return cached
+
+
+def _layer_costs(meta: ModelMeta, s: _Settings) -> tuple[list[int], list[int]]:
+    """(KV cache bytes, peak compute bytes) per block at settings `s`, once per header and settings.
+
+    A plan's layer search allocates the same settings many times; the sums per
+    block do not change between those calls.
+    """
+    key = ("layer_costs", s)
+    cached = meta.memo.get(key)
+    if cached is None:
+        cached = meta.memo[key] = ([layer_kv_bytes(meta, il, s) for il in range(meta.n_layer)],
+                                   [_block_compute(meta, il, s) for il in range(meta.n_layer)])
+    return cached
+
+
+def _sum_weights(meta: ModelMeta) -> tuple[int, list[int], int, int]:
     blocks = [0] * meta.n_layer
     input_bytes = output_bytes = embd = 0
     for t in meta.tensors:
@@ -356,6 +377,7 @@ def _allocate(meta: ModelMeta, machine: _Machine, k: int, s: _Settings) -> list[
     ram = DevicePlan(name="RAM", kind="ram", budget=machine.budgets.ram.budget_bytes, overhead=RUNTIME_RAM)
     splits = _split(machine) if gpus else []
     input_bytes, blocks, output_bytes, embd = _weights_by_place(meta)
+    kv_bytes, compute_bytes = _layer_costs(meta, s)
     k = max(0, min(k, meta.n_layer + 1)) if gpus else 0
 
     def device(il: int) -> DevicePlan:
@@ -367,9 +389,9 @@ def _allocate(meta: ModelMeta, machine: _Machine, k: int, s: _Settings) -> list[
     for il in range(meta.n_layer):
         dev = device(il)
         dev.weights += blocks[il]
-        dev.kv_cache += layer_kv_bytes(meta, il, s)
+        dev.kv_cache += kv_bytes[il]
         dev.layers += 1
-        block_peak[id(dev)] = max(block_peak.get(id(dev), 0), _block_compute(meta, il, s))
+        block_peak[id(dev)] = max(block_peak.get(id(dev), 0), compute_bytes[il])
     out_dev = device(meta.n_layer)
     out_dev.output = True
     out_dev.weights += output_bytes
@@ -535,7 +557,7 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
         n_batch=s.n_batch, n_ubatch=s.n_ubatch, swa_full=swa_full,
         tensor_split=_tensor_split(machine) if len(machine.gpus) > 1 else None,
         unified=budgets.unified and bool(machine.gpus), approximate=meta.approximate, kv_cells=s.cells,
-        kv_bytes_per_token=sum(layer_kv_bytes(meta, il, settings(KV_PAD)) for il in range(meta.n_layer)) / KV_PAD,
+        kv_bytes_per_token=sum(_layer_costs(meta, settings(KV_PAD))[0]) / KV_PAD,
         max_ctx=max_ctx,
     )
     plan.reasons = _reasons(plan, meta, hardware, machine, trained, target, n_ctx is None) + notes + list(meta.warnings)

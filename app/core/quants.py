@@ -11,6 +11,7 @@ shapes alone (see `app.core.architectures` for the names and shapes).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -67,11 +68,15 @@ def tensor_nbytes(ggml_type: int, shape: Sequence[int]) -> int:
     see `fallback_type`); we round up rather than fail, since a header read from
     the network must never crash the planner.
     """
-    blck, size = GGML_QUANT_SIZES[T(ggml_type)]
+    # A plain dict by type id: building the enum for every tensor of every plan showed in profiles.
+    blck, size = _SIZES_BY_ID.get(int(ggml_type)) or GGML_QUANT_SIZES[T(ggml_type)]
     if not shape:
         return size  # a scalar tensor
     row = -(-int(shape[0]) // blck) * size
     return row * math.prod(int(d) for d in shape[1:])
+
+
+_SIZES_BY_ID: dict[int, tuple[int, int]] = {int(t): sizes for t, sizes in GGML_QUANT_SIZES.items()}
 
 
 def fallback_type(ggml_type: int, row_length: int) -> GGMLQuantizationType:
@@ -187,11 +192,26 @@ _LAYER_RE = re.compile(r"^blk\.(\d+)\.")
 
 def is_quantizable(name: str, shape: Sequence[int]) -> bool:
     """Whether llama-quantize converts this tensor at all (1-D tensors, norms, routers stay as they are)."""
-    if len([d for d in shape]) < 2:
+    if len(shape) < 2:
         return False
+    return _quantizable_name(_block_suffix(name))
+
+
+@functools.lru_cache(maxsize=4096)
+def _quantizable_name(name: str) -> bool:
+    # Keyed by the name without its "blk.N." prefix, so one answer serves every layer.
     if name in ("position_embd.weight", "token_types.weight"):
         return False
     return not any(part in name for part in _NOT_QUANTIZED_PARTS)
+
+
+def _block_suffix(name: str) -> str:
+    """"blk.12.attn_q.weight" -> "attn_q.weight"; other names unchanged."""
+    if name.startswith("blk."):
+        end = name.find(".", 4)
+        if end > 4:
+            return name[end + 1:]
+    return name
 
 
 def _more_bits(i_layer: int, n_layer: int) -> bool:
@@ -245,8 +265,11 @@ def assign_types(tensors: Sequence[tuple[str, Sequence[int]]], ftype: int, ctx: 
 
 
 def _sort_layer(name: str) -> int:
-    match = _LAYER_RE.match(name)
-    return int(match.group(1)) if match else -1
+    if not name.startswith("blk."):
+        return -1
+    end = name.find(".", 4)
+    digits = name[4:end] if end > 4 else ""
+    return int(digits) if digits.isdigit() else -1
 
 
 def _mix_type(name: str, shape: Sequence[int], ft: LlamaFileType, new: GGMLQuantizationType,
@@ -508,14 +531,18 @@ def predict_tensors(arch: ArchConstants, ftype: int | str) -> list[PredictedTens
     return [PredictedTensor(name, tuple(shape), t, tensor_nbytes(t, shape)) for (name, shape), t in zip(table, types, strict=True)]
 
 
-def predict_file_size(arch: ArchConstants, ftype: int | str, *, header: bool = True) -> int:
+def predict_file_size(arch: ArchConstants, ftype: int | str, *, header: bool = True,
+                      tensors: Sequence[PredictedTensor] | None = None) -> int:
     """Bytes of the GGUF file llama-quantize would write for `arch` at `ftype`.
 
     Tensor data is exact (types per llama.cpp's rules, each tensor padded to the
     32-byte alignment); the header (mostly the tokenizer) is estimated with
-    `HEADER_BYTES_PER_TOKEN` unless `header=False`.
+    `HEADER_BYTES_PER_TOKEN` unless `header=False`. `tensors`: the result of
+    `predict_tensors(arch, ftype)` when the caller has it already.
     """
-    data = sum(-(-t.n_bytes // GGUF_ALIGNMENT) * GGUF_ALIGNMENT for t in predict_tensors(arch, ftype))
+    if tensors is None:
+        tensors = predict_tensors(arch, ftype)
+    data = sum(-(-t.n_bytes // GGUF_ALIGNMENT) * GGUF_ALIGNMENT for t in tensors)
     if not header:
         return data
     kind = tokenizer_kind(arch.architecture, arch.n_vocab)
