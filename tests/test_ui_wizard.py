@@ -38,7 +38,7 @@ from app.ui.wizard import (
     PAGE_PICKS,
     PAGE_PURPOSE,
     PAGE_READY,
-    WIZARD_SIZE,
+    SCREENSHOT_SIZE,
     HardwareFitWizard,
 )
 
@@ -321,5 +321,5 @@ def test_screenshot_of_the_wizard(tmp_path: Path, camelid_home: Path) -> None:
                             capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     image = QImage(str(out))
-    assert (image.width(), image.height()) == WIZARD_SIZE
+    assert (image.width(), image.height()) == SCREENSHOT_SIZE
     assert not paths.settings_path().exists() and not paths.chats_db_path().exists()

@@ -14,10 +14,10 @@ def prepare(window: QWidget, page: str) -> None:
 
 def open_wizard(window, page: int | None = None):
     """The hardware-fit wizard over `window`, walked to `page` (default: the recommendation)."""
-    from app.ui.wizard import PAGE_PICKS, WIZARD_SIZE
+    from app.ui.wizard import PAGE_PICKS, SCREENSHOT_SIZE
 
     wizard = window.open_wizard()
-    wizard.resize(*WIZARD_SIZE)
+    wizard.resize(*SCREENSHOT_SIZE)
     wizard.show_demo(PAGE_PICKS if page is None else page)
     return wizard
 

@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from app.core import first_run
 from app.core.catalog import Catalog
+from app.core.downloads import destination_folder
 from app.core.first_run import CONTEXT_CHOICES, STARTER_MISSING, ContextChoice
 from app.core.hardware import HardwareProfile
 from app.core.recommend import USE_CASES, Pick, recommend
@@ -52,6 +53,8 @@ PAGE_MACHINE, PAGE_PURPOSE, PAGE_PICKS, PAGE_DOWNLOAD, PAGE_READY = range(5)
 #: How many picks the recommendation page shows: the top pick and two from the fallback ladder.
 SHOWN_PICKS = 3
 WIZARD_SIZE = (980, 760)
+#: The documentation screenshot is taller, so all three picks show without scrolling.
+SCREENSHOT_SIZE = (1000, 930)
 
 #: What each use case is for, in the user's words (the rule comes from recommend.USE_CASES).
 USE_CASE_WORDS = {
@@ -63,6 +66,17 @@ USE_CASE_WORDS = {
 }
 ROLE_WORDS = {"best": "Best pick", "half-size": "Safer fallback", "fast": "Fast choice",
               "alternative": "Alternative"}
+
+
+def _heading(words: str) -> str:
+    """A page title, larger than QWizard's default bold line."""
+    return f"<span style='font-size:17px; font-weight:600'>{words}</span>"
+
+
+def _say(label: QLabel, words: str) -> None:
+    """Set a label's text; an empty one takes no room."""
+    label.setText(words)
+    label.setVisible(bool(words))
 
 
 def _alive(obj: Any, fn: Callable[..., None]) -> Callable[..., None]:
@@ -155,7 +169,7 @@ class MachinePage(QWizardPage):
     def __init__(self, state: AppState) -> None:
         super().__init__()
         self.state = state
-        self.setTitle("Your machine")
+        self.setTitle(_heading("Your machine"))
         self.setSubTitle("Camelid measured this computer. A model runs fastest when it fits in the GPU's "
                          "memory budget; what does not fit runs on the CPU from RAM.")
         self.body = _scrolling(self)
@@ -221,45 +235,57 @@ class PurposePage(QWizardPage):
 
     def __init__(self, state: AppState) -> None:
         super().__init__()
-        self.setTitle("What will you use it for?")
+        self.setTitle(_heading("What will you use it for?"))
         self.setSubTitle("The answer decides the trade-off: the biggest model that fits, a more precise "
                          "one, or a fast one.")
         body = _scrolling(self)
         uses = Card("Use")
         self.use_group = QButtonGroup(self)
         self.use_buttons: dict[str, QRadioButton] = {}
+        rows = []
         for name, case in USE_CASES.items():
             label, words = USE_CASE_WORDS.get(name, (case.label.capitalize(), ""))
             button = QRadioButton(label)
             button.setObjectName(f"use-{name}")
             self.use_group.addButton(button)
             self.use_buttons[name] = button
-            row = QHBoxLayout()
-            row.addWidget(button)
-            detail = subtle(f"{words} Picks {case.rule}.")
-            row.addWidget(detail, 1)
-            button.setMinimumWidth(130)
-            uses.body.addLayout(row)
+            rows.append((button, f"{words} Picks {case.rule}."))
+        uses.body.addLayout(self._choices(rows))
         body.addWidget(uses)
 
         contexts = Card("Conversation length (context)")
         self.ctx_group = QButtonGroup(self)
         self.ctx_buttons: dict[str, QRadioButton] = {}
+        rows = []
         for choice in CONTEXT_CHOICES:
             button = QRadioButton(choice.label)
             button.setObjectName(f"ctx-{choice.key}")
-            button.setMinimumWidth(130)
             self.ctx_group.addButton(button)
             self.ctx_buttons[choice.key] = button
-            row = QHBoxLayout()
-            row.addWidget(button)
-            row.addWidget(subtle(choice.help), 1)
-            contexts.body.addLayout(row)
+            rows.append((button, choice.help))
+        contexts.body.addLayout(self._choices(rows))
         body.addWidget(contexts)
         body.addStretch(1)
 
         settings = state.settings
         self.set_choice(settings["use_case"], first_run.context_choice_for(settings["context_length"]).key)
+
+    @staticmethod
+    def _choices(rows: list[tuple[QRadioButton, str]]) -> QGridLayout:
+        """Radio buttons in one column, what each means beside it, both top-aligned."""
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(18)
+        grid.setVerticalSpacing(8)
+        top = Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft
+        for row, (button, words) in enumerate(rows):
+            button.setMinimumWidth(120)
+            grid.addWidget(button, row, 0, top)
+            detail = subtle(words)
+            detail.setAlignment(top)
+            detail.setContentsMargins(0, 2, 0, 0)  # the radio's text sits a little lower than a label's
+            grid.addWidget(detail, row, 1)  # no alignment here: a wrapping label needs the full width
+        grid.setColumnStretch(1, 1)
+        return grid
 
     def set_choice(self, use_case: str, context: str) -> None:
         self.use_buttons.get(use_case, self.use_buttons["chat"]).setChecked(True)
@@ -301,9 +327,7 @@ class PickCard(Card):
             else f"about {pick.tokens_per_s:.1f} tokens/s"
         if pick.slow:
             speed = f"<b style='color:#c62828'>{speed}, slow</b>"
-        size = ("~" if pick.file.predicted else "") + text.size(pick.file.size_bytes)
-        self.summary = QLabel(f"{pick.quant} ({size} download) · "
-                              f"{verdict_html(pick.verdict, pick.n_gpu_layers, n_layers)} · {speed}")
+        self.summary = QLabel(f"{pick.quant} · {verdict_html(pick.verdict, pick.n_gpu_layers, n_layers)} · {speed}")
         self.summary.setTextFormat(Qt.TextFormat.RichText)
         self.body.addWidget(self.summary)
         self.why = paragraph(pick.why)
@@ -337,7 +361,7 @@ class PicksPage(QWizardPage):
     def __init__(self, wizard: HardwareFitWizard) -> None:
         super().__init__()
         self._wizard = wizard
-        self.setTitle("Recommendation")
+        self.setTitle(_heading("Recommendation"))
         self.setSubTitle("Every catalog model planned on this machine at every quant; the biggest that "
                          "fits at a sane quantization wins.")
         self.body = _scrolling(self)
@@ -424,9 +448,9 @@ class DownloadPage(QWizardPage):
     def __init__(self, wizard: HardwareFitWizard) -> None:
         super().__init__()
         self._wizard = wizard
-        self.setTitle("Download")
-        self.setSubTitle("The file goes to your models folder and is checked against the Hub's sha256. "
-                         "A paused or interrupted download continues where it stopped, even after a restart.")
+        self.setTitle(_heading("Download"))
+        self.setSubTitle("Checked against the Hub's sha256. A paused or interrupted download continues "
+                         "where it stopped, even after a restart.")
         body = _scrolling(self)
         card = Card()
         self.name = QLabel("")
@@ -440,8 +464,11 @@ class DownloadPage(QWizardPage):
         self.detail = QLabel("")
         self.detail.setWordWrap(True)
         card.body.addWidget(self.detail)
-        self.note = subtle("")
+        self.note = subtle("")  # "continuing an earlier download"; hidden while empty
+        self.note.hide()
         card.body.addWidget(self.note)
+        self.where = subtle("")
+        card.body.addWidget(self.where)
         buttons = QHBoxLayout()
         self.pause_button = QPushButton("Pause")
         self.pause_button.clicked.connect(self.pause_or_resume)
@@ -477,20 +504,22 @@ class DownloadPage(QWizardPage):
         self.entry, self.done_path = None, None
         self.offer.withdraw()
         self.bar.setValue(0)
-        self.note.setText("")
+        _say(self.note, "")
         self.name.setText(f"{pick.model.name} · {pick.quant} · {pick.file.filename}" if pick else "")
+        _say(self.where, "")
         self.detail.setText(f"Asking the Hub for {pick.model.repo}…" if pick else "")
         self._buttons()
         if pick is None:
             return
         repo, filename, quant = pick.model.repo, pick.file.filename, pick.quant
-        run_job(lambda: first_run.hub_file_for(repo, filename, quant),
-                result=_alive(self, lambda q: self._listed(generation, q)),
+        run_job(lambda: (first_run.hub_file_for(repo, filename, quant), destination_folder(repo)),
+                result=_alive(self, lambda found: self._listed(generation, *found)),
                 error=_alive(self, lambda message: self._failed(generation, message)))
 
-    def _listed(self, generation: int, quant: Any) -> None:
+    def _listed(self, generation: int, quant: Any, folder: Path) -> None:
         if generation != self._generation:
             return
+        _say(self.where, f"Saving into {folder}")
         self.detail.setText(f"Checking disk space and fit for {text.size(quant.total_bytes)}…")
         self.entry = self._queue().add(quant)
         self._buttons()
@@ -531,10 +560,10 @@ class DownloadPage(QWizardPage):
         plan = entry.job.plan if entry.job is not None else None
         if plan is not None and entry.state in ("waiting", "active"):
             if all(f.installed for f in plan.files):
-                self.note.setText("Already in your library: nothing to download.")
+                _say(self.note, "Already in your library: nothing to download.")
             elif plan.remaining_bytes < plan.total_bytes:
-                self.note.setText(f"Continuing an earlier download: {text.size(plan.total_bytes - plan.remaining_bytes)} "
-                                  "were already on disk.")
+                kept = text.size(plan.total_bytes - plan.remaining_bytes)
+                _say(self.note, f"Continuing an earlier download: {kept} were already on disk.")
         if entry.state == "cancelled":
             self.detail.setText("Paused. The part already downloaded is kept; Resume continues it.")
         self._buttons()
@@ -564,6 +593,8 @@ class DownloadPage(QWizardPage):
         state = self.entry.state if self.entry is not None else None
         self.pause_button.setEnabled(state in ("waiting", "active", "cancelled", "failed"))
         self.pause_button.setText("Resume" if state in ("cancelled", "failed") else "Pause")
+        running = state in ("planning", "waiting", "active", "cancelled")
+        self.cancel_button.setText("Cancel download" if running else "Choose another model")
         self.cancel_button.setEnabled(state != "done")
 
     def pause_or_resume(self) -> None:
@@ -604,7 +635,7 @@ class ReadyPage(QWizardPage):
     def __init__(self, wizard: HardwareFitWizard) -> None:
         super().__init__()
         self._wizard = wizard
-        self.setTitle("Ready")
+        self.setTitle(_heading("Ready"))
         self.setSubTitle("Press “Open the chat” to load the model and start talking. This wizard stays in "
                          "the Help menu.")
         body = _scrolling(self)
@@ -665,6 +696,12 @@ class HardwareFitWizard(QWizard):
         self.starter_path: Path | None = None
         self.setWindowTitle("Set up Camelid")
         self.setWizardStyle(QWizard.WizardStyle.ModernStyle)
+        self.setTitleFormat(Qt.TextFormat.RichText)
+        self.setOption(QWizard.WizardOption.NoCancelButtonOnLastPage, True)
+        finish = self.button(QWizard.WizardButton.FinishButton)
+        finish.setProperty("primary", True)
+        finish.style().unpolish(finish)  # the property is read when the style sheet polishes it
+        finish.style().polish(finish)
         self.setButtonText(QWizard.WizardButton.CancelButton, "Skip")
         self.setButtonText(QWizard.WizardButton.FinishButton, "Open the chat")
         self.resize(*WIZARD_SIZE)
