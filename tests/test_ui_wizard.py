@@ -31,6 +31,7 @@ from app.ui import workers
 from app.ui.chat_view import ChatView
 from app.ui.main_window import MainWindow
 from app.ui.state import AppState
+from app.ui.widgets.common import Notice
 from app.ui.widgets.memory_bar import MemoryBar
 from app.ui.wizard import (
     PAGE_DOWNLOAD,
@@ -141,6 +142,36 @@ def test_creating_a_window_never_opens_the_wizard(qtbot) -> None:
     window = open_window(qtbot)
     assert window.wizard is None
     assert "Hardware-fit &wizard…" in [a.text() for a in window.menuBar().actions()[-1].menu().actions()]
+    close_window(window)
+
+
+def test_the_machine_page_shows_bars_the_backend_and_warnings_with_their_fix(qtbot) -> None:
+    profile = preset_profile("rtx-4090")
+    fix = ("NVIDIA GeForce RTX 4090 found, but this llama-cpp-python was built without CUDA: "
+           "run `make gpu` to rebuild it.")
+    profile.notes.append(fix)
+    state = AppState(Settings(), profile)
+    window = MainWindow(state)
+    qtbot.addWidget(window)
+    wizard = window.open_wizard()
+    page = wizard.machine
+    titles = [bar.title.text() for bar in page.findChildren(MemoryBar)]
+    assert any("RTX 4090" in t for t in titles) and any("System RAM" in t for t in titles)
+    assert [n.text() for n in page.findChildren(Notice) if n.objectName() == "Warning"] == [fix]
+    assert page.backend_words(profile).startswith("CUDA")
+    close_window(window)
+
+
+def test_nothing_that_fits_offers_the_starter(qtbot) -> None:
+    window = open_window(qtbot)  # 16 GB of RAM, no GPU: a 70B does not fit at any quant
+    wizard = window.open_wizard(catalog=Catalog(models=(load_catalog().get("llama-3.3-70b"),)))
+    assert wizard.currentId() == PAGE_MACHINE
+    click(wizard, QWizard.WizardButton.NextButton)
+    click(wizard, QWizard.WizardButton.NextButton)
+    offer = wizard.picks.offer
+    qtbot.waitUntil(lambda: not offer.isHidden(), timeout=30_000)
+    assert "Nothing in the catalog fits" in offer.error.text()
+    assert wizard.picks.cards == [] and not wizard.button(QWizard.WizardButton.NextButton).isEnabled()
     close_window(window)
 
 
