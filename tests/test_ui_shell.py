@@ -291,3 +291,20 @@ def test_a_job_sent_to_a_stopped_owner_thread_ends_as_cancelled(qtbot) -> None:
     with qtbot.waitSignals([job.signals.cancelled, job.signals.finished], timeout=2000):
         job.start(owner)
     assert job.done.is_set()
+
+
+@pytest.mark.parametrize("preset", ["m1-8gb", "m3-max-128gb", "rtx-4090", "dual-rtx-3090", "laptop-8gb-cpu"])
+def test_memory_bars_never_add_up_to_more_than_the_device(preset: str) -> None:
+    """The parts of each bar (others' use, the system's reserve, Camelid's budget) fit in the device:
+    Apple's GPU share is already capped by the Metal budget, so no reserve is drawn on top of it."""
+    from app.ui.hardware_view import device_parts
+
+    budgets = preset_profile(preset).budgets()
+    for device in [*budgets.gpus, budgets.ram]:
+        parts = {p.key: p.bytes for p in device_parts(device)}
+        assert sum(parts.values()) <= device.total_bytes, (device.name, parts)
+        assert parts["free"] == device.budget_bytes
+        if device.kind == "unified":
+            assert parts["reserve"] == 0
+        elif device.kind == "gpu":
+            assert parts["reserve"] == device.reserve_bytes

@@ -28,7 +28,9 @@ UNIFIED_MEANING = (
 def device_parts(device: DeviceBudget) -> list[Part]:
     """A device's memory as bar parts: used by others, kept for the system, Camelid's budget."""
     in_use = max(0, device.total_bytes - device.free_bytes)
-    reserve = min(device.reserve_bytes, device.free_bytes)
+    # Only what the reserve actually takes out of this device: Apple's GPU share is capped by the
+    # Metal budget already, so its budget plus the system's part would overflow the bar.
+    reserve = max(0, min(device.reserve_bytes, device.total_bytes - in_use - device.budget_bytes))
     return [
         Part("in_use", "in use by other programs", in_use,
              help="Memory other programs hold right now."),
