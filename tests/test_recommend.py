@@ -209,3 +209,10 @@ def test_cli_catalog_json_shape(capsys: pytest.CaptureFixture[str]) -> None:
             {"quant", "size_bytes", "predicted"} <= set(f) and f["predicted"] for f in entry["files"])
     assert main(["catalog"]) == 0
     assert "Qwen3 30B-A3B" in capsys.readouterr().out
+
+
+def test_an_empty_catalog_recommends_nothing_rather_than_the_shipped_one() -> None:
+    from app.core.catalog import Catalog
+
+    assert recommend(preset_profile("rtx-4090"), "chat", catalog=Catalog(models=())) == []
+    assert recommend(preset_profile("rtx-4090"), "chat")  # the shipped catalog when none is given

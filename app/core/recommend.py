@@ -479,7 +479,7 @@ def recommend(
     ctx = n_ctx or DEFAULT_CTX
     ranker = _Ranker(machine=_machine(hardware), use_case=case, n_ctx=ctx,
                      min_speed=case.min_speed if min_speed is None else min_speed, plan=plan_memory)
-    models = [m for m in (catalog or load_catalog()) if _eligible(m, case, ctx)]
+    models = [m for m in (load_catalog() if catalog is None else catalog) if _eligible(m, case, ctx)]
     order = sorted(CATALOG_QUANTS, key=kl_divergence)  # best quality first
     best: dict[str, Pick] = {}
     for model in models:
