@@ -6,16 +6,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt, QThreadPool
+from PySide6.QtCore import Qt
 
 from app import paths
 from app.core.chats import ChatStore
-from app.core.settings import Settings
-from app.core.simulate import preset_profile
-from app.ui import workers
 from app.ui.chat_view import ChatView
 from app.ui.main_window import MainWindow
-from app.ui.state import AppState
+from tests.fixtures import ui
+from tests.fixtures.ui import close_window
 
 pytestmark = pytest.mark.slow
 
@@ -30,20 +28,7 @@ def installed_model(starter_model: Path) -> Path:
 
 
 def open_window(qtbot) -> MainWindow:
-    settings = Settings()
-    settings.set("context_length", 2048)
-    settings.set("threads", 1)  # two shared cores: one generation thread contends least
-    state = AppState(settings, preset_profile("desktop-16gb-cpu"))
-    window = MainWindow(state)
-    qtbot.addWidget(window)
-    window.show()
-    return window
-
-
-def close_window(window: MainWindow) -> None:
-    window.close()
-    assert QThreadPool.globalInstance().waitForDone(10_000)
-    assert workers.running_jobs() == 0
+    return ui.open_window(qtbot, "desktop-16gb-cpu", context_length=2048)
 
 
 def short_replies(chat: ChatView, max_tokens: int = 40) -> None:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt, QThreadPool
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QWizard
 
@@ -27,7 +27,6 @@ from app.core.first_run import STARTER_MISSING, should_show_wizard
 from app.core.recommend import Pick, recommend
 from app.core.settings import Settings
 from app.core.simulate import preset_profile
-from app.ui import workers
 from app.ui.chat_view import ChatView
 from app.ui.main_window import MainWindow
 from app.ui.state import AppState
@@ -42,6 +41,8 @@ from app.ui.wizard import (
     SCREENSHOT_SIZE,
     HardwareFitWizard,
 )
+from tests.fixtures import ui
+from tests.fixtures.ui import close_window
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILE = "desktop-16gb-cpu"
@@ -79,19 +80,7 @@ def installed_starter(starter_model: Path) -> Path:
 
 
 def open_window(qtbot) -> MainWindow:
-    settings = Settings()
-    settings.set("threads", 1)  # two shared cores: one generation thread contends least
-    state = AppState(settings, preset_profile(PROFILE))
-    window = MainWindow(state)
-    qtbot.addWidget(window)
-    window.show()
-    return window
-
-
-def close_window(window: MainWindow) -> None:
-    window.close()
-    assert QThreadPool.globalInstance().waitForDone(10_000)
-    assert workers.running_jobs() == 0
+    return ui.open_window(qtbot, PROFILE)
 
 
 def click(wizard: HardwareFitWizard, which: QWizard.WizardButton) -> None:
