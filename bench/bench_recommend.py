@@ -109,7 +109,7 @@ def main() -> None:
         "settings). A cold call does not: it pays once per process for predicting each candidate file's "
         "tensor types with llama.cpp's rules (`ModelMeta.from_architecture` / `with_file_type`: "
         "2-6 ms a file), which is most of the cold time. The GUI runs it on a worker thread.",
-        "Top three picks for chat per preset (judged at an 8k context; rank 2 is about half the "
+        "Top three picks for chat per preset (judged at an 8k context with Camelid's default load settings, flash attention on and an f16 KV cache, as the engine loads them; rank 2 is about half the "
         "parameters at 8-bit, rank 3 a small, faster model at 8-bit):",
         table(["preset", "1", "2", "3"], top3),
         "Best pick per use case:",

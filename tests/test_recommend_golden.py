@@ -50,8 +50,10 @@ def test_24gb_gpu_code_picks_the_14b_coder_at_8bit() -> None:
 def test_12gb_gpu_chat_picks_a_14b_at_4bit_not_a_partial_24b() -> None:
     # RTX 3060, 11.5 GiB. 14B at Q4_K_M (~9 GB) + 1.25 GiB KV fits. Mistral Small 24B even at
     # IQ3_M (10.7 GB) + KV spills off the GPU: partial offload, and it is 3-bit besides.
+    # With flash attention (the engine's default) the compute buffer is ~0.3 GiB, so even the
+    # 14B's Q5_K_M (10.5 GB = 9.8 GiB) + KV + compute + CUDA context squeezes in: 4 or 5 bits.
     best = recommend(preset_profile("rtx-3060-12gb"), "chat")[0]
-    assert 14 <= best.model.params_b <= 15 and best.quant in FOUR_BIT
+    assert 14 <= best.model.params_b <= 15 and best.quant in FOUR_BIT | {"Q5_K_S", "Q5_K_M"}
     assert best.verdict == "full_gpu" and "12 GB GPU" in best.why
 
 

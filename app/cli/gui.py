@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-PAGES = ("chat", "models", "hardware", "wizard")
+# The page list lives with the renderer; importing it loads no Qt.
+from app.ui.screenshot import PAGES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

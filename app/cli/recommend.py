@@ -30,12 +30,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from app.core.loadplan import LoadChoices
     from app.core.recommend import USE_CASES, context_words, recommend
 
     if args.top < 0:
         raise UsageError("--top cannot be negative.", "Give --top 5, or --top 0 for every pick.")
     hardware = hardware_from_args(args)
-    picks = recommend(hardware, args.use_case, n_ctx=args.ctx, min_speed=args.min_speed)
+    # Planned with the load settings the engine will use (flash attention, KV cache type).
+    picks = recommend(hardware, args.use_case, n_ctx=args.ctx, min_speed=args.min_speed,
+                      choices=LoadChoices.current())
     shown = picks if args.top == 0 else picks[: args.top]
     if args.json:
         print_json({"hardware": hardware.to_dict(), "use_case": args.use_case,

@@ -37,8 +37,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +45,7 @@ from app.core import quants
 from app.core.catalog import CATALOG_QUANTS, Catalog, CatalogFile, CatalogModel, load_catalog
 from app.core.errors import UsageError
 from app.core.hardware import GiB, HardwareProfile
+from app.core.loadplan import LoadChoices, plan_with_choices
 from app.core.speed import (
     Bandwidth,
     SpeedEstimate,
@@ -66,7 +66,7 @@ DEFAULT_CTX = 8192
 RECENCY_PER_YEAR = 2.0
 RECENCY_EPOCH = date(2024, 1, 1)
 #: Points taken from a pick whose layers do not all fit on the GPU.
-PARTIAL_PENALTY = 3.0
+PARTIAL_PENALTY = 4.0
 #: A pick is comfortable at COMFORT_FACTOR x the use case's minimum speed (20 tokens/s
 #: for chat, faster than people read); below it, SPEED_WEIGHT points per halving.
 COMFORT_FACTOR = 4.0
@@ -255,7 +255,8 @@ class _Ranker:
     use_case: UseCase
     n_ctx: int
     min_speed: float
-    plan: Callable[..., Any]
+    #: The load settings the engine will use, so a pick's plan is the load the user gets.
+    choices: LoadChoices
     picks: dict[tuple[str, str], Pick | None] = field(default_factory=dict)
 
     # -- scoring ------------------------------------------------------------------
@@ -305,7 +306,7 @@ class _Ranker:
     def _evaluate(self, model: CatalogModel, quant: str) -> Pick | None:
         # By shape, so a base model and its coder share one plan, and across calls on
         # the same machine (the GUI asks again for each use case).
-        key = (self.machine.key, self.n_ctx, model.arch, model.context, quant)
+        key = (self.machine.key, self.n_ctx, self.choices, model.arch, model.context, quant)
         if key in _FITS:
             _FITS.move_to_end(key)
         else:
@@ -344,9 +345,9 @@ class _Ranker:
         exactly what `camelid plan` and the engine will see.
         """
         def at(k: int) -> Any:
-            # The engine loads with plan_memory's defaults, so the plan is judged with them too.
-            return self.plan(meta, self.machine.hardware, n_ctx=self.n_ctx, n_gpu_layers=k,
-                             improvements=False)
+            # Planned as the engine will load it: the user's load settings at this context and layer count.
+            return plan_with_choices(meta, self.machine.hardware,
+                                     replace(self.choices, n_ctx=self.n_ctx, gpu_layers=k), improvements=False)
 
         if not self.machine.has_gpu:
             return at(0)
@@ -460,15 +461,17 @@ def recommend(
     n_ctx: int | None = None,
     min_speed: float | None = None,
     catalog: Catalog | None = None,
+    choices: LoadChoices | None = None,
 ) -> list[Pick]:
     """Every catalog model that can run on `hardware`, best first, each at its best quant.
+
+    Plans use `choices` (flash attention, KV cache type; default: Camelid's
+    defaults), the load settings the engine will apply; `n_ctx` is the context.
 
     The first picks follow the fallback ladder (best, about half the size at
     8-bit, small and fast); slow picks come last, marked. No pick has a
     `no_fit` plan; an empty list means nothing in the catalog fits at all.
     """
-    from app.core.memory import plan_memory
-
     case = USE_CASES.get(use_case)
     if case is None:
         raise UsageError(f"There is no use case called {use_case!r}.",
@@ -478,7 +481,8 @@ def recommend(
                          "Give --ctx 2048 or more (8192 is the default).")
     ctx = n_ctx or DEFAULT_CTX
     ranker = _Ranker(machine=_machine(hardware), use_case=case, n_ctx=ctx,
-                     min_speed=case.min_speed if min_speed is None else min_speed, plan=plan_memory)
+                     min_speed=case.min_speed if min_speed is None else min_speed,
+                     choices=choices or LoadChoices())
     models = [m for m in (load_catalog() if catalog is None else catalog) if _eligible(m, case, ctx)]
     order = sorted(CATALOG_QUANTS, key=kl_divergence)  # best quality first
     best: dict[str, Pick] = {}

@@ -39,6 +39,7 @@ from app.core.catalog import Catalog
 from app.core.downloads import destination_folder
 from app.core.first_run import CONTEXT_CHOICES, STARTER_MISSING, ContextChoice
 from app.core.hardware import HardwareProfile
+from app.core.loadplan import LoadChoices
 from app.core.recommend import USE_CASES, Pick, recommend
 from app.ui import text
 from app.ui.hardware_view import HardwareView, memory_card
@@ -387,12 +388,18 @@ class PicksPage(QWizardPage):
         use_case, ctx = wizard.purpose.use_case(), wizard.purpose.context()
         self.status.setText(f"Planning every catalog model for {USE_CASE_WORDS[use_case][0].lower()} "
                             f"with {ctx.n_ctx:,} tokens of context…")
+        # Planned with the load settings the chat will use (flash attention, KV cache type).
+        choices = LoadChoices.from_settings(wizard.state.settings)
+        catalog = wizard.catalog
+
+        def ask() -> list[Pick]:
+            return recommend(profile, use_case, n_ctx=ctx.n_ctx, catalog=catalog, choices=choices)
+
         if wizard.state.demo:
             # Demo state (screenshots) starts no jobs; ranking is pure computation.
-            self._recommended(generation, recommend(profile, use_case, n_ctx=ctx.n_ctx, catalog=wizard.catalog))
+            self._recommended(generation, ask())
             return
-        catalog = wizard.catalog
-        run_job(lambda: recommend(profile, use_case, n_ctx=ctx.n_ctx, catalog=catalog),
+        run_job(ask,
                 result=_alive(self, lambda picks: self._recommended(generation, picks)),
                 error=_alive(self, lambda message: self._failed(generation, message)))
 
