@@ -22,12 +22,6 @@ from app.core.sampling import SamplingSettings
 from app.ui.workers import Handler, Job, OwnerThread, run_job
 
 
-def load_model(engine: Engine, path: Path, choices: LoadChoices, *, progress: Any = None,
-               cancel: threading.Event | None = None) -> LoadReport:
-    """Plan from the header with the user's choices, load, check the plan. Runs on the engine thread."""
-    return engine.load(path, choices=choices, progress=progress, cancel=cancel)
-
-
 class EngineHost(QObject):
     """Owns the Engine and the ChatStore for one window."""
 
@@ -59,7 +53,8 @@ class EngineHost(QObject):
     def load(self, path: Path, choices: LoadChoices, *, result: Handler = None, error: Handler = None,
              progress: Handler = None, cancelled: Handler = None) -> Job:
         def run(progress: Any, cancel: threading.Event) -> LoadReport:
-            return load_model(self.engine, path, choices, progress=progress, cancel=cancel)
+            # Planned from the header with the user's choices, loaded, and checked against the plan.
+            return self.engine.load(path, choices=choices, progress=progress, cancel=cancel)
 
         def loaded(report: LoadReport) -> None:
             self.report = report

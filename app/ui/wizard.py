@@ -408,7 +408,8 @@ class PicksPage(QWizardPage):
             return  # the user went back and asked again
         if not picks:
             self.status.setText("")
-            self.offer.offer("Nothing in the catalog fits this machine's memory at a usable quality.")
+            self.offer.offer("Nothing in the catalog fits this machine's memory at a usable quality. "
+                             "Close other programs or choose a short context, or use the starter model.")
             self._show_picks([])
             return
         self.status.setText(f"{len(picks)} models fit; the best three follow the fallback ladder. "
@@ -770,7 +771,9 @@ class HardwareFitWizard(QWizard):
         try:
             settings.save()
         except OSError as exc:
-            self.state.status_message.emit(f"Settings could not be saved ({exc.strerror or exc}).")
+            self.state.status_message.emit(
+                f"Your answers could not be saved ({exc.strerror or exc}); the wizard will open again next "
+                "time. Check that Camelid's settings folder is writable.")
         self.state.settings_changed.emit(changed)
 
     # --- demo (screenshots) ---------------------------------------------------------------------
