@@ -521,3 +521,16 @@ def test_cli_interactive_commands(starter_model: Path, tmp_path: Path) -> None:
     assert saved.startswith("# Hello") and "## Assistant" in saved
     with ChatStore() as store:
         assert len(store.list_conversations()) == 2
+
+
+def test_memory_check_says_how_far_llama_cpp_was_from_the_plan() -> None:
+    from app.core.engine import MemoryCheck
+
+    planned = {"weights": 1000, "kv_cache": 500, "compute": 500}
+    same = MemoryCheck(planned=planned, measured=dict(planned), buffers={})
+    assert same.error == 0 and same.summary().endswith(": as planned.")
+    more = MemoryCheck(planned=planned, measured={"weights": 1000, "kv_cache": 500, "compute": 540}, buffers={})
+    assert more.difference == {"weights": 0, "kv_cache": 0, "compute": 40}
+    assert more.summary().endswith("2.0% more than planned.")
+    silent = MemoryCheck(planned=planned, measured={k: 0 for k in planned}, buffers={})
+    assert not silent.reported and silent.error is None and "could not be checked" in silent.summary()

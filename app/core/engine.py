@@ -264,7 +264,11 @@ class MemoryCheck:
                           for k, label in (("weights", "weights"), ("kv_cache", "KV cache"),
                                            ("compute", "compute")))
         error = self.error or 0.0
-        text = f"llama.cpp allocated {parts}: {abs(error) * 100:.1f}% {'over' if error > 0 else 'under'} the plan."
+        if abs(error) < 0.0005:
+            verdict = "as planned"
+        else:
+            verdict = f"{abs(error) * 100:.1f}% {'more' if error > 0 else 'less'} than planned"
+        text = f"llama.cpp allocated {parts}: {verdict}."
         return f"{text} {self.note}" if self.note else text
 
     def to_dict(self) -> dict[str, Any]:
