@@ -30,8 +30,7 @@ def _starter() -> Path:
 
 
 def _check_model(model: Path) -> str:
-    from app.core.engine import Engine, LoadParams
-    from app.core.sampling import SamplingSettings
+    from app.core.chat import Engine, LoadParams, SamplingSettings
 
     engine = Engine()
     report = engine.load(model, LoadParams(n_ctx=512))

@@ -51,7 +51,7 @@ def _sparse_file(folder: Path) -> tuple[Path, str]:
 def main() -> None:
     from huggingface_hub import hf_hub_download
 
-    from app.core import downloads, hub
+    from app.core.models import downloads, hub
     from tests.fixtures.loopback_hub import LoopbackHub
 
     work = Path(tempfile.mkdtemp(prefix="camelid-bench-dl-"))

@@ -63,10 +63,10 @@ def main() -> None:
 
     from llama_cpp import Llama
 
-    from app.core.chats import ChatStore
-    from app.core.conversation import send_message
-    from app.core.engine import Engine, LoadParams, default_threads
-    from app.core.sampling import PRESETS
+    from app.core.chat.chats import ChatStore
+    from app.core.chat.conversation import send_message
+    from app.core.chat.engine import Engine, LoadParams, default_threads
+    from app.core.chat.sampling import PRESETS
 
     sampling = PRESETS["balanced"].with_(seed=42, max_tokens=MAX_TOKENS)
     params = LoadParams(n_ctx=N_CTX)

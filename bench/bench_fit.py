@@ -36,10 +36,10 @@ MiB = 1024 * 1024
 def accuracy_rows() -> list[list[str]]:
     import llama_cpp
 
-    from app.core.gguf_meta import read_gguf
-    from app.core.llama_log import LlamaLogCapture
-    from app.core.memory import plan_memory
-    from app.core.simulate import preset_profile
+    from app.core.fit.gguf_meta import read_gguf
+    from app.core.fit.llama_log import LlamaLogCapture
+    from app.core.fit.memory import plan_memory
+    from app.core.machine.simulate import preset_profile
 
     meta = read_gguf(MODEL)
     machine = preset_profile("workstation-64gb-cpu")
@@ -63,12 +63,12 @@ def accuracy_rows() -> list[list[str]]:
 def remote_rows(work: Path) -> tuple[list[list[str]], str]:
     import gguf
 
-    from app.core import quants
-    from app.core.gguf_meta import read_gguf, read_gguf_remote
-    from app.core.memory import plan_memory
-    from app.core.simulate import preset_profile
+    from app.core.fit import quants
+    from app.core.fit.gguf_meta import read_gguf, read_gguf_remote
+    from app.core.fit.memory import plan_memory
+    from app.core.machine.simulate import preset_profile
     from tests.fixtures.loopback_hub import LoopbackHub
-    from tests.test_gguf_meta import LLAMA_8B, big_model
+    from tests.fixtures.synthetic_gguf import LLAMA_8B, big_model
 
     path = work / "Llama-3.1-8B-Instruct-Q4_K_M.gguf"
     size = big_model(path)

@@ -61,7 +61,7 @@ def streaming_stalls(home: Path) -> list[dict[str, float]]:
     from PySide6.QtCore import QElapsedTimer, QTimer
 
     from app import paths
-    from app.core.sampling import preset
+    from app.core.chat.sampling import preset
     from app.core.settings import Settings
     from app.ui.main_window import MainWindow, build_app
     from app.ui.state import AppState

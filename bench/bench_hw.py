@@ -25,7 +25,7 @@ def cold(code: str) -> float:
 
 
 def main() -> None:
-    from app.core.hardware import detect
+    from app.core.machine import detect
 
     detect()  # warm file caches once
     warm = []
@@ -33,10 +33,10 @@ def main() -> None:
         t = time.perf_counter()
         detect()
         warm.append(time.perf_counter() - t)
-    cold_full = [cold("from app.core.hardware import detect; detect()") for _ in range(ROUNDS)]
+    cold_full = [cold("from app.core.machine import detect; detect()") for _ in range(ROUNDS)]
     cold_psutil = [cold("import psutil; psutil.virtual_memory(); psutil.cpu_count(False)")
                    for _ in range(ROUNDS)]
-    cold_nobackend = [cold("from app.core.hardware import detect; detect(with_backend=False)")
+    cold_nobackend = [cold("from app.core.machine import detect; detect(with_backend=False)")
                       for _ in range(ROUNDS)]
     rows = []
     for label, samples in (("detect(), warm process", warm),

@@ -29,7 +29,7 @@ TIMED_PRESETS = ["rtx-4090", "rtx-3060-12gb", "m3-pro-36gb", "workstation-64gb-c
 
 def _clear(*, headers: bool) -> None:
     # The caches are module-private; a benchmark of cold starts has to empty them.
-    from app.core import catalog, recommend
+    from app.core.models import catalog, recommend
 
     recommend._FITS.clear()
     if headers:
@@ -44,10 +44,10 @@ def _time(fn) -> float:
 
 
 def timing_rows() -> tuple[list[list[str]], dict[str, float]]:
-    from app.core.catalog import CATALOG_QUANTS, load_catalog
-    from app.core.memory import plan_memory
-    from app.core.recommend import recommend
-    from app.core.simulate import preset_profile
+    from app.core.fit.memory import plan_memory
+    from app.core.machine.simulate import preset_profile
+    from app.core.models.catalog import CATALOG_QUANTS, load_catalog
+    from app.core.models.recommend import recommend
 
     catalog = load_catalog()
     rows, medians = [], {}
@@ -78,8 +78,8 @@ def _cell(pick) -> str:
 
 
 def pick_tables() -> tuple[list[list[str]], list[list[str]]]:
-    from app.core.recommend import USE_CASES, recommend
-    from app.core.simulate import preset_names, preset_profile
+    from app.core.machine.simulate import preset_names, preset_profile
+    from app.core.models.recommend import USE_CASES, recommend
 
     top3, per_case = [], []
     for preset in preset_names():
@@ -91,7 +91,7 @@ def pick_tables() -> tuple[list[list[str]], list[list[str]]]:
 
 
 def main() -> None:
-    from app.core.recommend import USE_CASES
+    from app.core.models.recommend import USE_CASES
 
     timing, medians = timing_rows()
     top3, per_case = pick_tables()

@@ -25,7 +25,7 @@ Timings never appear in tests.
 
 
 def machine_line() -> str:
-    from app.core.probes import probe_cpu
+    from app.core.machine.probes import probe_cpu
 
     cpu = probe_cpu()
     ram = psutil.virtual_memory().total / 1024**3

@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from app.cli.common import add_json_flag, print_json
-from app.core.catalog import CATALOG_QUANTS, CatalogModel, load_catalog, with_hub_sizes
 from app.core.errors import CamelidError
+from app.core.models import CATALOG_QUANTS, CatalogModel, load_catalog, with_hub_sizes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,7 +51,7 @@ def _entry(m: CatalogModel) -> dict:
 
 
 def _from_hub(model: CatalogModel) -> CatalogModel:
-    from app.core import hub
+    from app.core.models import hub
 
     try:
         listing = hub.repo_files(model.repo)

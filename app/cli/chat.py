@@ -71,13 +71,13 @@ def resolve_model(name: str) -> Path:
     candidate = Path(name).expanduser()
     if candidate.exists():
         return candidate
-    from app.core.library import find_model
+    from app.core.models import find_model
 
     return Path(find_model(name))
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.core.chats import ChatStore
+    from app.core.chat import ChatStore
 
     store = ChatStore()
     try:
@@ -102,7 +102,7 @@ def list_conversations(store: Any, *, as_json: bool) -> int:
 
 
 def sampling_from_args(args: argparse.Namespace) -> Any:
-    from app.core.sampling import preset
+    from app.core.chat import preset
     from app.core.settings import Settings
 
     name = args.preset or Settings()["sampling_preset"]
@@ -112,7 +112,8 @@ def sampling_from_args(args: argparse.Namespace) -> Any:
 
 
 def load_params(args: argparse.Namespace, path: Path) -> tuple[Any, Any, list[str]]:
-    from app.core.engine import LoadChoices, plan_params
+    from app.core.chat import plan_params
+    from app.core.fit import LoadChoices
     from app.core.settings import Settings
 
     params, plan, notices = plan_params(path, LoadChoices.from_settings(Settings(), n_ctx=args.ctx))
@@ -120,7 +121,7 @@ def load_params(args: argparse.Namespace, path: Path) -> tuple[Any, Any, list[st
 
 
 def chat(args: argparse.Namespace, store: Any) -> int:
-    from app.core.engine import EngineThread
+    from app.core.chat import EngineThread
 
     sampling = sampling_from_args(args)
     path = resolve_model(args.model)
@@ -157,7 +158,7 @@ def chat(args: argparse.Namespace, store: Any) -> int:
 
 def one_shot(worker: Any, store: Any, conversation_id: int, prompt: str, sampling: Any, *,
              as_json: bool, report: Any = None) -> int:
-    from app.core.conversation import send_message
+    from app.core.chat import send_message
 
     def show(text: str) -> None:
         sys.stdout.write(text)
@@ -195,7 +196,7 @@ def load_summary(report: Any) -> dict[str, Any]:
 
 
 def interactive_chat(worker: Any, store: Any, conversation: Any, sampling: Any, report: Any) -> int:
-    from app.core.conversation import send_message
+    from app.core.chat import send_message
 
     print(f"Chatting with {Path(report.path).name} (context {report.n_ctx} tokens). "
           "Type /help for commands; Ctrl-C stops a reply.")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.core.hardware import HardwareProfile
+from app.core.machine import HardwareProfile
 from app.core.units import human_bytes
 
 __all__ = ["add_hardware_flags", "add_json_flag", "hardware_from_args", "human_bytes", "print_json"]
@@ -39,8 +39,7 @@ def add_hardware_flags(parser: argparse.ArgumentParser) -> None:
 
 def hardware_from_args(args: argparse.Namespace) -> HardwareProfile:
     from app import paths
-    from app.core.hardware import detect
-    from app.core.simulate import simulate
+    from app.core.machine import detect, simulate
 
     return simulate(
         detect=lambda: detect(models_dir=paths.models_dir()),

@@ -17,8 +17,8 @@ from app.cli.common import (
     human_bytes,
     print_json,
 )
-from app.core import downloads, hub
 from app.core.errors import CamelidError, DownloadCancelled
+from app.core.models import downloads, hub
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

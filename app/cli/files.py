@@ -12,8 +12,8 @@ from app.cli.common import (
     human_bytes,
     print_json,
 )
-from app.core import hub
 from app.core.errors import CamelidError
+from app.core.models import hub
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     files = hub.repo_files(args.repo, include_mmproj=args.mmproj)
     verdicts: dict[str, Any] = {}
     if not args.no_fit and files.quants:
-        from app.core.downloads import judge_remote_fit
+        from app.core.models import judge_remote_fit
 
         judge = judge_remote_fit(hardware_from_args(args))
         for quant in files.quants:

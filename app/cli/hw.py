@@ -11,7 +11,7 @@ from app.cli.common import (
     human_bytes,
     print_json,
 )
-from app.core.hardware import HardwareProfile
+from app.core.machine import HardwareProfile
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.presets:
-        from app.core.simulate import known_hardware
+        from app.core.machine import known_hardware
 
         presets = known_hardware()["presets"]
         if args.json:

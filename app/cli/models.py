@@ -11,7 +11,7 @@ from app.cli.common import (
     human_bytes,
     print_json,
 )
-from app.core import library
+from app.core.models import library
 
 _WHERE = {"camelid": "", "lmstudio": "  [LM Studio]", "hf-cache": "  [HF cache]"}
 

@@ -18,8 +18,7 @@ from app.cli.common import (
     print_json,
 )
 from app.core.errors import ModelFileError
-from app.core.gguf_meta import ModelMeta
-from app.core.memory import CACHE_TYPES, MemoryPlan, plan_memory
+from app.core.fit import CACHE_TYPES, MemoryPlan, ModelMeta, plan_memory
 
 _REPO = r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*"
 _HUB_FILE_RE = re.compile(rf"^({_REPO})/(.+\.gguf)$", re.IGNORECASE)
@@ -52,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_meta(model: str, *, revision: str = "main") -> ModelMeta:
     """The header of MODEL: a local file, ``REPO/path/file.gguf`` or ``REPO[:QUANT]`` on the Hub."""
-    from app.core.gguf_meta import read_gguf, read_gguf_remote
+    from app.core.fit import read_gguf, read_gguf_remote
 
     path = Path(model).expanduser()
     if path.exists():
@@ -62,7 +61,7 @@ def load_meta(model: str, *, revision: str = "main") -> ModelMeta:
         return read_gguf_remote(match.group(1), match.group(2), revision=revision)
     match = _HUB_QUANT_RE.match(model)
     if match and not model.lower().endswith(".gguf"):
-        from app.core import hub
+        from app.core.models import hub
 
         files = hub.repo_files(match.group(1), revision=revision)
         quant = hub.select_quant(files, match.group(2))

@@ -9,7 +9,7 @@ from app.core.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from app.core.recommend import USE_CASES
+    from app.core.models import USE_CASES
 
     cases = ", ".join(f"{u.name} ({u.rule})" for u in USE_CASES.values())
     parser = subparsers.add_parser(
@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.core.loadplan import LoadChoices
-    from app.core.recommend import USE_CASES, context_words, recommend
+    from app.core.fit import LoadChoices
+    from app.core.models import USE_CASES, context_words, recommend
 
     if args.top < 0:
         raise UsageError("--top cannot be negative.", "Give --top 5, or --top 0 for every pick.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from app.cli.common import add_json_flag, print_json
-from app.core import hub
+from app.core.models import hub
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

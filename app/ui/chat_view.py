@@ -31,10 +31,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.chats import Conversation, Message
-from app.core.engine import LoadChoices, LoadReport, Reply
-from app.core.library import LibraryModel, list_models
-from app.core.sampling import PRESETS, preset
+from app.core.chat import PRESETS, Conversation, LoadReport, Message, Reply, preset
+from app.core.fit import LoadChoices
+from app.core.models import LibraryModel, list_models
 from app.ui.engine_host import EngineHost
 from app.ui.state import AppState
 from app.ui.widgets.common import Notice, subtle

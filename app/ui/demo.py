@@ -64,7 +64,7 @@ def fill_models(view) -> None:
     """The Models page's Installed tab with a few sample models (sizes of the real files)."""
     from pathlib import Path
 
-    from app.core.library import LibraryModel
+    from app.core.models import LibraryModel
 
     root = Path("~/.local/share/Camelid/models").expanduser()
     samples = (

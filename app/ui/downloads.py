@@ -14,14 +14,14 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from app.core.downloads import (
+from app.core.models import (
     DownloadPlan,
     DownloadProgress,
     DownloadQueue,
+    QuantFile,
     QueuedDownload,
     plan_download,
 )
-from app.core.hub import QuantFile
 from app.ui.workers import Job, run_job
 
 

@@ -15,10 +15,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject
 
-from app.core.chats import ChatStore
-from app.core.conversation import answer, send_message
-from app.core.engine import Engine, LoadChoices, LoadReport
-from app.core.sampling import SamplingSettings
+from app.core.chat import ChatStore, Engine, LoadReport, SamplingSettings, answer, send_message
+from app.core.fit import LoadChoices
 from app.ui.workers import Handler, Job, OwnerThread, run_job
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGridLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
-from app.core.hardware import DeviceBudget, HardwareProfile
+from app.core.machine import DeviceBudget, HardwareProfile
 from app.ui import text
 from app.ui.widgets.common import Card, Notice, paragraph, subtle, title
 from app.ui.widgets.memory_bar import MemoryBar, Part

@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
 )
 
 from app import __version__, paths
-from app.core.first_run import should_show_wizard
-from app.core.hardware import HardwareProfile, detect
+from app.core.machine import HardwareProfile, detect
+from app.core.models import should_show_wizard
 from app.ui import text, theme
 from app.ui.hardware_view import HardwareView
 from app.ui.settings_dialog import SettingsDialog

@@ -35,10 +35,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core import hub, library
-from app.core.downloads import FitJudgement, judge_remote_fit
-from app.core.hub import QuantFile, RepoFiles, RepoSummary
-from app.core.library import LibraryModel
+from app.core.models import (
+    FitJudgement,
+    LibraryModel,
+    QuantFile,
+    RepoFiles,
+    RepoSummary,
+    hub,
+    judge_remote_fit,
+    library,
+)
 from app.ui import text
 from app.ui.downloads import Downloads, Entry
 from app.ui.state import AppState

@@ -28,8 +28,8 @@ def render(path: Path, page: str = "hardware", *, theme_choice: str = "light") -
 
     from PySide6.QtWidgets import QApplication
 
+    from app.core.machine import preset_profile
     from app.core.settings import Settings
-    from app.core.simulate import preset_profile
     from app.ui import demo
     from app.ui.main_window import build_app, create_window
     from app.ui.state import AppState

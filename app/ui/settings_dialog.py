@@ -47,7 +47,7 @@ def save_token(token: str) -> str:
     """Validate and store the token with huggingface_hub (its own token file, not settings.json)."""
     from huggingface_hub import HfApi, login
 
-    from app.core.hub import endpoint
+    from app.core.models import endpoint
 
     try:
         # Checked against the endpoint in use now (a mirror counts), since login()

@@ -10,7 +10,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from app.core.hardware import HardwareProfile
+from app.core.machine import HardwareProfile
 from app.core.settings import Settings
 
 
@@ -46,7 +46,7 @@ class AppState(QObject):
     def downloads(self) -> Any:
         """The window's download queue (ui/downloads.py), created on first use."""
         if self._downloads is None:
-            from app.core.downloads import judge_remote_fit
+            from app.core.models import judge_remote_fit
             from app.ui.downloads import Downloads
 
             self._downloads = Downloads(judge=judge_remote_fit(self.profile), parent=self)

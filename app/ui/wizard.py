@@ -34,13 +34,19 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from app.core import first_run
-from app.core.catalog import Catalog
-from app.core.downloads import destination_folder
-from app.core.first_run import CONTEXT_CHOICES, STARTER_MISSING, ContextChoice
-from app.core.hardware import HardwareProfile
-from app.core.loadplan import LoadChoices
-from app.core.recommend import USE_CASES, Pick, recommend
+from app.core.fit import LoadChoices
+from app.core.machine import HardwareProfile
+from app.core.models import (
+    CONTEXT_CHOICES,
+    STARTER_MISSING,
+    USE_CASES,
+    Catalog,
+    ContextChoice,
+    Pick,
+    destination_folder,
+    first_run,
+    recommend,
+)
 from app.ui import text
 from app.ui.hardware_view import HardwareView, memory_card
 from app.ui.state import AppState

@@ -12,7 +12,7 @@ import pytest
 from app import paths
 from app.cli import main
 from tests.fixtures.loopback_hub import LoopbackHub
-from tests.test_gguf_meta import big_model
+from tests.fixtures.synthetic_gguf import big_model
 
 REPO = "org/Tiny-GGUF"
 

@@ -11,6 +11,7 @@ import pytest
 
 from app import paths
 from app.core.settings import SETTINGS, Settings, SettingsError
+from tests.fixtures import REPO_ROOT
 
 
 def test_defaults_when_no_file() -> None:
@@ -63,7 +64,7 @@ def test_models_dir_setting_moves_the_models_folder(tmp_path: Path) -> None:
 
 
 def test_settings_cli(camelid_home: Path) -> None:
-    repo = Path(__file__).resolve().parent.parent
+    repo = REPO_ROOT
     run = [sys.executable, "-m", "app", "settings"]
     out = subprocess.run([*run, "kv_cache_type", "q8_0", "--json"], capture_output=True, text=True, cwd=repo)
     assert out.returncode == 0 and json.loads(out.stdout)["settings"]["kv_cache_type"] == "q8_0"

@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from app import paths
-from app.core.chats import ChatStore
+from app.core.chat.chats import ChatStore
 from app.ui.chat_view import ChatView
 from app.ui.main_window import MainWindow
 from tests.fixtures import ui

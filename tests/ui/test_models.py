@@ -9,9 +9,9 @@ import pytest
 from PySide6.QtCore import QThreadPool
 
 from app import paths
-from app.core import downloads as core_downloads
+from app.core.machine.simulate import preset_profile
+from app.core.models import downloads as core_downloads
 from app.core.settings import Settings
-from app.core.simulate import preset_profile
 from app.ui import workers
 from app.ui.main_window import MainWindow
 from app.ui.models_view import ModelsView

@@ -15,15 +15,14 @@ from PySide6.QtGui import QImage
 
 from app import paths
 from app.core.errors import DiskSpaceError
+from app.core.machine.simulate import preset_profile
 from app.core.settings import Settings
-from app.core.simulate import preset_profile
 from app.ui import workers
 from app.ui.hardware_view import HardwareView
 from app.ui.main_window import MainWindow
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.state import AppState
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.fixtures import REPO_ROOT as REPO
 
 
 @pytest.fixture(autouse=True)

@@ -21,12 +21,12 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QWizard
 
 from app import paths
-from app.core import downloads as core_downloads
-from app.core.catalog import Catalog, load_catalog
-from app.core.first_run import STARTER_MISSING, should_show_wizard
-from app.core.recommend import Pick, recommend
+from app.core.machine.simulate import preset_profile
+from app.core.models import downloads as core_downloads
+from app.core.models.catalog import Catalog, load_catalog
+from app.core.models.first_run import STARTER_MISSING, should_show_wizard
+from app.core.models.recommend import Pick, recommend
 from app.core.settings import Settings
-from app.core.simulate import preset_profile
 from app.ui.chat_view import ChatView
 from app.ui.main_window import MainWindow
 from app.ui.state import AppState
@@ -41,10 +41,9 @@ from app.ui.wizard import (
     SCREENSHOT_SIZE,
     HardwareFitWizard,
 )
-from tests.fixtures import ui
+from tests.fixtures import REPO_ROOT, ui
 from tests.fixtures.ui import close_window
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILE = "desktop-16gb-cpu"
 SHORT_CTX = 4096
 

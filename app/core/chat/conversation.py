@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app.core.chats import ChatStore, Message
-from app.core.engine import Engine, Reply
-from app.core.sampling import SamplingSettings
+from app.core.chat.chats import ChatStore, Message
+from app.core.chat.engine import Engine, Reply
+from app.core.chat.sampling import SamplingSettings
 
 
 def send_message(engine: Engine, store: ChatStore, conversation_id: int, text: str,

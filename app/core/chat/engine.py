@@ -6,7 +6,7 @@
   progress (and can be cancelled), and when a GPU load fails retries with
   fewer GPU layers, then on the CPU, saying what it did.
 - `chat()` formats the conversation with the model's own chat template from
-  the GGUF, keeps it inside the context window (`app.core.context_window`),
+  the GGUF, keeps it inside the context window (`app.core.chat.context_window`),
   streams text to a callback, and returns the reply with llama.cpp's own
   performance counters.
 - `stop()` (any thread) ends a reply within one llama.cpp graph node: it sets
@@ -39,7 +39,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from app.core.context_window import WindowFit, fit_to_window, reply_reserve
+from app.core.chat.context_window import WindowFit, fit_to_window, reply_reserve
+from app.core.chat.sampling import SamplingSettings
 from app.core.errors import (
     ChatTemplateError,
     GenerationError,
@@ -47,12 +48,17 @@ from app.core.errors import (
     ModelLoadError,
     UsageError,
 )
-from app.core.gguf_meta import read_gguf
-from app.core.hardware import BackendInfo, CpuInfo, HardwareProfile
-from app.core.llama_log import BufferSizes, LlamaLogCapture, parse_buffer_sizes
-from app.core.loadplan import LoadChoices, load_notices, plan_with_choices
-from app.core.memory import MemoryPlan
-from app.core.sampling import SamplingSettings
+from app.core.fit import (
+    BufferSizes,
+    LlamaLogCapture,
+    LoadChoices,
+    MemoryPlan,
+    load_notices,
+    parse_buffer_sizes,
+    plan_with_choices,
+    read_gguf,
+)
+from app.core.machine import BackendInfo, CpuInfo, HardwareProfile
 from app.core.units import human_bytes
 
 _log = logging.getLogger(__name__)
@@ -84,7 +90,7 @@ def default_threads(cpu: CpuInfo | None = None) -> int:
     efficiency cores add contention, not speed.
     """
     if cpu is None:
-        from app.core.probes import probe_cpu
+        from app.core.machine import probe_cpu
 
         cpu = probe_cpu()
     return max(1, cpu.performance_cores or cpu.cores_physical or 1)
@@ -156,7 +162,7 @@ class LoadParams:
 
 def backend_info() -> BackendInfo:
     """What the installed llama.cpp was built with (CPU / CUDA / Metal / Vulkan...)."""
-    from app.core.probes import probe_backend
+    from app.core.machine import probe_backend
 
     return probe_backend()
 

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core import quants
-from app.core.architectures import KNOWN_ARCHITECTURES, SWA_PERIODS, ArchConstants, swa_layers
 from app.core.errors import (
     CamelidError,
     GatedRepoError,
@@ -35,6 +33,8 @@ from app.core.errors import (
     RemoteError,
     TruncatedGGUFError,
 )
+from app.core.fit import quants
+from app.core.fit.architectures import KNOWN_ARCHITECTURES, SWA_PERIODS, ArchConstants, swa_layers
 
 GGUF_MAGIC = b"GGUF"
 #: First Range request; each further one doubles, up to MAX_CHUNK.
@@ -618,7 +618,7 @@ def read_gguf_remote(repo_id: str, filename: str, *, revision: str = "main", tok
     """Read the header of ``filename`` in the Hub repo ``repo_id`` (all shards of a split model)."""
     # hub.file_url reads HF_ENDPOINT at call time: huggingface_hub reads it only
     # at import, and a mirror (or a test server) set later must still win.
-    from app.core import hub
+    from app.core.models import hub
 
     hub.validate_repo_id(repo_id)
     url = hub.file_url(repo_id, filename, revision=revision)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.core.gguf_meta import ModelMeta
-from app.core.hardware import HardwareProfile
-from app.core.memory import DEFAULT_CTX_CAP, MemoryPlan, plan_memory
+from app.core.fit.gguf_meta import ModelMeta
+from app.core.fit.memory import DEFAULT_CTX_CAP, MemoryPlan, plan_memory
+from app.core.machine import HardwareProfile
 from app.core.units import human_bytes
 
 

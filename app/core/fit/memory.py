@@ -29,10 +29,10 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.core import quants
 from app.core.errors import UsageError
-from app.core.gguf_meta import ModelMeta
-from app.core.hardware import BACKEND_VENDORS, Budgets, DeviceBudget, HardwareProfile
+from app.core.fit import quants
+from app.core.fit.gguf_meta import ModelMeta
+from app.core.machine import BACKEND_VENDORS, Budgets, DeviceBudget, HardwareProfile
 
 MiB = 1024**2
 GiB = 1024**3
@@ -483,7 +483,7 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
     """
     if hardware is None:
         from app import paths
-        from app.core.hardware import detect
+        from app.core.machine import detect
 
         hardware = detect(models_dir=paths.models_dir())
     cache_type_k, cache_type_v = cache_type_k.lower(), cache_type_v.lower()

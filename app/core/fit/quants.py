@@ -6,7 +6,7 @@ new type here. What `gguf` lacks is the knowledge of *mixes*: a "Q4_K_M file"
 is not all Q4_K. `tensor_type()` reproduces llama.cpp's
 `llama_tensor_get_type()` (src/llama-quant.cpp) so that the type of every
 tensor, and with it the exact file size, follows from the tensor names and
-shapes alone (see `app.core.architectures` for the names and shapes).
+shapes alone (see `app.core.fit.architectures` for the names and shapes).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
-from app.core.architectures import ArchConstants
+from app.core.fit.architectures import ArchConstants
 
 T = GGMLQuantizationType
 F = LlamaFileType

@@ -23,8 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.core.hardware import GiB, HardwareProfile
-from app.core.simulate import find_gpu, known_hardware
+from app.core.machine import GiB, HardwareProfile, find_gpu, known_hardware
 
 GPU_EFFICIENCY = 0.70
 APPLE_EFFICIENCY = 0.70

@@ -1,17 +1,14 @@
 """What this machine can hold: `HardwareProfile` and the budgets the planner uses.
 
-`detect()` runs every probe in `app.core.probes`, each isolated so one failure
-(no NVIDIA driver, no sysfs, a sandbox without sysctl) becomes a note and never
-hides the others. Profiles round-trip through JSON (`to_dict` / `from_dict`),
+`detect()` (in `detect.py`) runs every probe in `probes.py`, each isolated so one
+failure (no NVIDIA driver, no sysfs, a sandbox without sysctl) becomes a note and
+never hides the others. Profiles round-trip through JSON (`to_dict` / `from_dict`),
 which is how `--hardware FILE.json` plans for another machine.
 """
 
 from __future__ import annotations
 
-import platform
-import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from app.core.errors import HardwareFileError
@@ -330,59 +327,3 @@ def assumed_backend(gpus: list[GpuInfo], *, unified: bool) -> BackendInfo:
     if vendors & {"amd", "intel"}:
         return BackendInfo(compiled=["CPU", "Vulkan"], gpu_offload=True)
     return BackendInfo(compiled=["CPU"], gpu_offload=False)
-
-
-def detect(*, models_dir: Path | None = None, with_backend: bool = True) -> HardwareProfile:
-    """Measure this machine. Never raises: a failed probe becomes a note."""
-    from app.core import probes  # local: keeps import of this module cheap
-
-    started = time.perf_counter()
-    notes: list[str] = []
-    system = platform.system().lower()
-    arch = platform.machine().lower() or "unknown"
-
-    cpu = probes.isolated(probes.probe_cpu, CpuInfo(), notes, "CPU")
-    ram = probes.isolated(probes.probe_ram, RamInfo(), notes, "RAM")
-    gpus: list[GpuInfo] = []
-    gpus += probes.isolated(probes.probe_nvidia, [], notes, "NVIDIA (NVML)", notes)
-    gpus += probes.isolated(probes.probe_other_gpus, [], notes, "GPU list", gpus, notes)
-    apple = None
-    if system == "darwin":
-        apple = probes.isolated(probes.probe_apple, None, notes, "Apple Silicon", ram, notes)
-        if apple is not None:
-            cpu.performance_cores = cpu.performance_cores or probes.apple_performance_cores()
-            gpus.append(
-                GpuInfo(
-                    vendor="apple",
-                    name=f"{apple.chip} GPU",
-                    vram_total_bytes=apple.metal_budget_bytes,
-                    vram_free_bytes=None,
-                    source="metal",
-                )
-            )
-    backend = (
-        probes.isolated(probes.probe_backend, BackendInfo(available=False), notes, "llama.cpp")
-        if with_backend
-        else BackendInfo(available=False)
-    )
-    for i, gpu in enumerate(gpus):
-        gpu.index = i
-    disk_path, disk_free = probes.isolated(
-        probes.probe_disk, (None, None), notes, "disk", models_dir
-    )
-    profile = HardwareProfile(
-        os=system,
-        arch=arch,
-        cpu=cpu,
-        ram=ram,
-        gpus=gpus,
-        unified_memory=apple is not None,
-        apple=apple,
-        backend=backend,
-        disk_free_bytes=disk_free,
-        disk_path=disk_path,
-        notes=notes,
-    )
-    profile.notes.extend(probes.mismatch_notes(profile))
-    profile.detect_seconds = time.perf_counter() - started
-    return profile

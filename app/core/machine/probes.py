@@ -16,12 +16,20 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import psutil
 
-if TYPE_CHECKING:
-    from app.core.hardware import AppleInfo, BackendInfo, CpuInfo, GpuInfo, HardwareProfile, RamInfo
+from app.core.machine.hardware import (
+    AppleInfo,
+    BackendInfo,
+    CpuInfo,
+    GiB,
+    GpuInfo,
+    HardwareProfile,
+    RamInfo,
+    metal_budget_rule,
+)
 
 T = TypeVar("T")
 
@@ -51,7 +59,6 @@ def isolated(probe: Callable[..., T], default: T, notes: list[str], what: str, *
 # --- CPU and RAM ---------------------------------------------------------------
 
 def probe_cpu() -> CpuInfo:
-    from app.core.hardware import CpuInfo
 
     system = platform.system()
     name = platform.processor() or platform.machine()
@@ -98,7 +105,6 @@ def _cpuinfo_field(text: str, keys: tuple[str, ...]) -> str | None:
 
 
 def probe_ram() -> RamInfo:
-    from app.core.hardware import RamInfo
 
     vm = psutil.virtual_memory()
     return RamInfo(total_bytes=int(vm.total), available_bytes=int(vm.available))
@@ -120,7 +126,6 @@ def probe_disk(models_dir: Path | None) -> tuple[str, int]:
 
 def probe_nvidia(notes: list[str]) -> list[GpuInfo]:
     """NVIDIA GPUs through NVML; a missing library or driver is a note, not an error."""
-    from app.core.hardware import GpuInfo
 
     try:
         import pynvml
@@ -229,7 +234,6 @@ def probe_other_gpus(known: list[GpuInfo], notes: list[str]) -> list[GpuInfo]:
 
 def probe_drm(root: Path) -> list[GpuInfo]:
     """GPUs from Linux sysfs: vendor id, and VRAM for amdgpu (mem_info_vram_*)."""
-    from app.core.hardware import GpuInfo
 
     if not root.is_dir():
         return []
@@ -287,7 +291,6 @@ def probe_windows_registry(winreg: Any) -> list[GpuInfo]:
     `HardwareInformation.qwMemorySize` (64-bit) is right above 4 GB; the older
     `HardwareInformation.MemorySize` is 32-bit and wraps, so it is the fallback.
     """
-    from app.core.hardware import GpuInfo
 
     gpus: list[GpuInfo] = []
     with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, WINDOWS_DISPLAY_CLASS) as cls:
@@ -369,7 +372,6 @@ def metal_recommended_working_set() -> int | None:
 
 def probe_apple(ram: RamInfo, notes: list[str]) -> AppleInfo | None:
     """Chip, Metal budget and Rosetta on a Mac; None on an Intel Mac."""
-    from app.core.hardware import AppleInfo, GiB, metal_budget_rule
 
     arm64_hw = _sysctl("hw.optional.arm64") == "1"
     if not arm64_hw:
@@ -432,7 +434,6 @@ BACKEND_LIBRARIES = {"cuda": "CUDA", "metal": "Metal", "vulkan": "Vulkan", "hip"
 
 def probe_backend() -> BackendInfo:
     """What the installed llama-cpp-python can do, from the library itself."""
-    from app.core.hardware import BackendInfo
 
     try:
         import llama_cpp

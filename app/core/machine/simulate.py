@@ -16,7 +16,7 @@ from typing import Any
 
 from app import paths
 from app.core.errors import HardwareFileError
-from app.core.hardware import (
+from app.core.machine.hardware import (
     AppleInfo,
     CpuInfo,
     GiB,

@@ -3,7 +3,7 @@
 Each entry names the original model, the GGUF repo to fetch it from, its
 license, and the architecture constants from its config.json. File sizes are
 never typed in: `CatalogModel.files` predicts them per quant from the
-architecture with the fit engine's file-type rules (`app.core.quants`), and
+architecture with the fit engine's file-type rules (`app.core.fit.quants`), and
 `with_hub_sizes` replaces the predictions with the sizes a Hub listing gives.
 """
 
@@ -21,8 +21,7 @@ from app import paths
 from app.core.errors import CatalogError
 
 if TYPE_CHECKING:
-    from app.core.architectures import ArchConstants
-    from app.core.gguf_meta import ModelMeta
+    from app.core.fit import ArchConstants, ModelMeta
 
 #: The quants the catalog offers for every model, smallest first.
 CATALOG_QUANTS: tuple[str, ...] = (
@@ -277,7 +276,7 @@ def _parse(data: Any, *, source: str) -> Catalog:
 
 @lru_cache(maxsize=64)
 def _arch_constants(arch: Architecture, context: int) -> ArchConstants:
-    from app.core.architectures import ArchConstants
+    from app.core.fit import ArchConstants
 
     return ArchConstants(
         architecture=arch.architecture, n_layer=arch.n_layer, n_embd=arch.n_embd,
@@ -307,7 +306,7 @@ def _synthetic_meta(arch: Architecture, context: int, quant: str) -> ModelMeta:
         # Unnamed: models of the same shape (Qwen2.5-7B and its Coder) share these.
         base = _METAS.get((arch, context, "F16"))
         if base is None:
-            from app.core.gguf_meta import ModelMeta
+            from app.core.fit import ModelMeta
 
             base = ModelMeta.from_architecture(_arch_constants(arch, context), "F16")
             _METAS[(arch, context, "F16")] = base
@@ -324,7 +323,7 @@ def _synthetic_meta(arch: Architecture, context: int, quant: str) -> ModelMeta:
 
 
 def _header_estimate(arch: Architecture) -> int:
-    from app.core import quants
+    from app.core.fit import quants
 
     kind = quants.tokenizer_kind(arch.architecture, arch.n_vocab)
     return quants.HEADER_BYTES_PER_TOKEN[kind] * arch.n_vocab
@@ -335,7 +334,7 @@ def predicted_size(model: CatalogModel, quant: str) -> int:
     key = (model.arch, model.context, quant)
     size = _SIZES.get(key)
     if size is None:
-        from app.core.quants import predict_file_size
+        from app.core.fit import predict_file_size
 
         size = _SIZES[key] = int(predict_file_size(_arch_constants(model.arch, model.context), quant))
     return size
@@ -347,13 +346,13 @@ def predicted_size(model: CatalogModel, quant: str) -> int:
 def with_hub_sizes(model: CatalogModel, listing: Iterable[Any]) -> CatalogModel:
     """`model` with the sizes a Hub listing gives replacing the predictions.
 
-    `listing` is what `app.core.hub` returns for the GGUF repo: `QuantFile`s
+    `listing` is what `app.core.models.hub` returns for the GGUF repo: `QuantFile`s
     (a quant with its files, shards summed) or plain `RemoteFile`s (path and
     size), which are grouped into quants here. Quants the listing lacks keep
     their predicted size; an F16 slot takes a BF16 file (same size) when the
     repo has no F16.
     """
-    from app.core.hub import QuantFile, RemoteFile, group_gguf_files
+    from app.core.models.hub import QuantFile, RemoteFile, group_gguf_files
 
     items = list(listing)
     remote = [i for i in items if isinstance(i, RemoteFile)]

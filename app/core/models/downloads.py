@@ -35,7 +35,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app import paths
-from app.core import hub
 from app.core.errors import (
     CamelidError,
     ChecksumError,
@@ -44,9 +43,10 @@ from app.core.errors import (
     RemoteError,
     WontFitError,
 )
-from app.core.hardware import HardwareProfile, detect
-from app.core.hub import QuantFile
-from app.core.loadplan import LoadChoices, plan_with_choices
+from app.core.fit import LoadChoices, plan_with_choices
+from app.core.machine import HardwareProfile, detect
+from app.core.models import hub
+from app.core.models.hub import QuantFile
 from app.core.units import human_bytes
 
 #: Hashing reads the part file in blocks this big. Also the resume granularity
@@ -205,7 +205,7 @@ def judge_remote_fit(hardware: HardwareProfile | None = None, *, token: str | No
                      choices: LoadChoices | None = None) -> FitJudge:
     """A fit judge backed by the fit engine: reads the GGUF header over HTTP ranges and plans it
     with the load settings the engine will use (default: the saved settings)."""
-    from app.core.gguf_meta import read_gguf_remote
+    from app.core.fit import read_gguf_remote
 
     def judge(quant: QuantFile) -> FitJudgement | None:
         meta = read_gguf_remote(quant.repo_id, quant.first_file, revision=quant.revision,

@@ -80,7 +80,7 @@ def locate_starter() -> Path | None:
     found = find_starter()
     if found is not None:
         return found
-    from app.core.library import scan_models
+    from app.core.models.library import scan_models
 
     return find_starter(scan_models())
 
@@ -91,7 +91,7 @@ def hub_file_for(repo_id: str, filename: str, quant: str) -> Any:
     Real sizes and hashes come from the listing, so the download is verified
     against what the Hub says, not against the catalog's prediction.
     """
-    from app.core.hub import repo_files, select_quant
+    from app.core.models.hub import repo_files, select_quant
 
     files = repo_files(repo_id)
     if any(f.path == filename for q in files.quants for f in q.files):

@@ -21,10 +21,9 @@ from typing import Any
 
 from app import paths
 from app.core.errors import CamelidError, ModelFileError
-from app.core.gguf_meta import ModelMeta, read_gguf
-from app.core.hardware import HardwareProfile
-from app.core.hub import parse_quant
-from app.core.loadplan import LoadChoices, plan_with_choices
+from app.core.fit import LoadChoices, ModelMeta, plan_with_choices, read_gguf
+from app.core.machine import HardwareProfile
+from app.core.models.hub import parse_quant
 
 SOURCES = ("camelid", "lmstudio", "hf-cache")
 _SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})$")

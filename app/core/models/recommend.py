@@ -41,23 +41,24 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from app.core import quants
-from app.core.catalog import CATALOG_QUANTS, Catalog, CatalogFile, CatalogModel, load_catalog
 from app.core.errors import UsageError
-from app.core.hardware import GiB, HardwareProfile
-from app.core.loadplan import LoadChoices, plan_with_choices
-from app.core.speed import (
+from app.core.fit import (
     Bandwidth,
+    LoadChoices,
     SpeedEstimate,
     apple_bandwidth,
     cpu_bandwidth,
     estimate_speed,
     gpu_bandwidth,
+    plan_with_choices,
+    quants,
     token_cost,
 )
+from app.core.machine import GiB, HardwareProfile
+from app.core.models.catalog import CATALOG_QUANTS, Catalog, CatalogFile, CatalogModel, load_catalog
 
 if TYPE_CHECKING:
-    from app.core.memory import MemoryPlan
+    from app.core.fit import MemoryPlan
 
 #: Context a recommendation is judged at unless the user asks for another.
 DEFAULT_CTX = 8192

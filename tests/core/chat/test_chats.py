@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app import paths
-from app.core.chats import (
+from app.core.chat.chats import (
     MIGRATIONS,
     SCHEMA_VERSION,
     ChatStore,

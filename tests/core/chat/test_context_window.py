@@ -6,7 +6,7 @@ from itertools import pairwise
 
 import pytest
 
-from app.core.context_window import fit_to_window, reply_reserve
+from app.core.chat.context_window import fit_to_window, reply_reserve
 from app.core.errors import ContextOverflowError
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from app.cli import main as cli_main
-from app.core.chats import ChatStore
-from app.core.conversation import answer, send_message
-from app.core.engine import (
+from app.core.chat.chats import ChatStore
+from app.core.chat.conversation import answer, send_message
+from app.core.chat.engine import (
     Engine,
     EngineThread,
     LoadParams,
@@ -29,20 +29,19 @@ from app.core.engine import (
     plan_params,
     swa_cache_covers,
 )
+from app.core.chat.sampling import PRESETS, SamplingSettings
 from app.core.errors import ModelFileError, ModelLoadError, UsageError
-from app.core.gguf_meta import read_gguf
-from app.core.loadplan import LoadChoices
-from app.core.memory import plan_memory
-from app.core.sampling import PRESETS, SamplingSettings
-from app.core.simulate import preset_profile
+from app.core.fit.gguf_meta import read_gguf
+from app.core.fit.loadplan import LoadChoices
+from app.core.fit.memory import plan_memory
+from app.core.machine.simulate import preset_profile
+from tests.fixtures import REPO_ROOT as REPO
 
 pytestmark = pytest.mark.slow
 
 GREEDY = SamplingSettings(temperature=0.0, seed=1, max_tokens=48)
 QUESTION = [{"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "What is the capital of France?"}]
-REPO = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
 def engine(starter_model: Path) -> Engine:
@@ -429,10 +428,10 @@ def test_stopped_reply_is_stored_as_stopped(engine: Engine) -> None:
 
 CHILD = """
 import json, sys, time
-from app.core.chats import ChatStore
-from app.core.conversation import send_message
-from app.core.engine import Engine, LoadParams
-from app.core.sampling import SamplingSettings
+from app.core.chat.chats import ChatStore
+from app.core.chat.conversation import send_message
+from app.core.chat.engine import Engine, LoadParams
+from app.core.chat.sampling import SamplingSettings
 
 engine = Engine()
 engine.load(sys.argv[1], LoadParams(n_ctx=512, n_threads=1))
@@ -524,7 +523,7 @@ def test_cli_interactive_commands(starter_model: Path, tmp_path: Path) -> None:
 
 
 def test_memory_check_says_how_far_llama_cpp_was_from_the_plan() -> None:
-    from app.core.engine import MemoryCheck
+    from app.core.chat.engine import MemoryCheck
 
     planned = {"weights": 1000, "kv_cache": 500, "compute": 500}
     same = MemoryCheck(planned=planned, measured=dict(planned), buffers={})

@@ -10,8 +10,6 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 from app.cli import main
-from app.core import gguf_meta, quants
-from app.core.architectures import ArchConstants
 from app.core.errors import (
     GatedRepoError,
     ModelFileError,
@@ -20,23 +18,10 @@ from app.core.errors import (
     RangeNotSupportedError,
     TruncatedGGUFError,
 )
-from app.core.gguf_meta import read_gguf, read_gguf_remote, read_gguf_url
-from tests.fixtures.synthetic_gguf import write_gguf
-
-LLAMA_8B = ArchConstants("llama", 32, 4096, 32, 8, 14336, 128256, rope_freqs=True, n_ctx_train=131072)
-LLAMA_KV = {"block_count": 32, "embedding_length": 4096, "attention.head_count": 32,
-            "attention.head_count_kv": 8, "feed_forward_length": 14336, "context_length": 131072,
-            "rope.dimension_count": 128}
-
-
-def big_model(path: Path, *, n_tokens: int = 128256, arch: ArchConstants = LLAMA_8B,
-              kv: dict | None = None) -> int:
-    """A sparse Llama-3.1-8B Q4_K_M: the real tensor table and a full-size tokenizer, no weights."""
-    tensors = [(t.name, t.shape, t.ggml_type) for t in quants.predict_tensors(arch, "Q4_K_M")]
-    return write_gguf(path, arch.architecture, tensors, kv=kv or LLAMA_KV, n_tokens=n_tokens,
-                      file_type=quants.F.MOSTLY_Q4_K_M,
-                      extra_kv={"tokenizer.chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"})
-
+from app.core.fit import gguf_meta, quants
+from app.core.fit.architectures import ArchConstants
+from app.core.fit.gguf_meta import read_gguf, read_gguf_remote, read_gguf_url
+from tests.fixtures.synthetic_gguf import LLAMA_8B, LLAMA_KV, big_model, write_gguf
 
 # -- local -------------------------------------------------------------------------
 

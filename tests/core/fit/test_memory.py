@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from app.core import quants
-from app.core.architectures import ArchConstants
-from app.core.gguf_meta import ModelMeta, read_gguf
-from app.core.hardware import (
+from app.core.fit import quants
+from app.core.fit.architectures import ArchConstants
+from app.core.fit.gguf_meta import ModelMeta, read_gguf
+from app.core.fit.llama_log import LlamaLogCapture, parse_buffer_sizes
+from app.core.fit.memory import KV_PAD, layer_kv_bytes, plan_for_architecture, plan_memory
+from app.core.machine.hardware import (
     AppleInfo,
     CpuInfo,
     GiB,
@@ -19,9 +21,7 @@ from app.core.hardware import (
     RamInfo,
     assumed_backend,
 )
-from app.core.llama_log import LlamaLogCapture, parse_buffer_sizes
-from app.core.memory import KV_PAD, layer_kv_bytes, plan_for_architecture, plan_memory
-from app.core.simulate import preset_profile
+from app.core.machine.simulate import preset_profile
 
 
 def _close(planned: int, measured_mib: float) -> bool:
@@ -164,7 +164,7 @@ def test_output_layer_goes_first_then_last_blocks(k: int) -> None:
 
 
 def _settings(n_ctx: int):
-    from app.core.memory import _effective
+    from app.core.fit.memory import _effective
 
     return _effective(n_ctx, 2048, 512, flash_attn=False, cache_type_k="f16", cache_type_v="f16", swa_full=False)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from gguf import GGMLQuantizationType as T
 
-from app.core import quants
-from app.core.architectures import ArchConstants
-from app.core.gguf_meta import read_gguf
+from app.core.fit import quants
+from app.core.fit.architectures import ArchConstants
+from app.core.fit.gguf_meta import read_gguf
 from tests.fixtures.synthetic_gguf import write_gguf
 
 # -- section 1: bytes per block -------------------------------------------------------

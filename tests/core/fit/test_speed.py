@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.catalog import load_catalog
-from app.core.hardware import GiB
-from app.core.simulate import preset_profile
-from app.core.speed import (
+from app.core.fit.speed import (
     CPU_EFFICIENCY,
     GPU_EFFICIENCY,
     Bandwidth,
@@ -18,6 +15,9 @@ from app.core.speed import (
     gpu_bandwidth,
     token_cost,
 )
+from app.core.machine.hardware import GiB
+from app.core.machine.simulate import preset_profile
+from app.core.models.catalog import load_catalog
 
 
 def test_gpu_bandwidth_by_card_name() -> None:

@@ -10,10 +10,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from app.core import hardware, probes
 from app.core.errors import HardwareFileError
-from app.core.hardware import GiB, HardwareProfile, MiB, detect, metal_budget_rule
-from app.core.simulate import find_gpu, preset_names, preset_profile, profile_from_file, simulate
+from app.core.machine import detect, hardware, probes
+from app.core.machine.hardware import GiB, HardwareProfile, MiB, metal_budget_rule
+from app.core.machine.simulate import (
+    find_gpu,
+    preset_names,
+    preset_profile,
+    profile_from_file,
+    simulate,
+)
 from tests.fixtures.fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, FakeGpu, FakeNvml
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from app.core import quants
-from app.core.catalog import CATALOG_QUANTS, load_catalog, predicted_size, with_hub_sizes
 from app.core.errors import CatalogError
-from app.core.hub import QuantFile, RemoteFile
+from app.core.fit import quants
+from app.core.models.catalog import CATALOG_QUANTS, load_catalog, predicted_size, with_hub_sizes
+from app.core.models.hub import QuantFile, RemoteFile
+from tests.fixtures import REPO_ROOT
 
 CATALOG = load_catalog()
 
@@ -190,7 +191,7 @@ def test_a_malformed_catalog_is_a_typed_error(tmp_path: Path) -> None:
     path.write_text(json.dumps({"models": [{"id": "x"}]}), encoding="utf-8")
     with pytest.raises(CatalogError, match="malformed"):
         load_catalog(path)
-    good = json.loads((Path(__file__).parent.parent / "resources" / "catalog.json").read_text())
+    good = json.loads((REPO_ROOT / "resources" / "catalog.json").read_text())
     entry = good["models"][0]
     path.write_text(json.dumps({"models": [entry, entry]}), encoding="utf-8")
     with pytest.raises(CatalogError, match="inconsistent"):

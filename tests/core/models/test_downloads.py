@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 
 from app import paths
-from app.core import downloads, hub
-from app.core.downloads import DownloadQueue, FitJudgement, RetryPolicy, download, plan_download
 from app.core.errors import (
     ChecksumError,
     DiskSpaceError,
@@ -25,6 +23,14 @@ from app.core.errors import (
     NotFoundError,
     RemoteError,
     WontFitError,
+)
+from app.core.models import downloads, hub
+from app.core.models.downloads import (
+    DownloadQueue,
+    FitJudgement,
+    RetryPolicy,
+    download,
+    plan_download,
 )
 from tests.conftest import REPO_ROOT
 from tests.fixtures.loopback_hub import LoopbackHub

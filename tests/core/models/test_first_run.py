@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from app import paths
-from app.core import first_run
-from app.core.library import LibraryModel
+from app.core.models import first_run
+from app.core.models.library import LibraryModel
 from app.core.settings import Settings
 
 

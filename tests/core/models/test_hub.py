@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.core import hub
 from app.core.errors import CamelidError, NotFoundError
+from app.core.models import hub
 from tests.fixtures.loopback_hub import LoopbackHub
 
 

@@ -10,8 +10,8 @@ import pytest
 from huggingface_hub import hf_hub_download
 
 from app import paths
-from app.core import library
 from app.core.errors import CamelidError, ModelFileError
+from app.core.models import library
 from tests.fixtures.loopback_hub import LoopbackHub
 
 

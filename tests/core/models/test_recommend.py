@@ -9,9 +9,10 @@ import math
 import pytest
 
 from app.cli import main
-from app.core.catalog import CATALOG_QUANTS, load_catalog
 from app.core.errors import UsageError
-from app.core.recommend import (
+from app.core.machine.simulate import preset_profile
+from app.core.models.catalog import CATALOG_QUANTS, load_catalog
+from app.core.models.recommend import (
     DEFAULT_CTX,
     USE_CASES,
     bits_label,
@@ -22,7 +23,6 @@ from app.core.recommend import (
     recommend,
     speed_penalty,
 )
-from app.core.simulate import preset_profile
 
 K_LADDER = ["Q2_K", "Q3_K_M", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16"]
 
@@ -212,7 +212,7 @@ def test_cli_catalog_json_shape(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_an_empty_catalog_recommends_nothing_rather_than_the_shipped_one() -> None:
-    from app.core.catalog import Catalog
+    from app.core.models.catalog import Catalog
 
     assert recommend(preset_profile("rtx-4090"), "chat", catalog=Catalog(models=())) == []
     assert recommend(preset_profile("rtx-4090"), "chat")  # the shipped catalog when none is given

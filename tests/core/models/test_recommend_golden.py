@@ -10,8 +10,8 @@ shape (size class, quant class, placement) rather than a name.
 
 from __future__ import annotations
 
-from app.core.recommend import recommend
-from app.core.simulate import preset_profile, simulate
+from app.core.machine.simulate import preset_profile, simulate
+from app.core.models.recommend import recommend
 
 FOUR_BIT = {"Q4_K_S", "Q4_K_M", "IQ4_XS"}
 

@@ -1,0 +1,28 @@
+"""The machine: what it has (CPU, RAM, GPUs, Apple's Metal budget, the llama.cpp build) and simulated ones.
+
+The door: the rest of Camelid imports machine facts from here.
+"""
+
+from app.core.machine import probes
+from app.core.machine.detect import detect
+from app.core.machine.hardware import (
+    BACKEND_VENDORS,
+    AppleInfo,
+    BackendInfo,
+    Budgets,
+    CpuInfo,
+    DeviceBudget,
+    GiB,
+    GpuInfo,
+    HardwareProfile,
+    MiB,
+    RamInfo,
+)
+from app.core.machine.probes import probe_backend, probe_cpu
+from app.core.machine.simulate import find_gpu, known_hardware, preset_profile, simulate
+
+__all__ = [
+    "BACKEND_VENDORS", "AppleInfo", "BackendInfo", "Budgets", "CpuInfo", "DeviceBudget", "GiB", "GpuInfo",
+    "HardwareProfile", "MiB", "RamInfo", "detect", "find_gpu", "known_hardware", "preset_profile",
+    "probe_backend", "probe_cpu", "probes", "simulate",
+]
