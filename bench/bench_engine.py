@@ -61,7 +61,9 @@ def main() -> None:
     model = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(os.environ.get("CAMELID_TEST_MODEL", DEFAULT_MODEL))
     os.environ["CAMELID_HOME"] = tempfile.mkdtemp(prefix="camelid-bench-")
 
-    from llama_cpp import Llama
+    from app.core.machine import llama_cpp_module
+
+    Llama = llama_cpp_module().Llama  # a dynamic-backend build needs its backends loaded first
 
     from app.core.chat.chats import ChatStore
     from app.core.chat.conversation import send_message

@@ -34,7 +34,9 @@ MiB = 1024 * 1024
 
 
 def accuracy_rows() -> list[list[str]]:
-    import llama_cpp
+    from app.core.machine import llama_cpp_module
+
+    llama_cpp = llama_cpp_module()
 
     from app.core.fit.gguf_meta import read_gguf
     from app.core.fit.llama_log import LlamaLogCapture

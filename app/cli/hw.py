@@ -83,6 +83,8 @@ def describe(profile: HardwareProfile) -> str:
         offload = "GPU offload available" if backend.gpu_offload else "no GPU offload"
         version = f"llama-cpp-python {backend.llama_cpp_version}, " if backend.llama_cpp_version else ""
         lines.append(f"  Engine  {version}backends: {', '.join(backend.compiled)} ({offload})")
+        if not profile.simulated:
+            lines.append(f"          CPU code: {backend.cpu_code()}")
     else:
         lines.append("  Engine  llama-cpp-python not available")
     if profile.disk_free_bytes is not None:

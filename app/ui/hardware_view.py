@@ -172,6 +172,8 @@ class HardwareView(QWidget):
             version = f"llama.cpp via llama-cpp-python {backend.llama_cpp_version}; " \
                 if backend.llama_cpp_version else ""
             rows.append(("Engine", f"{version}backends {', '.join(backend.compiled)} ({offload})"))
+            if not profile.simulated:
+                rows.append(("CPU code", backend.cpu_code() or ""))
         else:
             rows.append(("Engine", "llama-cpp-python is not available: reinstall with `make run`."))
         if profile.disk_free_bytes is not None:

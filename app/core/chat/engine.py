@@ -895,8 +895,10 @@ def _load_llama(path: str, kwargs: dict[str, Any], progress: Callable[[float], b
     subclass sets the callback on that struct as it is assigned, so nothing
     global is patched.
     """
-    import llama_cpp
-    from llama_cpp import Llama
+    from app.core.machine import llama_cpp_module
+
+    llama_cpp = llama_cpp_module()
+    Llama = llama_cpp.Llama
 
     c_progress = llama_cpp.llama_progress_callback(lambda fraction, _data: progress(fraction))
 

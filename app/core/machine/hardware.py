@@ -81,6 +81,11 @@ class AppleInfo:
     rosetta: bool = False
 
 
+#: The one instruction set that best names a CPU variant (AVX2 for haswell), best first.
+HEADLINE_FEATURES = ("AMX_INT8", "AVX512_BF16", "AVX512_VNNI", "AVX512_VBMI", "AVX512", "AVX_VNNI", "AVX2",
+                     "FMA", "F16C", "AVX", "SSE42")
+
+
 @dataclass
 class BackendInfo:
     #: llama.cpp backends compiled into the installed llama-cpp-python, e.g. ["CPU", "CUDA"].
@@ -91,10 +96,35 @@ class BackendInfo:
     libraries: list[str] = field(default_factory=list)
     #: False when llama-cpp-python could not be imported at all.
     available: bool = True
+    #: The CPU library llama.cpp chose at start ("zen4", "haswell"; see machine/backends.py),
+    #: None for a build with its CPU code linked in (one instruction level, the build host's).
+    cpu_variant: str | None = None
+    #: Every CPU variant the build ships; empty for a build without runtime dispatch.
+    cpu_variants: list[str] = field(default_factory=list)
+    #: True when CAMELID_CPU_VARIANT chose the variant rather than llama.cpp.
+    cpu_variant_forced: bool = False
+    #: Why llama.cpp cannot run here, as a sentence with the fix (None when it can).
+    problem: str | None = None
 
     @property
     def gpu_backends(self) -> list[str]:
         return [b for b in self.compiled if b in BACKEND_VENDORS]
+
+    def cpu_code(self) -> str | None:
+        """Which CPU code llama.cpp runs, in words; None when llama-cpp-python is missing."""
+        if not self.available:
+            return None
+        if self.cpu_variant is None:
+            if self.cpu_variants:
+                return "no CPU variant of this build runs on this processor"
+            return "one instruction level, fixed when llama.cpp was built (no runtime choice)"
+        from app.core.machine.backends import X86_VARIANTS
+
+        needs = X86_VARIANTS.get(self.cpu_variant, ())
+        best = next((f for f in HEADLINE_FEATURES if f in needs), None)
+        top = f", {best.replace('AVX512', 'AVX-512').replace('_', ' ')}" if best else ""
+        how = "chosen by CAMELID_CPU_VARIANT" if self.cpu_variant_forced else "chosen at start"
+        return f"{self.cpu_variant} variant{top} ({how} from {len(self.cpu_variants)})"
 
 
 @dataclass
@@ -221,6 +251,10 @@ class HardwareProfile:
                 "llama_cpp_version": self.backend.llama_cpp_version,
                 "libraries": self.backend.libraries,
                 "available": self.backend.available,
+                "cpu_variant": self.backend.cpu_variant,
+                "cpu_variants": self.backend.cpu_variants,
+                "cpu_variant_forced": self.backend.cpu_variant_forced,
+                "problem": self.backend.problem,
             },
             "disk": {"free_bytes": self.disk_free_bytes, "path": self.disk_path},
             "notes": list(self.notes),

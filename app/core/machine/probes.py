@@ -435,14 +435,23 @@ BACKEND_LIBRARIES = {"cuda": "CUDA", "metal": "Metal", "vulkan": "Vulkan", "hip"
 def probe_backend() -> BackendInfo:
     """What the installed llama-cpp-python can do, from the library itself."""
 
+    from app.core.machine import backends
+
     try:
         import llama_cpp
     except Exception as exc:
         return BackendInfo(compiled=[], gpu_offload=False, available=False,
                            system_info=f"llama-cpp-python is not importable: {exc}")
-    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    try:
+        llama_cpp = backends.llama_cpp_module()
+    except ImportError as exc:
+        return BackendInfo(compiled=[], gpu_offload=False, available=False, problem=str(exc))
+    loaded = backends.state()
+    lib_dir = backends.lib_dir(llama_cpp)
     libraries = sorted(p.name for p in lib_dir.iterdir()) if lib_dir.is_dir() else []
-    gpu_offload = bool(llama_cpp.llama_supports_gpu_offload())
+    # llama_supports_gpu_offload() also says yes for an RPC-capable build with no GPU at
+    # all; what matters here is a GPU device llama.cpp can place layers on.
+    gpu_offload = bool(loaded.gpu_devices) if loaded else bool(llama_cpp.llama_supports_gpu_offload())
     info = _text(llama_cpp.llama_print_system_info()) or ""
     return BackendInfo(
         compiled=compiled_backends(libraries, info),
@@ -450,6 +459,9 @@ def probe_backend() -> BackendInfo:
         llama_cpp_version=getattr(llama_cpp, "__version__", None),
         system_info=info.strip(),
         libraries=libraries,
+        cpu_variant=loaded.cpu_variant if loaded else None,
+        cpu_variants=loaded.cpu_variants if loaded else [],
+        cpu_variant_forced=loaded.forced if loaded else False,
     )
 
 
@@ -474,7 +486,8 @@ def mismatch_notes(profile: HardwareProfile) -> list[str]:
     notes: list[str] = []
     backend = profile.backend
     if not backend.available:
-        notes.append("llama-cpp-python is not installed or failed to load: run `make run` to install it.")
+        notes.append(backend.problem or
+                     "llama-cpp-python is not installed or failed to load: run `make run` to install it.")
         return notes
     usable = {id(g) for g in profile.usable_gpus()}
     for gpu in profile.gpus:

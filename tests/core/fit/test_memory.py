@@ -11,6 +11,7 @@ from app.core.fit.architectures import ArchConstants
 from app.core.fit.gguf_meta import ModelMeta, read_gguf
 from app.core.fit.llama_log import LlamaLogCapture, parse_buffer_sizes
 from app.core.fit.memory import KV_PAD, layer_kv_bytes, plan_for_architecture, plan_memory
+from app.core.machine import llama_cpp_module
 from app.core.machine.hardware import (
     AppleInfo,
     CpuInfo,
@@ -50,7 +51,7 @@ def gpu_machine(*vram_gb: float, ram_gb: float = 64) -> HardwareProfile:
 @pytest.mark.parametrize(("n_ctx", "flash_attn"), [(512, False), (2048, False), (8192, False),
                                                    (2048, True), (8192, True)])
 def test_plan_matches_llama_cpp_log(starter_model: Path, n_ctx: int, flash_attn: bool) -> None:
-    import llama_cpp
+    llama_cpp = llama_cpp_module()
 
     with LlamaLogCapture() as log:
         llm = llama_cpp.Llama(str(starter_model), n_ctx=n_ctx, flash_attn=flash_attn, n_threads=1, verbose=False)
@@ -72,7 +73,7 @@ def test_plan_matches_llama_cpp_log(starter_model: Path, n_ctx: int, flash_attn:
 
 
 def test_quantized_cache_matches_llama_cpp(starter_model: Path) -> None:
-    import llama_cpp
+    llama_cpp = llama_cpp_module()
 
     meta = read_gguf(starter_model)
     plan = plan_memory(meta, cpu_machine(), n_ctx=2048, cache_type_k="q8_0", cache_type_v="q8_0", n_batch=512)
@@ -121,7 +122,7 @@ def test_log_parser_reads_every_device() -> None:
 
 
 def test_nested_captures_both_see_the_log(starter_model: Path) -> None:
-    import llama_cpp
+    llama_cpp = llama_cpp_module()
 
     with LlamaLogCapture() as outer:
         with LlamaLogCapture() as inner:

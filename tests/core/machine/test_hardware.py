@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from app.core.errors import HardwareFileError
-from app.core.machine import detect, hardware, probes
+from app.core.machine import detect, detection, hardware, probes
 from app.core.machine.hardware import GiB, HardwareProfile, MiB, metal_budget_rule
 from app.core.machine.simulate import (
     find_gpu,
@@ -267,7 +267,7 @@ def _fake_mac(monkeypatch: pytest.MonkeyPatch, sysctl: dict[str, str], working_s
 
     monkeypatch.setattr(probes, "_load_library", load)
     monkeypatch.setattr(probes.platform, "system", lambda: "Darwin")
-    monkeypatch.setattr(hardware.platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(detection.platform, "system", lambda: "Darwin")
     monkeypatch.setitem(sys.modules, "pynvml", None)
 
 
