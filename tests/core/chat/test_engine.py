@@ -1,7 +1,10 @@
 """The chat engine on the real SmolLM2-135M model: answers, streaming, stop, context, store.
 
 One model load per module (small context) keeps this fast on two shared cores.
-Replies use temperature 0 or fixed seeds; nothing here asserts a timing.
+Replies use temperature 0 or fixed seeds; nothing here asserts a timing. No test
+depends on how this CPU rounds (tests/fixtures/greedy.py): replies are compared
+only with replies from the same cache state, and the one fixed answer is asserted
+only where its greedy path has no near tie.
 """
 
 from __future__ import annotations
@@ -36,12 +39,17 @@ from app.core.fit.loadplan import LoadChoices
 from app.core.fit.memory import plan_memory
 from app.core.machine.simulate import preset_profile
 from tests.fixtures import REPO_ROOT as REPO
+from tests.fixtures.greedy import require_wide_margin, settle
 
 pytestmark = pytest.mark.slow
 
 GREEDY = SamplingSettings(temperature=0.0, seed=1, max_tokens=48)
 QUESTION = [{"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "What is the capital of France?"}]
+# Every greedy token of SmolLM2's answer to this one wins by > 2 logits on the
+# AVX-512, AVX2 and baseline x86-64 kernels (QUESTION's first token is a 0.1 tie).
+ANSWERABLE = [{"role": "system", "content": "You are a helpful assistant."},
+              {"role": "user", "content": "What is the capital of France? Answer with one word."}]
 
 @pytest.fixture(scope="module")
 def engine(starter_model: Path) -> Engine:
@@ -53,19 +61,62 @@ def engine(starter_model: Path) -> Engine:
 
 @pytest.fixture(scope="module")
 def reference(engine: Engine) -> str:
-    """The greedy answer to QUESTION, computed once."""
+    """The greedy answer to QUESTION from the settled cache state (see `settle`), computed once."""
+    settle(engine, QUESTION, GREEDY)
+    return engine.chat(QUESTION, GREEDY).text
+
+
+@pytest.fixture(scope="module")
+def fresh_reference(engine: Engine) -> str:
+    """The greedy answer to QUESTION from an empty cache (the path a new load takes)."""
+    engine.clear_cache()
     return engine.chat(QUESTION, GREEDY).text
 
 
 # -- answers and streaming ----------------------------------------------------
 def test_one_shot_answer_with_stats(engine: Engine, reference: str) -> None:
+    settle(engine, QUESTION, GREEDY)
     reply = engine.chat(QUESTION, GREEDY)
-    assert "Paris" in reply.text and reply.text == reference
+    assert reply.text.strip() and reply.text == reference
     s = reply.stats
     assert s.stop_reason in ("stop", "length")
     assert s.prompt_tokens > 10 and 0 < s.completion_tokens <= 48
     assert s.ttft_s is not None and s.tokens_per_s and s.tokens_per_s > 0
     assert s.seed == 1 and reply.notices == []
+    # The settled cache holds the whole prompt: at most its last token is evaluated again.
+    assert s.prompt_tokens_evaluated <= 1
+
+
+def test_a_clear_question_gets_the_right_answer(engine: Engine) -> None:
+    expected = require_wide_margin(engine, ANSWERABLE, "Paris")
+    reply = engine.chat(ANSWERABLE, GREEDY)  # the same fresh path the margins were measured on
+    assert reply.text.startswith(expected) and "Paris" in reply.text
+
+
+def test_a_fresh_reply_equals_bare_llama_cpp_python(engine: Engine, starter_model: Path) -> None:
+    """Same file, load parameters, tokens and sampling: the same greedy tokens as the raw library."""
+    from app.core.machine import llama_cpp_module
+
+    llama_cpp = llama_cpp_module()  # a dynamic-backend build needs its backends loaded first
+    engine.clear_cache()
+    mine = engine.chat(QUESTION, GREEDY)
+    tokens = engine.tokenize_prompt(QUESTION)
+    bare = llama_cpp.Llama(model_path=str(starter_model),
+                                    **LoadParams(n_ctx=512, n_threads=2).llama_kwargs())
+    try:
+        out: list[int] = []
+        for token in bare.generate(tokens, top_k=GREEDY.top_k, top_p=GREEDY.top_p, min_p=GREEDY.min_p,
+                                   temp=0.0, repeat_penalty=GREEDY.repeat_penalty):
+            if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(bare.model), token):
+                break
+            out.append(token)
+            if len(out) >= GREEDY.max_tokens:
+                break
+        theirs = bare.detokenize(out).decode("utf-8", errors="replace")
+    finally:
+        bare.close()
+    assert mine.stats.completion_tokens == len(out)
+    assert mine.text == theirs
 
 
 def test_streaming_order_matches_the_reply(engine: Engine) -> None:
@@ -81,6 +132,7 @@ def test_streaming_order_matches_the_reply(engine: Engine) -> None:
 
 def test_seeded_sampling_repeats(engine: Engine) -> None:
     creative = PRESETS["creative"].with_(seed=1234, max_tokens=24)
+    settle(engine, QUESTION, GREEDY)
     first = engine.chat(QUESTION, creative).text
     assert engine.chat(QUESTION, creative).text == first
 
@@ -92,10 +144,19 @@ def test_max_tokens_is_a_length_stop(engine: Engine) -> None:
 
 
 def test_unicode_and_emoji_in_and_out(engine: Engine) -> None:
-    msgs = [{"role": "user", "content": "Repeat exactly: I love 🐫 camels and 🌵 cacti! 日本語"}]
+    text = "I love 🐫 camels and 🌵 cacti! 日本語"
+    msgs = [{"role": "user", "content": f"Repeat exactly: {text}"}]
     reply = engine.chat(msgs, GREEDY)
-    assert "\ufffd" not in reply.text
-    assert "🐫" in reply.text or "🌵" in reply.text
+    assert reply.text.strip() and "\ufffd" not in reply.text
+    # Streaming decodes token pieces incrementally: an emoji spread over several
+    # byte tokens must come out whole (the model's own choice of words aside).
+    import codecs
+
+    tokens = engine._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+    assert len(tokens) > len(text.split())  # the emoji and the kanji take byte tokens
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pieces = [decoder.decode(engine._piece(t)) for t in tokens] + [decoder.decode(b"", final=True)]
+    assert "".join(pieces).lstrip() == text
 
 
 # -- stop ---------------------------------------------------------------------
@@ -107,6 +168,7 @@ def test_stop_mid_reply_then_next_reply_is_whole(engine: Engine, reference: str)
         if len(seen) == 3:
             engine.stop()
 
+    settle(engine, QUESTION, GREEDY)
     cut = engine.chat(QUESTION, GREEDY, on_text=on_text)
     assert cut.stats.stop_reason == "cancelled"
     assert cut.stats.completion_tokens == 3 and reference.startswith(cut.text)
@@ -136,6 +198,9 @@ def test_stop_during_prompt_evaluation_aborts_llama_decode(engine: Engine, refer
     monkeypatch.setattr(ctx, "decode", real_decode)
     assert outcomes and outcomes[0].startswith("llama_decode returned")  # aborted, not finished
     assert reply.stats.stop_reason == "cancelled" and reply.text == "" and reply.stats.ttft_s is None
+    after = engine.chat(QUESTION, GREEDY)  # from whatever the aborted decode left in the cache
+    assert after.stats.stop_reason in ("stop", "length") and after.text.strip()
+    settle(engine, QUESTION, GREEDY)
     assert engine.chat(QUESTION, GREEDY).text == reference
 
 
@@ -146,10 +211,14 @@ def test_stop_from_another_thread_during_a_long_prompt(engine: Engine, reference
     reply = engine.chat(long_prompt, GREEDY.with_(max_tokens=200))
     timer.join()
     assert reply.stats.stop_reason == "cancelled"
+    after = engine.chat(QUESTION, GREEDY)
+    assert after.stats.stop_reason in ("stop", "length") and after.text.strip()
+    settle(engine, QUESTION, GREEDY)
     assert engine.chat(QUESTION, GREEDY).text == reference
 
 
 def test_a_stop_before_the_reply_does_not_leak_into_the_next(engine: Engine, reference: str) -> None:
+    settle(engine, QUESTION, GREEDY)
     engine.stop()
     assert engine.chat(QUESTION, GREEDY).text == reference
 
@@ -217,14 +286,15 @@ def test_only_the_owner_thread_may_chat(engine: Engine) -> None:
     assert isinstance(errors[0], RuntimeError) and "owned by another thread" in str(errors[0])
 
 
-def test_engine_thread_runs_load_chat_stop_unload(starter_model: Path, reference: str) -> None:
+def test_engine_thread_runs_load_chat_stop_unload(starter_model: Path, fresh_reference: str) -> None:
     worker = EngineThread()
     try:
         progress: list[float] = []
         report = worker.load(starter_model, LoadParams(n_ctx=512, n_threads=2),
                              progress=progress.append).result(60)
         assert report.n_ctx == 512 and progress[-1] == 1.0 and progress == sorted(progress)
-        assert worker.chat(QUESTION, GREEDY).result(60).text == reference
+        # A new load's first reply takes the fresh path, as fresh_reference did.
+        assert worker.chat(QUESTION, GREEDY).result(60).text == fresh_reference
         started = threading.Event()
         future = worker.chat([{"role": "user", "content": "Write a long story about camels."}],
                              GREEDY.with_(max_tokens=400), on_text=lambda _t: started.set())
@@ -487,7 +557,8 @@ def test_cli_one_shot_json(starter_model: Path, capsys: pytest.CaptureFixture[st
                      "--temperature", "0", "--seed", "1", "--ctx", "512", "--json"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
-    assert "Paris" in data["reply"]
+    assert data["reply"].strip()  # its words depend on this CPU's rounding (QUESTION is a near tie)
+    assert data["stats"]["stop_reason"] in ("stop", "length") and 0 < data["stats"]["completion_tokens"] <= 48
     assert {"prompt_tokens", "completion_tokens", "ttft_s", "tokens_per_s",
             "stop_reason"} <= set(data["stats"])
     load = data["load"]
