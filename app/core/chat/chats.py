@@ -236,7 +236,7 @@ class ChatStore:
                 "INSERT INTO conversations (title, model, system_prompt, settings, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (title, model, system_prompt, json.dumps(settings or {}), now, now))
-            return int(cur.lastrowid)
+            return _row_id(cur)
         return self.conversation(self._write(run), with_messages=False)
 
     def conversation(self, conversation_id: int, *, with_messages: bool = True) -> Conversation:
@@ -319,7 +319,7 @@ class ChatStore:
             title = conv["title"] or (derive_title(content) if role == "user" else "")
             db.execute("UPDATE conversations SET title = ?, updated_at = ? WHERE id = ?",
                        (title, now, conversation_id))
-            return int(cur.lastrowid)
+            return _row_id(cur)
         message_id = self._write(run)
         return Message(message_id, conversation_id, role, content, state, stats, now, now)
 
@@ -494,3 +494,11 @@ def _snippet(content: str, needle: str, width: int = 80) -> str:
     start = max(0, at - width // 2)
     text = " ".join(content[start:start + width].split())
     return ("…" if start else "") + text + ("…" if start + width < len(content) else "")
+
+
+def _row_id(cur: sqlite3.Cursor) -> int:
+    """The id SQLite gave the row just inserted (always set after an INSERT)."""
+    if cur.lastrowid is None:
+        raise ChatStoreError("The chat history did not record a new message.",
+                             "Try again; if it repeats, the chat database may be damaged.")
+    return cur.lastrowid

@@ -898,7 +898,7 @@ def _load_llama(path: str, kwargs: dict[str, Any], progress: Callable[[float], b
     from app.core.machine import llama_cpp_module
 
     llama_cpp = llama_cpp_module()
-    Llama = llama_cpp.Llama
+    Llama: Any = llama_cpp.Llama  # untyped library class
 
     c_progress = llama_cpp.llama_progress_callback(lambda fraction, _data: progress(fraction))
 

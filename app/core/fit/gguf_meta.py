@@ -470,7 +470,7 @@ def read_gguf(path: str | os.PathLike[str]) -> ModelMeta:
         try:
             size = p.stat().st_size
             with p.open("rb") as f:
-                header = _parse(lambda n, f=f: f.read(max(n, 1 << 20)), p.name)
+                header = _parse(lambda n: f.read(max(n, 1 << 20)), p.name)  # used up before f closes
         except FileNotFoundError as exc:
             if i == 0:
                 raise ModelFileError(f"There is no file at {p}.", "Check the path.") from exc

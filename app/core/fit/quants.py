@@ -21,8 +21,9 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 from app.core.fit.architectures import ArchConstants
 
-T = GGMLQuantizationType
-F = LlamaFileType
+# Variables, not type aliases: `T[name]` looks a member up by name.
+T: type[GGMLQuantizationType] = GGMLQuantizationType
+F: type[LlamaFileType] = LlamaFileType
 
 #: The super-block length of the k-quants and i-quants.
 QK_K = 256

@@ -108,6 +108,8 @@ def llama_cpp_module() -> ModuleType:
 
 
 def lib_dir(llama_cpp: ModuleType) -> Path:
+    if llama_cpp.__file__ is None:
+        raise ImportError("llama_cpp is not a regular package: reinstall it with `make run`.")
     return Path(llama_cpp.__file__).parent / "lib"
 
 

@@ -47,9 +47,8 @@ def detect(*, models_dir: Path | None = None, with_backend: bool = True) -> Hard
     )
     for i, gpu in enumerate(gpus):
         gpu.index = i
-    disk_path, disk_free = probes.isolated(
-        probes.probe_disk, (None, None), notes, "disk", models_dir
-    )
+    unknown_disk: tuple[str | None, int | None] = (None, None)
+    disk_path, disk_free = probes.isolated(probes.probe_disk, unknown_disk, notes, "disk", models_dir)
     profile = HardwareProfile(
         os=system,
         arch=arch,

@@ -8,7 +8,7 @@ which is how `--hardware FILE.json` plans for another machine.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from app.core.errors import HardwareFileError
@@ -324,7 +324,7 @@ def _known(kind: type, values: dict[str, Any]) -> dict[str, Any]:
     """Keep only the fields `kind` declares, so newer files still load."""
     if not isinstance(values, dict):
         raise TypeError(f"expected an object for {kind.__name__}")
-    names = set(kind.__dataclass_fields__)
+    names = {f.name for f in fields(kind)}
     return {k: v for k, v in values.items() if k in names}
 
 

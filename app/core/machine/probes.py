@@ -14,6 +14,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,9 +76,9 @@ def probe_cpu() -> CpuInfo:
                 label for key, label in APPLE_ARM_FEATURES.items() if _sysctl(key) == "1"
             ]
         else:
-            flags = " ".join(filter(None, (_sysctl("machdep.cpu.features"),
+            words = " ".join(filter(None, (_sysctl("machdep.cpu.features"),
                                            _sysctl("machdep.cpu.leaf7_features"))))
-            features = linux_cpu_features(set(flags.lower().replace(".", "_").split()))
+            features = linux_cpu_features(set(words.lower().replace(".", "_").split()))
     elif system == "Windows":
         name = _windows_cpu_name() or name
         features = _windows_cpu_features()
@@ -412,6 +413,8 @@ def apple_performance_cores() -> int | None:
 # --- Windows CPU helpers ------------------------------------------------------------
 
 def _windows_cpu_name() -> str | None:
+    if sys.platform != "win32":  # also tells the type checker winreg exists below
+        return None
     import winreg
 
     key_path = r"HARDWARE\DESCRIPTION\System\CentralProcessor\0"

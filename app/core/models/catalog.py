@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache, cached_property, lru_cache
 from pathlib import Path
@@ -198,7 +198,7 @@ class CatalogModel:
 class Catalog:
     models: tuple[CatalogModel, ...]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[CatalogModel]:
         return iter(self.models)
 
     def __len__(self) -> int:

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -104,7 +105,7 @@ def search_models(query: str, *, limit: int = 20, sort: str = "downloads",
                 likes=info.likes or 0,
                 gated=info.gated or False,
                 private=bool(info.private),
-                last_modified=modified.isoformat() if hasattr(modified, "isoformat") else modified,
+                last_modified=modified.isoformat() if isinstance(modified, datetime) else modified,
                 pipeline_tag=info.pipeline_tag,
                 gguf=getattr(info, "gguf", None),
             ))

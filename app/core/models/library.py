@@ -100,6 +100,11 @@ def _group(files: Iterable[Path]) -> dict[tuple[Path, str], list[tuple[int, int,
     return groups
 
 
+def _same_repo(repo_id: str) -> Callable[[Path], str | None]:
+    """repo_of for files that all come from one repo."""
+    return lambda _file: repo_id
+
+
 def _models_from(files: Iterable[Path], source: str, repo_of: Callable[[Path], str | None]) -> list[LibraryModel]:
     models = []
     for (_, base), members in _group(files).items():
@@ -172,7 +177,7 @@ def _scan_hf_cache() -> list[LibraryModel]:
             for cached in revision.files:
                 if cached.file_name.endswith(".gguf") and cached.file_path.is_file():
                     seen.setdefault(str(cached.file_path.relative_to(revision.snapshot_path)), cached.file_path)
-        models.extend(_models_from(seen.values(), "hf-cache", lambda _f, r=repo.repo_id: r))
+        models.extend(_models_from(seen.values(), "hf-cache", _same_repo(repo.repo_id)))
     return models
 
 

@@ -442,6 +442,8 @@ def _read_floor(model: CatalogModel, quant: str) -> int:
 
 def _base_bits(quant: str) -> float:
     ftype = quants.parse_file_type(quant)
+    if ftype is None:
+        raise UsageError(f"{quant} is not a quantization llama.cpp writes files in.")
     return quants.bits_per_weight(quants.FILE_TYPE_BASE[ftype])
 
 
