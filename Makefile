@@ -11,6 +11,11 @@ LLAMA_VERSION := 0.3.36
 CACHE := .cache
 TEST_MODEL := $(CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
+# One build of llama.cpp serves every target (run, test, dist): the portable
+# one, with runtime CPU dispatch (one CPU library per instruction level, the
+# best chosen at start) and RPC; see scripts/llama_build.py. LLAMA_BUILD=native
+# builds for this CPU only (bench/bench_engine.py compares the two).
+LLAMA_BUILD ?= portable
 # BACKEND=auto|cpu|cuda|metal|vulkan picks the llama.cpp build.
 # auto: CUDA when an NVIDIA GPU *and* the CUDA toolkit (nvcc) are present,
 # Metal on Apple Silicon (llama.cpp turns it on by itself), else CPU.
@@ -26,11 +31,6 @@ ifeq ($(BACKEND),auto)
 else
   RESOLVED_BACKEND := $(BACKEND)
 endif
-CMAKE_ARGS_cpu :=
-CMAKE_ARGS_metal := -DGGML_METAL=on
-CMAKE_ARGS_cuda := -DGGML_CUDA=on
-CMAKE_ARGS_vulkan := -DGGML_VULKAN=on
-
 QT_ENV := QT_QPA_PLATFORM=offscreen
 TEST_ENV := $(QT_ENV) HF_HUB_DISABLE_XET=1 HF_HUB_DISABLE_TELEMETRY=1 CAMELID_TEST_MODEL=$(abspath $(TEST_MODEL))
 
@@ -45,17 +45,13 @@ help:
 	@echo "make screenshots  refresh docs/screenshots/ (each page rendered offscreen with demo state)"
 	@echo "make dist   build the installable app for this OS and self-test the frozen binary"
 
-# The stamp depends on pyproject.toml so a dependency change reinstalls.
-$(VENV)/.installed: pyproject.toml
+# The stamp depends on pyproject.toml so a dependency change reinstalls. The
+# llama-cpp-python wheel is built once per set of flags and kept in .cache/wheels.
+$(VENV)/.installed: pyproject.toml scripts/llama_build.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip wheel setuptools
-	@echo "llama.cpp backend: $(RESOLVED_BACKEND)"
-	@if [ "$(RESOLVED_BACKEND)" = cpu ]; then \
-		$(PIP) install "llama-cpp-python==$(LLAMA_VERSION)"; \
-	else \
-		CMAKE_ARGS="$(CMAKE_ARGS_$(RESOLVED_BACKEND))" $(PIP) install --no-cache-dir \
-			--no-binary llama-cpp-python "llama-cpp-python==$(LLAMA_VERSION)"; \
-	fi
+	@echo "llama.cpp: $(LLAMA_BUILD) build, backend $(RESOLVED_BACKEND)"
+	$(PY) scripts/llama_build.py --python $(PY) --backend $(RESOLVED_BACKEND) --build $(LLAMA_BUILD)
 	$(PIP) install --quiet -e ".[test]"
 	@touch $@
 
@@ -72,11 +68,19 @@ sysdeps:
 run: sysdeps starter
 	$(PY) -m app gui
 
+# The whole suite with the CPU code llama.cpp picks here, then the model tests
+# again with the kernels an AVX2-only CPU runs (haswell): greedy replies round
+# differently there, and no test may depend on it.
 test: sysdeps $(VENV)/.installed $(TEST_MODEL)
 	$(TEST_ENV) $(PY) -m pytest -q $(PYTEST_ARGS)
+	@if $(PY) -c "import sys; from app.core.machine import probe_backend; sys.exit('haswell' not in probe_backend().cpu_variants)"; then \
+		echo "Model tests again with the AVX2-only CPU variant (CAMELID_CPU_VARIANT=haswell):"; \
+		$(TEST_ENV) CAMELID_CPU_VARIANT=haswell $(PY) -m pytest -q tests/core/chat tests/core/fit/test_memory.py; \
+	fi
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check app tests bench scripts
+	$(VENV)/bin/ruff check app tests bench scripts installers
+	$(VENV)/bin/mypy
 
 # Each page of the desktop app, rendered offscreen with demo state (a simulated RTX 4090).
 SCREENSHOT_PAGES := hardware chat models wizard
@@ -112,11 +116,10 @@ gpu:
 		elif [ "$$(uname -s)" = Darwin ]; then backend=metal; \
 		elif command -v glslc >/dev/null 2>&1; then backend=vulkan; \
 		else echo "No GPU toolkit found: install the CUDA toolkit (NVIDIA) or the Vulkan SDK (AMD/Intel), then run make gpu again."; exit 1; fi; fi; \
-	case $$backend in cuda) args="-DGGML_CUDA=on";; metal) args="-DGGML_METAL=on";; vulkan) args="-DGGML_VULKAN=on";; cpu) args="";; \
+	case $$backend in cuda|metal|vulkan|cpu) ;; \
 		*) echo "Unknown BACKEND=$$backend (use cuda, metal, vulkan or cpu)"; exit 1;; esac; \
 	echo "Rebuilding llama-cpp-python $(LLAMA_VERSION) for $$backend"; \
-	CMAKE_ARGS="$$args" $(PIP) install --force-reinstall --no-cache-dir --no-deps \
-		--no-binary llama-cpp-python "llama-cpp-python==$(LLAMA_VERSION)"
+	$(PY) scripts/llama_build.py --python $(PY) --backend $$backend --build $(LLAMA_BUILD)
 	$(PY) -m app hw
 
 clean:
