@@ -13,6 +13,8 @@ BUNDLE=build/dist/Camelid
 $PY installers/make_icons.py --out build/icons >/dev/null
 $PY -m PyInstaller --noconfirm --log-level WARN --distpath build/dist --workpath build/work installers/camelid.spec
 $PY installers/relink_libs.py "$BUNDLE/_internal/llama_cpp/lib"
+# The bundle must run on any x86-64 CPU, not only on the one that built it.
+case "$ARCH" in x86_64) $PY installers/check_portable.py "$BUNDLE/_internal/llama_cpp/lib";; esac
 
 if command -v desktop-file-validate >/dev/null 2>&1; then
     desktop-file-validate installers/linux/camelid.desktop
