@@ -1,17 +1,17 @@
 # Build Camelid's Windows installer: PyInstaller bundle, self-test, Inno Setup.
 # Run from the repository root in PowerShell:
 #   installers\windows\build.ps1              (CPU build)
-#   installers\windows\build.ps1 -Variant cuda (needs the CUDA toolkit; rebuilds llama-cpp-python with CUDA)
+#   installers\windows\build.ps1 -Variant cuda (needs the CUDA toolkit; builds llama-cpp-python with CUDA)
 param([ValidateSet("cpu", "cuda", "vulkan")][string]$Variant = "cpu")
 $ErrorActionPreference = "Stop"
 
 if (-not (Test-Path .venv)) { py -3 -m venv .venv }
 $py = ".venv\Scripts\python.exe"
 & $py -m pip install --upgrade pip
-if ($Variant -ne "cpu") {
-    $env:CMAKE_ARGS = if ($Variant -eq "cuda") { "-DGGML_CUDA=on" } else { "-DGGML_VULKAN=on" }
-    & $py -m pip install --force-reinstall --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==0.3.36"
-}
+# The portable build (runtime CPU dispatch, RPC) plus the GPU backend, built once per
+# flag set into .cache\wheels (scripts/llama_build.py).
+& $py scripts\llama_build.py --python $py --backend $Variant --build portable
+if ($LASTEXITCODE -ne 0) { throw "The llama-cpp-python build failed" }
 & $py -m pip install -e ".[packaging]"
 & $py scripts\fetch_starter.py --dest .cache\models\SmolLM2-135M-Instruct.Q4_1.gguf
 & $py installers\make_icons.py --out build\icons
