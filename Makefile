@@ -62,8 +62,13 @@ $(TEST_MODEL): scripts/fetch_starter.py
 starter: $(VENV)/.installed $(TEST_MODEL)
 	$(PY) -m app starter --install-from $(TEST_MODEL)
 
-sysdeps:
-	@sh scripts/qt_sysdeps.sh
+# Qt's system libraries: what PySide6's xcb plugin links (ldd on the installed
+# plugin, so after the venv), and for the tests Xvfb and xauth too.
+.PHONY: sysdeps-test
+sysdeps: $(VENV)/.installed
+	@PY=$(PY) sh scripts/qt_sysdeps.sh
+sysdeps-test: $(VENV)/.installed
+	@PY=$(PY) sh scripts/qt_sysdeps.sh --with-xvfb
 
 run: sysdeps starter
 	$(PY) -m app gui
@@ -71,7 +76,7 @@ run: sysdeps starter
 # The whole suite with the CPU code llama.cpp picks here, then the model tests
 # again with the kernels an AVX2-only CPU runs (haswell): greedy replies round
 # differently there, and no test may depend on it.
-test: sysdeps $(VENV)/.installed $(TEST_MODEL)
+test: sysdeps-test $(VENV)/.installed $(TEST_MODEL)
 	$(TEST_ENV) $(PY) -m pytest -q $(PYTEST_ARGS)
 	@if $(PY) -c "import sys; from app.core.machine import probe_backend; sys.exit('haswell' not in probe_backend().cpu_variants)"; then \
 		echo "Model tests again with the AVX2-only CPU variant (CAMELID_CPU_VARIANT=haswell):"; \

@@ -50,6 +50,11 @@ def _check_model(model: Path) -> str:
 def _check_gui() -> str:
     os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a self-test must not need a screen
     started = time.perf_counter()
+    from app.ui.platform_check import problem
+
+    refused = problem()  # Qt would abort the process; say why instead
+    if refused:
+        raise RuntimeError(refused)
     from PySide6.QtWidgets import QApplication
 
     from app.ui.main_window import create_window

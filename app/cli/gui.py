@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 # The page list lives with the renderer; importing it loads no Qt.
@@ -22,6 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.screenshot:
+        # Offscreen unless the caller chose a platform (QT_QPA_PLATFORM=xcb shows it on a display).
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        refused = platform_gate()
+        if refused is not None:
+            return refused
         from app.ui.screenshot import render
 
         path = render(args.screenshot, args.page, theme_choice=args.theme)
@@ -30,7 +36,21 @@ def run(args: argparse.Namespace) -> int:
     return open_app()
 
 
+def platform_gate() -> int | None:
+    """None when Qt can open a window; otherwise one sentence on stderr and the exit code.
+
+    Qt itself would abort (a core dump) with a misleading hint when no platform
+    plugin can start, so this asks first. app.ui.platform_check loads no Qt module.
+    """
+    from app.ui.platform_check import gate
+
+    return gate()
+
+
 def open_app() -> int:
+    refused = platform_gate()
+    if refused is not None:
+        return refused
     from app.ui.main_window import run_app
 
     return run_app()
