@@ -7,13 +7,20 @@ wall-clock for all sides (tokens after the first / time after the first).
 Also measures how long a reply takes to end after Stop, while generating and
 while evaluating a long prompt.
 
-Run: .venv/bin/python bench/bench_engine.py [MODEL.gguf]   (writes its section of docs/BENCHMARKS.md)
+Then the llama.cpp build itself: the portable build every target ships (runtime
+CPU dispatch) against a native build (GGML_NATIVE=ON, this CPU only) on the same
+bare llama-cpp-python work, each in its own virtual environment, alternating.
+
+Run: .venv/bin/python bench/bench_engine.py [MODEL.gguf] [--builds-only]
+(writes its sections of docs/BENCHMARKS.md; the native build is made once, ~14 minutes)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -57,8 +64,68 @@ class Timing:
         return self.first - self.start, (tokens - 1) / span if span > 0 else float("nan")
 
 
+ROOT = Path(__file__).resolve().parent.parent
+NATIVE_VENV = ROOT / ".cache" / "venv-native"
+BUILD_ROUNDS = 5
+
+
 def main() -> None:
-    model = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(os.environ.get("CAMELID_TEST_MODEL", DEFAULT_MODEL))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    model = Path(args[0]) if args else Path(os.environ.get("CAMELID_TEST_MODEL", DEFAULT_MODEL))
+    if "--builds-only" not in sys.argv:
+        engine_section(model)
+    build_section(model)
+
+
+def native_python() -> Path:
+    """A venv with the native llama.cpp build (and Camelid, for its backend loader); made once."""
+    python = NATIVE_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(NATIVE_VENV)], check=True)
+    subprocess.run([str(python), str(ROOT / "scripts" / "llama_build.py"), "--python", str(python),
+                    "--build", "native"], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "-e", str(ROOT)], check=True)
+    return python
+
+
+def build_section(model: Path) -> None:
+    configs = {
+        "portable (runtime dispatch)": (Path(sys.executable), {}),
+        "portable, AVX2 code forced (CAMELID_CPU_VARIANT=haswell)": (Path(sys.executable),
+                                                                     {"CAMELID_CPU_VARIANT": "haswell"}),
+        "native (GGML_NATIVE=ON, this CPU only)": (native_python(), {}),
+    }
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
+    for _ in range(BUILD_ROUNDS):
+        for name, (python, env) in configs.items():
+            out = subprocess.run([str(python), str(ROOT / "bench" / "llama_speed.py"), str(model), "3"],
+                                 capture_output=True, text=True, check=True, timeout=600,
+                                 env={**os.environ, **env}).stdout
+            samples[name].append(json.loads(out.strip().splitlines()[-1]))
+    rows, med = [], {}
+    for name, runs in samples.items():
+        pp_m, pp_s = summary([r["prompt_tps"] for r in runs])
+        tg_m, tg_s = summary([r["gen_tps"] for r in runs])
+        med[name] = (pp_m, tg_m)
+        variant = runs[0]["cpu_variant"] or "linked in"
+        rows.append((name, variant, f"{pp_m:.0f} ± {pp_s / 2:.0f}", f"{tg_m:.1f} ± {tg_s / 2:.1f}"))
+    portable, native = med["portable (runtime dispatch)"], med["native (GGML_NATIVE=ON, this CPU only)"]
+    body = (
+        f"`bench/bench_engine.py` with `bench/llama_speed.py`: bare llama-cpp-python on {model.name}, "
+        f"{samples['portable (runtime dispatch)'][0]['prompt_tokens']}-token prompt then "
+        f"{samples['portable (runtime dispatch)'][0]['generated']} greedy tokens, n_ctx 2048, 2 threads, "
+        f"wall clock; each run a fresh process, {BUILD_ROUNDS} alternating rounds of 3 runs (medians; "
+        f"± is half the spread). {machine_line()}\n\n"
+        + table(("llama.cpp build", "CPU code", "prompt tokens/s", "generation tokens/s"), rows)
+        + f"\n\n**Ratio portable / native: prompt {portable[0] / native[0]:.3f}, generation "
+          f"{portable[1] / native[1]:.3f}** (target: within 5%). The portable build is the one every "
+          "target ships; the AVX2 row is what an AVX2-only laptop runs from the same files.")
+    print(body)
+    update_section("build", "llama.cpp build: portable (runtime CPU dispatch) vs native", body)
+
+
+def engine_section(model: Path) -> None:
     os.environ["CAMELID_HOME"] = tempfile.mkdtemp(prefix="camelid-bench-")
 
     from app.core.machine import llama_cpp_module
