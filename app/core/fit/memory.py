@@ -31,14 +31,14 @@ from typing import Any
 
 from app.core.errors import UsageError
 from app.core.fit import quants
+from app.core.fit.compute import _block_compute, _logits_compute
 from app.core.fit.gguf_meta import ModelMeta
+from app.core.fit.layers import KV_PAD, _effective, _Settings, layer_kv_bytes
 from app.core.machine import BACKEND_VENDORS, Budgets, DeviceBudget, HardwareProfile
 
 MiB = 1024**2
 GiB = 1024**3
 
-#: llama.cpp pads the context (the KV cache's cell count) to this many tokens.
-KV_PAD = 256
 #: The context a plan starts from when it picks n_gpu_layers on its own: enough
 #: for a conversation; the context then grows as far as that placement allows.
 PLACEMENT_CTX = 4096
@@ -71,8 +71,13 @@ class DevicePlan:
     name: str
     kind: str  # gpu | unified | ram
     budget: int
+    #: Model weights in the device's own buffer (CPU_Mapped / CPU / CUDA0 / Metal...).
     weights: int = 0
+    #: CPU only: repacked copies of matrices for faster CPU kernels (llama.cpp's CPU_REPACK buffer).
+    repack: int = 0
     kv_cache: int = 0
+    #: Recurrent layers' conv and SSM state (llama.cpp's RS buffer): fixed size, not per token.
+    recurrent_state: int = 0
     compute: int = 0
     overhead: int = 0
     #: Repeating blocks on this device, and whether it holds the output layer.
@@ -82,7 +87,7 @@ class DevicePlan:
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.compute + self.overhead
+        return self.weights + self.repack + self.kv_cache + self.recurrent_state + self.compute + self.overhead
 
     @property
     def headroom(self) -> int:
@@ -91,7 +96,8 @@ class DevicePlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "backend": self.backend, "budget": self.budget,
-                "weights": self.weights, "kv_cache": self.kv_cache, "compute": self.compute,
+                "weights": self.weights, "repack": self.repack, "kv_cache": self.kv_cache,
+                "recurrent_state": self.recurrent_state, "compute": self.compute,
                 "overhead": self.overhead, "total": self.total, "headroom": self.headroom,
                 "layers": self.layers, "output": self.output}
 
@@ -135,8 +141,16 @@ class MemoryPlan:
         return self._sum("weights")
 
     @property
+    def repack_bytes(self) -> int:
+        return self._sum("repack")
+
+    @property
     def kv_cache_bytes(self) -> int:
         return self._sum("kv_cache")
+
+    @property
+    def recurrent_state_bytes(self) -> int:
+        return self._sum("recurrent_state")
 
     @property
     def compute_bytes(self) -> int:
@@ -172,7 +186,8 @@ class MemoryPlan:
         return {
             "model": self.model, "n_ctx": self.n_ctx, "n_layers": self.n_layers,
             "n_gpu_layers": self.n_gpu_layers, "verdict": self.verdict,
-            "bytes": {"weights": self.weights_bytes, "kv_cache": self.kv_cache_bytes,
+            "bytes": {"weights": self.weights_bytes, "repack": self.repack_bytes,
+                      "kv_cache": self.kv_cache_bytes, "recurrent_state": self.recurrent_state_bytes,
                       "compute": self.compute_bytes, "overhead": self.overhead_bytes,
                       "gpu_total": self.gpu_total, "ram_total": self.ram_total},
             "devices": [d.to_dict() for d in self.devices],
@@ -201,90 +216,6 @@ class MemoryPlan:
 
 
 # -- the arithmetic ------------------------------------------------------------------------
-
-
-def pad(n: int, to: int = KV_PAD) -> int:
-    return -(-int(n) // to) * to
-
-
-@dataclass(frozen=True)
-class _Settings:
-    n_ctx: int
-    n_batch: int
-    n_ubatch: int
-    flash_attn: bool
-    cache_type_k: str
-    cache_type_v: str
-    swa_full: bool
-
-    @property
-    def cells(self) -> int:
-        return pad(self.n_ctx)
-
-
-def _effective(n_ctx: int, n_batch: int, n_ubatch: int, **rest: Any) -> _Settings:
-    # llama-cpp-python clamps these before llama.cpp sees them.
-    batch = min(n_ctx, n_batch)
-    return _Settings(n_ctx=n_ctx, n_batch=batch, n_ubatch=min(batch, n_ubatch), **rest)
-
-
-def _cache_row_bytes(cache_type: str, n: int) -> float:
-    """Bytes of one cell's `n` elements in a cache of this type."""
-    t = quants.parse_type(cache_type)
-    return quants.tensor_nbytes(t, [n]) if n % quants.block_size(t) == 0 else n * 2
-
-
-def layer_cells(meta: ModelMeta, layer: int, s: _Settings) -> int:
-    """KV cells one layer holds: the whole context, or the sliding window plus one micro-batch."""
-    if meta.is_swa(layer) and meta.sliding_window and not s.swa_full:
-        return min(s.cells, pad(meta.sliding_window + s.n_ubatch))
-    return s.cells
-
-
-def layer_kv_bytes(meta: ModelMeta, layer: int, s: _Settings) -> int:
-    """KV cache bytes of one layer (K and V)."""
-    heads = meta.kv_heads(layer)
-    per_cell = (_cache_row_bytes(s.cache_type_k, heads * meta.head_dim_k)
-                + _cache_row_bytes(s.cache_type_v, heads * meta.head_dim_v))
-    return int(layer_cells(meta, layer, s) * per_cell)
-
-
-def _n_ff(meta: ModelMeta, layer: int) -> int:
-    if isinstance(meta.n_ff, list):
-        return int(meta.n_ff[min(layer, len(meta.n_ff) - 1)]) if meta.n_ff else 4 * meta.n_embd
-    return int(meta.n_ff or 4 * meta.n_embd)
-
-
-def _block_compute(meta: ModelMeta, layer: int, s: _Settings) -> int:
-    """Peak live activations while one block runs (the attention or the FFN phase), bytes."""
-    ub, e = s.n_ubatch, meta.n_embd
-    n_kv = layer_cells(meta, layer, s)
-    heads_kv = meta.kv_heads(layer)
-    q_dim = meta.n_head * meta.head_dim_k
-    kv_dim = heads_kv * (meta.head_dim_k + meta.head_dim_v)
-    # Residual, norm output and attention output stay live alongside q, k, v.
-    activations = ub * 4 * (3 * e + q_dim + kv_dim)
-    if s.flash_attn:
-        # The fused kernel never materialises scores; the mask (f32 and its f16 copy) remains.
-        attention = activations + n_kv * ub * 6
-    else:
-        # Scores n_head x n_kv x n_ubatch (soft_max runs in place) plus the f32 mask.
-        attention = activations + (meta.n_head * n_kv * ub + n_kv * ub) * 4
-    if meta.n_expert > 1:
-        ff = meta.n_ff_exp or _n_ff(meta, layer)
-        ffn = ub * 4 * (3 * max(1, meta.n_expert_used) * ff + meta.n_expert + 2 * e)
-    else:
-        ffn = ub * 4 * (3 * _n_ff(meta, layer) + 2 * e)
-    return max(attention, ffn)
-
-
-def _logits_compute(meta: ModelMeta, s: _Settings, *, cpu: bool) -> int:
-    """The output phase: logits for every token of the micro-batch, plus the final norm's output.
-
-    Measured: the CPU backend keeps two n_embd-wide activations beside the
-    logits (SmolLM2: 98.25 MiB at n_ubatch 512), CUDA one (Llama-3-8B: 258.5 MiB).
-    """
-    return s.n_ubatch * 4 * (meta.n_vocab + (2 if cpu else 1) * meta.n_embd)
 
 
 def _weights_by_place(meta: ModelMeta) -> tuple[int, list[int], int, int]:

@@ -403,10 +403,12 @@ def test_plan_for_architecture_and_json_shape() -> None:
     data = plan.to_dict()
     assert set(data) >= {"model", "n_ctx", "n_layers", "n_gpu_layers", "verdict", "bytes", "devices", "reasons",
                          "improvements"}
-    assert set(data["bytes"]) == {"weights", "kv_cache", "compute", "overhead", "gpu_total", "ram_total"}
+    assert set(data["bytes"]) == {"weights", "repack", "kv_cache", "recurrent_state", "compute", "overhead",
+                                  "gpu_total", "ram_total"}
     for device in data["devices"]:
         assert {"name", "budget", "weights", "kv_cache", "compute", "overhead", "total"} <= set(device)
-        assert device["total"] == device["weights"] + device["kv_cache"] + device["compute"] + device["overhead"]
+        assert device["total"] == sum(device[part] for part in ("weights", "repack", "kv_cache", "recurrent_state",
+                                                                 "compute", "overhead"))
     assert data["bytes"]["weights"] == sum(d["weights"] for d in data["devices"])
     assert data["verdict"] == "full_gpu" and data["n_gpu_layers"] == 33 and data["n_layers"] == 32
     assert quants.file_type_name(ModelMeta.from_architecture(LLAMA_8B, "Q4_K_M").file_type) == "Q4_K_M"
