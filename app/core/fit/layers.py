@@ -66,3 +66,8 @@ def _n_ff(meta: ModelMeta, layer: int) -> int:
     if isinstance(meta.n_ff, list):
         return int(meta.n_ff[min(layer, len(meta.n_ff) - 1)]) if meta.n_ff else 4 * meta.n_embd
     return int(meta.n_ff or 4 * meta.n_embd)
+
+
+def layer_state_bytes(meta: ModelMeta, layer: int, s: _Settings) -> int:
+    """Recurrent state bytes of one layer (llama.cpp's RS buffer); attention layers hold none."""
+    return 0

@@ -33,7 +33,7 @@ from app.core.errors import UsageError
 from app.core.fit import quants
 from app.core.fit.compute import _block_compute, _logits_compute
 from app.core.fit.gguf_meta import ModelMeta
-from app.core.fit.layers import KV_PAD, _effective, _Settings, layer_kv_bytes
+from app.core.fit.layers import KV_PAD, _effective, _Settings, layer_kv_bytes, layer_state_bytes
 from app.core.machine import BACKEND_VENDORS, Budgets, DeviceBudget, HardwareProfile
 
 MiB = 1024**2
@@ -226,8 +226,8 @@ def _weights_by_place(meta: ModelMeta) -> tuple[int, list[int], int, int]:
     return cached
 
 
-def _layer_costs(meta: ModelMeta, s: _Settings) -> tuple[list[int], list[int]]:
-    """(KV cache bytes, peak compute bytes) per block at settings `s`, once per header and settings.
+def _layer_costs(meta: ModelMeta, s: _Settings) -> tuple[list[int], list[int], list[int]]:
+    """(KV cache, recurrent state, peak compute) bytes per block at settings `s`, once per header and settings.
 
     A plan's layer search allocates the same settings many times; the sums per
     block do not change between those calls.
@@ -236,6 +236,7 @@ def _layer_costs(meta: ModelMeta, s: _Settings) -> tuple[list[int], list[int]]:
     cached = meta.memo.get(key)
     if cached is None:
         cached = meta.memo[key] = ([layer_kv_bytes(meta, il, s) for il in range(meta.n_layer)],
+                                   [layer_state_bytes(meta, il, s) for il in range(meta.n_layer)],
                                    [_block_compute(meta, il, s) for il in range(meta.n_layer)])
     return cached
 
@@ -308,7 +309,7 @@ def _allocate(meta: ModelMeta, machine: _Machine, k: int, s: _Settings) -> list[
     ram = DevicePlan(name="RAM", kind="ram", budget=machine.budgets.ram.budget_bytes, overhead=RUNTIME_RAM)
     splits = _split(machine) if gpus else []
     input_bytes, blocks, output_bytes, embd = _weights_by_place(meta)
-    kv_bytes, compute_bytes = _layer_costs(meta, s)
+    kv_bytes, state_bytes, compute_bytes = _layer_costs(meta, s)
     k = max(0, min(k, meta.n_layer + 1)) if gpus else 0
 
     def device(il: int) -> DevicePlan:
@@ -321,6 +322,7 @@ def _allocate(meta: ModelMeta, machine: _Machine, k: int, s: _Settings) -> list[
         dev = device(il)
         dev.weights += blocks[il]
         dev.kv_cache += kv_bytes[il]
+        dev.recurrent_state += state_bytes[il]
         dev.layers += 1
         block_peak[id(dev)] = max(block_peak.get(id(dev), 0), compute_bytes[il])
     out_dev = device(meta.n_layer)
