@@ -102,17 +102,23 @@ def describe(plan: MemoryPlan, meta: ModelMeta) -> str:
     lines.append(f"Settings: flash attention {'on' if plan.flash_attn else 'off'}, KV cache "
                  f"{plan.cache_type_k}/{plan.cache_type_v}, batch {plan.n_batch}/{plan.n_ubatch}")
     lines.append("")
-    header = f"  {'':<28}{'weights':>11}{'KV cache':>11}{'compute':>11}{'overhead':>11}{'total':>11}{'budget':>11}"
-    lines.append(header)
+    columns = [("weights", "weights"), ("repack", "repacked"), ("kv_cache", "KV cache"),
+               ("recurrent_state", "state"), ("compute", "compute"), ("overhead", "overhead")]
+    # Repacked copies and recurrent state only where the plan has them.
+    columns = [(k, h) for k, h in columns
+               if k not in ("repack", "recurrent_state") or any(getattr(d, k) for d in plan.devices)]
+    lines.append(f"  {'':<28}" + "".join(f"{h:>11}" for _k, h in columns) + f"{'total':>11}{'budget':>11}")
     for d in plan.devices:
         label = d.name if len(d.name) <= 26 else d.name[:25] + "…"
         flag = "  OVER" if d.total > d.budget else ""
-        lines.append(f"  {label:<28}{human_bytes(d.weights):>11}{human_bytes(d.kv_cache):>11}"
-                     f"{human_bytes(d.compute):>11}{human_bytes(d.overhead):>11}{human_bytes(d.total):>11}"
-                     f"{human_bytes(d.budget):>11}{flag}")
-    lines.append(f"  {'all devices':<28}{human_bytes(plan.weights_bytes):>11}{human_bytes(plan.kv_cache_bytes):>11}"
-                 f"{human_bytes(plan.compute_bytes):>11}{human_bytes(plan.overhead_bytes):>11}"
-                 f"{human_bytes(plan.total_bytes):>11}")
+        lines.append(f"  {label:<28}" + "".join(f"{human_bytes(getattr(d, k)):>11}" for k, _h in columns)
+                     + f"{human_bytes(d.total):>11}{human_bytes(d.budget):>11}{flag}")
+    lines.append(f"  {'all devices':<28}"
+                 + "".join(f"{human_bytes(sum(getattr(d, k) for d in plan.devices)):>11}" for k, _h in columns)
+                 + f"{human_bytes(plan.total_bytes):>11}")
+    if plan.recurrent_state_bytes:
+        lines.append(f"  The state ({human_bytes(plan.recurrent_state_bytes)}) is fixed: a longer context "
+                     f"adds only KV cache ({human_bytes(int(plan.kv_bytes_per_token * 1000))} per 1,000 tokens).")
     lines.append("")
     lines.append("Why:")
     lines += [f"  - {r}" for r in plan.reasons]

@@ -16,10 +16,15 @@ from app.ui.widgets.memory_bar import MemoryBar, Part
 
 COMPONENTS = (
     ("weights", "weights", "The model's parameters."),
+    ("repack", "repacked copies", "Weights rearranged for this CPU's fastest kernels (llama.cpp's CPU_REPACK)."),
     ("kv_cache", "KV cache", "The conversation's memory; grows with the context length."),
+    ("recurrent_state", "conversation state, fixed size",
+     "Recurrent layers' state: the same size whatever the context length."),
     ("compute", "compute", "Scratch buffers for one batch of tokens."),
     ("overhead", "overhead", "The backend's own context and allocations."),
 )
+#: Parts most models do not have: shown only when a plan has them.
+OPTIONAL = ("repack", "recurrent_state")
 VERDICT_COLORS = {"full_gpu": "#2e7d32", "partial": "#b26a00", "cpu": "#5f6b7a", "no_fit": "#c62828"}
 
 
@@ -51,7 +56,8 @@ def plan_verdict(plan: dict[str, Any]) -> str:
 
 
 def device_parts(device: dict[str, Any]) -> list[Part]:
-    return [Part(key, label, int(device.get(key) or 0), help=why) for key, label, why in COMPONENTS]
+    return [Part(key, label, int(device.get(key) or 0), help=why) for key, label, why in COMPONENTS
+            if key not in OPTIONAL or device.get(key)]
 
 
 class PlanBars(QWidget):
@@ -96,13 +102,23 @@ def arithmetic_text(plan: dict[str, Any]) -> str:
     for device in plan.get("devices") or []:
         lines.append(f"{device.get('name', 'device')} (budget {text.size(device.get('budget'))})")
         for key, label, _why in COMPONENTS:
-            lines.append(f"  {label:<10} {text.size(device.get(key) or 0):>12}")
+            if key in OPTIONAL and not device.get(key):
+                continue
+            lines.append(f"  {label:<30} {text.size(device.get(key) or 0):>12}")
         total = device.get("total")
         if total is None:
             total = sum(int(device.get(k) or 0) for k, _l, _w in COMPONENTS)
         left = int(device.get("budget") or 0) - int(total)
-        lines.append(f"  {'total':<10} {text.size(total):>12}   "
+        lines.append(f"  {'total':<30} {text.size(total):>12}   "
                      + (f"{text.size(left)} to spare" if left >= 0 else f"{text.size(-left)} over"))
+        lines.append("")
+    per_token = float(plan.get("kv_bytes_per_token") or 0)
+    state = int((plan.get("bytes") or {}).get("recurrent_state") or 0)
+    if per_token or state:
+        growth = f"each 1,000 tokens of context add {text.size(per_token * 1000)} of KV cache" if per_token \
+            else "a longer context adds no KV cache (no attention layer keeps one)"
+        fixed = f"; the conversation state ({text.size(state)}) stays the same size" if state else ""
+        lines.append(f"Context: {growth}{fixed}.")
         lines.append("")
     for title_, key in (("Why", "reasons"), ("What would change it", "improvements")):
         items = plan.get(key) or []
