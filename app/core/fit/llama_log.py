@@ -117,10 +117,19 @@ class BufferSizes:
 
     Device names are llama.cpp's buffer names: ``CPU_Mapped``, ``CPU_REPACK``,
     ``CUDA0``, ``CUDA_Host``, ``Metal_Mapped``, ``Vulkan0``...
+
+    `model` holds every "model buffer size" line, CPU_REPACK included (as
+    llama.cpp lists them); `repack` is the CPU_REPACK part and `weights` the
+    rest, so weights + repack = model. `rs` is the recurrent state (Mamba,
+    RWKV and hybrid layers: "llama_memory_recurrent: CPU RS buffer size").
     """
 
     model: dict[str, float] = field(default_factory=dict)
     kv: dict[str, float] = field(default_factory=dict)
+    #: CPU_REPACK: matrices repacked for the CPU's kernels (a subset of `model`).
+    repack: dict[str, float] = field(default_factory=dict)
+    #: The recurrent layers' state (llama-memory-recurrent.cpp "RS buffer size").
+    rs: dict[str, float] = field(default_factory=dict)
     compute: dict[str, float] = field(default_factory=dict)
     output: dict[str, float] = field(default_factory=dict)
     n_ctx: int | None = None
@@ -131,8 +140,13 @@ class BufferSizes:
     layers_offloaded: int | None = None
     layers_total: int | None = None
 
+    @property
+    def weights(self) -> dict[str, float]:
+        """The model buffers that hold weights as in the file (CPU_Mapped, CPU, CUDA0...): model less repack."""
+        return {k: v for k, v in self.model.items() if k not in self.repack}
+
     def total(self, component: str) -> float:
-        """MiB of one component (model, kv, compute, output) summed over devices."""
+        """MiB of one component (model, weights, repack, kv, rs, compute, output) summed over devices."""
         return sum(getattr(self, component).values())
 
     def bytes(self, component: str) -> int:
@@ -140,12 +154,16 @@ class BufferSizes:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "kv": self.kv, "compute": self.compute, "output": self.output,
+                "repack": self.repack, "rs": self.rs,
                 "n_ctx": self.n_ctx, "n_batch": self.n_batch, "n_ubatch": self.n_ubatch,
                 "flash_attn": self.flash_attn, "layers_offloaded": self.layers_offloaded,
                 "layers_total": self.layers_total}
 
 
 _MODEL_RE = re.compile(r"^\S*load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB", re.M)
+_RS_RE = re.compile(r"^\S*llama_memory_recurrent\w*:\s+(\S+) RS buffer size =\s+([\d.]+) MiB", re.M)
+#: The CPU's extra buffer types that hold repacked weights (repack.cpp CPU_REPACK).
+REPACK_BUFFERS = ("CPU_REPACK",)
 _KV_RE = re.compile(r"^\S*llama_kv_cache\w*:\s+(\S+) KV buffer size =\s+([\d.]+) MiB", re.M)
 _COMPUTE_RE = re.compile(r"^\S*(?:sched_reserve|llama_context|llama_new_context_with_model):\s+(\S+) compute "
                          r"buffer size =\s+([\d.]+) MiB", re.M)
@@ -164,9 +182,12 @@ def _sum_by_device(regex: re.Pattern[str], text: str) -> dict[str, float]:
 
 
 def parse_buffer_sizes(text: str) -> BufferSizes:
-    """Read the model, KV, compute and output buffer sizes (MiB per device) from llama.cpp's log."""
+    """Read the model, repack, KV, RS, compute and output buffer sizes (MiB per device) from llama.cpp's log."""
+    model = _sum_by_device(_MODEL_RE, text)
     sizes = BufferSizes(
-        model=_sum_by_device(_MODEL_RE, text),
+        model=model,
+        repack={k: v for k, v in model.items() if k in REPACK_BUFFERS},
+        rs=_sum_by_device(_RS_RE, text),
         kv=_sum_by_device(_KV_RE, text),
         compute=_sum_by_device(_COMPUTE_RE, text),
         output=_sum_by_device(_OUTPUT_RE, text),
