@@ -46,6 +46,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("flash_attention", bool, True, "Use flash attention where the backend supports it."),
     Setting("kv_cache_type", str, "f16", "KV cache precision (q8_0 halves it, q4_0 needs flash attention).",
             choices=("f16", "q8_0", "q4_0")),
+    Setting("cpu_repack", str, "repack",
+            "How CPU layers hold their weights: repack (llama.cpp's faster CPU layout, file read into RAM "
+            "once), repack_mmap (same, file also mapped: starts faster but keeps a second copy of the "
+            "repacked matrices in RAM) or off (file mapped as is: least RAM, slower CPU kernels).",
+            choices=("repack", "repack_mmap", "off")),
     Setting("theme", str, "system", "Light or dark look.", choices=("system", "light", "dark")),
     Setting("use_case", str, "chat", "What the recommender optimises for.",
             choices=("chat", "rag", "reasoning", "code", "json")),

@@ -32,6 +32,9 @@ CHOICE_LABELS = {
     "f16": "f16 (full precision)", "q8_0": "q8_0 (half the memory)", "q4_0": "q4_0 (quarter; needs flash attention)",
     "chat": "Chat", "rag": "Documents (RAG)", "reasoning": "Reasoning", "code": "Code", "json": "Strict JSON",
     "precise": "Precise", "balanced": "Balanced", "creative": "Creative",
+    "repack": "Repack, read into RAM (fastest, one copy)",
+    "repack_mmap": "Repack, keep the file mapped (starts faster, more RAM)",
+    "off": "Don't repack (least RAM, slower on CPU)",
 }
 CONTEXT_CHOICES = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
@@ -139,7 +142,7 @@ class SettingsDialog(QDialog):
         form.addRow("Flash attention", self.flash)
         self._controls["flash_attention"] = self.flash
 
-        for key, label in (("kv_cache_type", "KV cache type"), ("theme", "Theme"),
+        for key, label in (("kv_cache_type", "KV cache type"), ("cpu_repack", "CPU weights"), ("theme", "Theme"),
                            ("use_case", "Recommend for"), ("sampling_preset", "Sampling preset")):
             combo = QComboBox()
             for choice in BY_KEY[key].choices or ():
@@ -198,7 +201,7 @@ class SettingsDialog(QDialog):
             "context_length": self.context.currentData(),
             "flash_attention": self.flash.isChecked(),
             **{key: self._controls[key].currentData()
-               for key in ("kv_cache_type", "theme", "use_case", "sampling_preset")},
+               for key in ("kv_cache_type", "cpu_repack", "theme", "use_case", "sampling_preset")},
         }
 
     def save(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from app.core.fit.gguf_meta import ModelMeta
 from app.core.fit.memory import DEFAULT_CTX_CAP, MemoryPlan, plan_memory
+from app.core.fit.repack import DEFAULT_MODE
 from app.core.machine import HardwareProfile
 from app.core.units import human_bytes
 
@@ -30,13 +31,17 @@ class LoadChoices:
     kv_cache_type: str = "f16"
     #: 0: the engine's default (physical cores; Apple: performance cores).
     threads: int = 0
+    #: How CPU layers hold their weights (fit/repack.py MODES): repacked without mmap,
+    #: repacked with mmap, or not repacked.
+    cpu_repack: str = DEFAULT_MODE
 
     @classmethod
     def from_settings(cls, settings: Any, *, n_ctx: int | None = None) -> LoadChoices:
         """The choices in a `Settings` (or any mapping with the same keys)."""
         return cls(context_length=settings["context_length"] or DEFAULT_CTX_CAP, n_ctx=n_ctx,
                    gpu_layers=settings["gpu_layers"], flash_attention=bool(settings["flash_attention"]),
-                   kv_cache_type=settings["kv_cache_type"], threads=settings["threads"] or 0)
+                   kv_cache_type=settings["kv_cache_type"], threads=settings["threads"] or 0,
+                   cpu_repack=settings["cpu_repack"] or DEFAULT_MODE)
 
     @classmethod
     def current(cls) -> LoadChoices:
@@ -55,7 +60,7 @@ def plan_with_choices(meta: ModelMeta, hardware: HardwareProfile | None, choices
     return plan_memory(meta, hardware, n_ctx=choices.n_ctx, n_gpu_layers=choices.gpu_layers,
                        flash_attn=choices.flash_attention, cache_type_k=choices.kv_cache_type,
                        cache_type_v=cache_v, ctx_cap=max(choices.context_length, 256),
-                       improvements=improvements)
+                       cpu_repack=choices.cpu_repack, improvements=improvements)
 
 
 def load_notices(plan: MemoryPlan, choices: LoadChoices) -> list[str]:

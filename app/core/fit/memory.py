@@ -26,11 +26,11 @@ flash_attn, cache types, batch sizes, swa_full and tensor_split.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app.core.errors import UsageError
-from app.core.fit import quants
+from app.core.fit import quants, repack
 from app.core.fit.compute import _block_compute, _logits_compute
 from app.core.fit.gguf_meta import ModelMeta
 from app.core.fit.layers import KV_PAD, _effective, _Settings, layer_kv_bytes, layer_state_bytes
@@ -131,6 +131,11 @@ class MemoryPlan:
     kv_bytes_per_token: float = 0.0
     #: The largest context the chosen placement allows (None when n_ctx was given).
     max_ctx: int | None = None
+    #: How CPU-placed weights are held (repack.MODES, the `cpu_repack` setting) and the two
+    #: llama.cpp switches that produce it: use_mmap, and llama_model_params.use_extra_bufts.
+    cpu_repack: str = repack.DEFAULT_MODE
+    use_mmap: bool = True
+    use_extra_bufts: bool = True
 
     # -- sums -------------------------------------------------------------------------
     def _sum(self, part: str, kinds: tuple[str, ...] | None = None) -> int:
@@ -195,17 +200,27 @@ class MemoryPlan:
             "settings": {"flash_attn": self.flash_attn, "cache_type_k": self.cache_type_k,
                          "cache_type_v": self.cache_type_v, "n_batch": self.n_batch,
                          "n_ubatch": self.n_ubatch, "swa_full": self.swa_full,
-                         "tensor_split": self.tensor_split},
+                         "tensor_split": self.tensor_split, "cpu_repack": self.cpu_repack,
+                         "use_mmap": self.use_mmap, "use_extra_bufts": self.use_extra_bufts},
             "kv_cells": self.kv_cells, "kv_bytes_per_token": self.kv_bytes_per_token,
             "max_ctx": self.max_ctx, "unified": self.unified, "approximate": self.approximate,
             "reasons": list(self.reasons), "improvements": list(self.improvements),
         }
 
     def llama_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `llama_cpp.Llama` that reproduce this plan."""
+        """Keyword arguments for `llama_cpp.Llama` that reproduce this plan.
+
+        `use_extra_bufts` is a field of llama_model_params that llama-cpp-python's
+        `Llama()` does not take (its **kwargs swallow it): a loader must set it on
+        `model_params`, as the engine's `_load_llama` does. It is only present when
+        False (llama.cpp's default is True), so a bare `Llama` reproduces the default.
+        """
         kwargs: dict[str, Any] = {"n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers,
                                   "flash_attn": self.flash_attn, "n_batch": self.n_batch,
-                                  "n_ubatch": self.n_ubatch, "swa_full": self.swa_full}
+                                  "n_ubatch": self.n_ubatch, "swa_full": self.swa_full,
+                                  "use_mmap": self.use_mmap}
+        if not self.use_extra_bufts:
+            kwargs["use_extra_bufts"] = False
         if self.cache_type_k != "f16":
             kwargs["type_k"] = int(quants.parse_type(self.cache_type_k))
         if self.cache_type_v != "f16":
@@ -271,6 +286,8 @@ def _backend_for(hardware: HardwareProfile, budget: DeviceBudget) -> str:
 class _Machine:
     budgets: Budgets
     gpu_backends: list[str]
+    #: How the CPU holds the weights of CPU-placed layers (repack.py): CPU_REPACK, mmap.
+    cpu: repack.RepackRule = field(default_factory=repack.RepackRule)
 
     @property
     def gpus(self) -> list[DeviceBudget]:
@@ -308,7 +325,7 @@ def _allocate(meta: ModelMeta, machine: _Machine, k: int, s: _Settings) -> list[
             for i, g in enumerate(machine.gpus)]
     ram = DevicePlan(name="RAM", kind="ram", budget=machine.budgets.ram.budget_bytes, overhead=RUNTIME_RAM)
     splits = _split(machine) if gpus else []
-    input_bytes, blocks, output_bytes, embd = _weights_by_place(meta)
+    _input, blocks, output_bytes, embd = _weights_by_place(meta)  # the input layer: repack.cpu_weights
     kv_bytes, state_bytes, compute_bytes = _layer_costs(meta, s)
     k = max(0, min(k, meta.n_layer + 1)) if gpus else 0
 
@@ -316,20 +333,26 @@ def _allocate(meta: ModelMeta, machine: _Machine, k: int, s: _Settings) -> list[
         i = _layer_device(il, meta.n_layer, k, splits)
         return ram if i < 0 else gpus[i]
 
-    ram.weights += input_bytes
     block_peak: dict[int, int] = {}
     for il in range(meta.n_layer):
         dev = device(il)
-        dev.weights += blocks[il]
+        if dev is not ram:
+            dev.weights += blocks[il]
         dev.kv_cache += kv_bytes[il]
         dev.recurrent_state += state_bytes[il]
         dev.layers += 1
         block_peak[id(dev)] = max(block_peak.get(id(dev), 0), compute_bytes[il])
     out_dev = device(meta.n_layer)
     out_dev.output = True
-    out_dev.weights += output_bytes
-    if meta.tied_embeddings and out_dev is not ram:
-        out_dev.weights += embd  # the output's copy of the tied token embedding
+    if out_dev is not ram:
+        out_dev.weights += output_bytes
+        if meta.tied_embeddings:
+            out_dev.weights += embd  # the output's copy of the tied token embedding
+    # The CPU's buffers: CPU_Mapped / CPU for what stays as in the file, CPU_REPACK for the
+    # repacked matrices (input layer, CPU blocks - a prefix - and the output when it is here).
+    cpu = repack.cpu_weights(meta, machine.cpu, ram.layers, out_dev is ram)
+    ram.weights += cpu.weights
+    ram.repack += cpu.repack
     for dev in gpus:
         if not dev.layers and not dev.output:
             dev.overhead = 0  # a GPU given nothing to hold is left alone
@@ -404,7 +427,7 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
                 n_gpu_layers: int | None = None, n_batch: int = 2048, n_ubatch: int = 512,
                 flash_attn: bool | None = False, cache_type_k: str = "f16", cache_type_v: str = "f16",
                 ctx_cap: int = DEFAULT_CTX_CAP, swa_full: bool = False,
-                improvements: bool = True) -> MemoryPlan:
+                cpu_repack: str = repack.DEFAULT_MODE, improvements: bool = True) -> MemoryPlan:
     """Plan how `meta` sits on `hardware` (this machine when None).
 
     n_ctx / n_gpu_layers None: chosen (the most layers that fit at a
@@ -412,7 +435,9 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
     and `ctx_cap` that keeps them). flash_attn None means llama.cpp's "auto",
     which every backend Camelid plans for supports, so it resolves to on;
     False is llama-cpp-python's default. A quantized V cache needs flash
-    attention, so asking for one turns it on (the plan says so).
+    attention, so asking for one turns it on (the plan says so). `cpu_repack`
+    (repack.MODES) decides how CPU layers hold their weights; "repack" loads
+    without mmap only when something is repacked, else the file stays mapped.
     """
     if hardware is None:
         from app import paths
@@ -435,8 +460,13 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
         fa = True
         notes.append(f"Flash attention is on because a {cache_type_v} V cache needs it.")
 
+    if cpu_repack not in repack.MODES:
+        raise UsageError(f"Unknown CPU weight mode {cpu_repack!r}.", f"Use one of {', '.join(repack.MODES)}.")
     budgets = hardware.budgets()
     machine = _Machine(budgets, [_backend_for(hardware, g) for g in budgets.gpus])
+    use_mmap, use_extra_bufts = repack.mode_settings(cpu_repack)
+    host_first = repack.host_buffer_first(machine.gpu_backends, bool(machine.gpus))
+    machine.cpu = repack.RepackRule(repack.cpu_features(hardware), use_extra_bufts and not host_first, use_mmap)
     n_offloadable = meta.n_layer + 1
     if n_gpu_layers is not None and n_gpu_layers < 0:
         n_gpu_layers = n_offloadable  # llama.cpp's -1: everything
@@ -472,6 +502,20 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
             s = settings(max_ctx)
     k_final = min(k, n_offloadable)
     devices = _allocate(meta, machine, k_final, s)
+    if not machine.cpu.use_mmap and not devices[-1].repack:
+        # Nothing is repacked at this placement: reading the file into RAM would gain nothing.
+        use_mmap = True
+        machine.cpu = replace(machine.cpu, use_mmap=True)
+        devices = _allocate(meta, machine, k_final, s)
+    if host_first and use_extra_bufts and repack.cpu_weights(
+            meta, replace(machine.cpu, enabled=True), meta.n_layer, True).repack and devices[-1].layers:
+        notes.append(f"The {machine.gpu_backends[0]} build keeps CPU layers' weights in its host buffer, "
+                     "so llama.cpp does not repack them for the CPU's faster kernels.")
+    if devices[-1].repack:
+        twice = repack.cpu_weights(meta, machine.cpu, devices[-1].layers, devices[-1].output).mapped_twice
+        notes.append(f"CPU layers: {gib(devices[-1].repack)} of matrices are repacked for the CPU's faster kernels"
+                     + (f"; with mmap on their {gib(twice)} of file pages stay mapped too (counted in the weights)."
+                        if twice else ", read once (mmap off)."))
     fits = _fits(devices, budgets.unified)
     if not fits:
         verdict = "no_fit"
@@ -491,13 +535,14 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
         tensor_split=_tensor_split(machine) if len(machine.gpus) > 1 else None,
         unified=budgets.unified and bool(machine.gpus), approximate=meta.approximate, kv_cells=s.cells,
         kv_bytes_per_token=sum(_layer_costs(meta, settings(KV_PAD))[0]) / KV_PAD,
-        max_ctx=max_ctx,
+        max_ctx=max_ctx, cpu_repack=cpu_repack, use_mmap=use_mmap, use_extra_bufts=use_extra_bufts,
     )
     plan.reasons = _reasons(plan, meta, hardware, machine, trained, target, n_ctx is None) + notes + list(meta.warnings)
     if improvements and verdict != "full_gpu":
         plan.improvements = _improvements(plan, meta, hardware, dict(
             n_ctx=n_ctx, n_gpu_layers=None, n_batch=n_batch, n_ubatch=n_ubatch, flash_attn=flash_attn,
-            cache_type_k=cache_type_k, cache_type_v=cache_type_v, ctx_cap=ctx_cap, swa_full=swa_full))
+            cache_type_k=cache_type_k, cache_type_v=cache_type_v, ctx_cap=ctx_cap, swa_full=swa_full,
+            cpu_repack=cpu_repack))
     return plan
 
 
