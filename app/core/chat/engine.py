@@ -112,6 +112,9 @@ class LoadParams:
     n_threads: int | None = None
     n_threads_batch: int | None = None
     use_mmap: bool = True
+    #: llama_model_params.use_extra_bufts: False stops llama.cpp repacking CPU weights (CPU_REPACK).
+    #: Llama() has no such argument; `_load_llama` sets it on model_params.
+    use_extra_bufts: bool = True
     #: False keeps sliding-window layers' KV cache at window size (llama.cpp's own
     #: default in its tools; the C API's default is True, so it is always passed).
     swa_full: bool = False
@@ -136,7 +139,8 @@ class LoadParams:
         return cls(n_ctx=plan.n_ctx, n_gpu_layers=plan.n_gpu_layers, flash_attn=plan.flash_attn,
                    cache_type_k=plan.cache_type_k, cache_type_v=plan.cache_type_v, n_batch=plan.n_batch,
                    n_ubatch=plan.n_ubatch, n_threads=n_threads, swa_full=plan.swa_full,
-                   tensor_split=tuple(plan.tensor_split) if plan.tensor_split else None)
+                   tensor_split=tuple(plan.tensor_split) if plan.tensor_split else None,
+                   use_mmap=plan.use_mmap, use_extra_bufts=plan.use_extra_bufts)
 
     def with_(self, **changes: Any) -> LoadParams:
         return replace(self, **changes)
@@ -157,7 +161,8 @@ class LoadParams:
             "use_mmap": self.use_mmap,
             "swa_full": self.swa_full,
             "verbose": False,
-        } | ({"tensor_split": list(self.tensor_split)} if self.tensor_split else {})
+        } | ({"tensor_split": list(self.tensor_split)} if self.tensor_split else {}) \
+          | ({} if self.use_extra_bufts else {"use_extra_bufts": False})
 
 
 def backend_info() -> BackendInfo:
@@ -216,16 +221,22 @@ def check_gguf(path: Path) -> None:
 # --------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------
-#: Components compared between a plan and llama.cpp's log: (plan attribute, log components).
-_CHECKED = (("weights", "weights_bytes", ("model",)), ("kv_cache", "kv_cache_bytes", ("kv",)),
+#: Components compared between a plan and llama.cpp's log: (name, plan attribute, log components).
+_CHECKED = (("weights", "weights_bytes", ("weights",)), ("repack", "repack_bytes", ("repack",)),
+            ("kv_cache", "kv_cache_bytes", ("kv",)), ("recurrent_state", "recurrent_state_bytes", ("rs",)),
             ("compute", "compute_bytes", ("compute", "output")))
+#: How the summary names each component; repack and recurrent state only when either side has them.
+_LABELS = (("weights", "weights"), ("repack", "repacked weights"), ("kv_cache", "KV cache"),
+           ("recurrent_state", "recurrent state"), ("compute", "compute"))
+_OPTIONAL = ("repack", "recurrent_state")
 
 
 @dataclass
 class MemoryCheck:
     """The plan's bytes next to the buffers llama.cpp reported allocating for the same load."""
 
-    #: Bytes per component (weights, kv_cache, compute) as planned and as llama.cpp reported.
+    #: Bytes per component (weights, repack, kv_cache, recurrent_state, compute) as planned and as
+    #: llama.cpp reported (weights: CPU_Mapped/CPU/GPU model buffers; repack: CPU_REPACK; RS buffers).
     planned: dict[str, int]
     measured: dict[str, int]
     #: llama.cpp's per-device MiB, as its log names the buffers.
@@ -266,9 +277,10 @@ class MemoryCheck:
         """One sentence: what llama.cpp allocated against the plan."""
         if not self.reported:
             return "llama.cpp did not report its buffer sizes for this load, so the plan could not be checked."
-        parts = ", ".join(f"{human_bytes(self.measured[k])} {label} (plan {human_bytes(self.planned[k])})"
-                          for k, label in (("weights", "weights"), ("kv_cache", "KV cache"),
-                                           ("compute", "compute")))
+        parts = ", ".join(f"{human_bytes(self.measured.get(k, 0))} {label} "
+                          f"(plan {human_bytes(self.planned.get(k, 0))})"
+                          for k, label in _LABELS
+                          if k not in _OPTIONAL or self.planned.get(k) or self.measured.get(k))
         error = self.error or 0.0
         if abs(error) < 0.0005:
             verdict = "as planned"
@@ -901,11 +913,15 @@ def _load_llama(path: str, kwargs: dict[str, Any], progress: Callable[[float], b
     Llama: Any = llama_cpp.Llama  # untyped library class
 
     c_progress = llama_cpp.llama_progress_callback(lambda fraction, _data: progress(fraction))
+    # Not a Llama() argument (its **kwargs would swallow it): set on the struct instead.
+    kwargs = dict(kwargs)
+    extra_bufts = bool(kwargs.pop("use_extra_bufts", True))
 
     class _LlamaWithProgress(Llama):
         def __setattr__(self, name: str, value: Any) -> None:
             if name == "model_params":
                 value.progress_callback = c_progress
+                value.use_extra_bufts = extra_bufts
             object.__setattr__(self, name, value)
 
     llm = _LlamaWithProgress(model_path=path, **kwargs)
