@@ -604,3 +604,62 @@ def test_memory_check_says_how_far_llama_cpp_was_from_the_plan() -> None:
     assert more.summary().endswith("2.0% more than planned.")
     silent = MemoryCheck(planned=planned, measured={k: 0 for k in planned}, buffers={})
     assert not silent.reported and silent.error is None and "could not be checked" in silent.summary()
+
+
+@pytest.fixture(scope="module")
+def smol_q4_0(starter_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 in Q4_0, whose matrices llama.cpp repacks on AVX2 and ARM (made once per session)."""
+    from tests.fixtures.quantized import quantized
+
+    return quantized(starter_model, "Q4_0", tmp_path_factory.mktemp("quantized"))
+
+
+@pytest.mark.parametrize("mode", ["repack", "repack_mmap", "off"])
+def test_load_check_covers_repacked_weights_in_every_mode(smol_q4_0: Path, mode: str) -> None:
+    e = Engine()
+    report = e.load(smol_q4_0, choices=LoadChoices(n_ctx=512, threads=2, cpu_repack=mode))
+    try:
+        check, plan = report.memory, report.plan
+        assert check is not None and plan is not None and check.reported
+        assert set(check.planned) == {"weights", "repack", "kv_cache", "recurrent_state", "compute"}
+        assert abs(check.difference["weights"]) < 1024 * 1024 and abs(check.difference["repack"]) < 1024 * 1024
+        assert report.params.use_mmap is plan.use_mmap and report.params.use_extra_bufts is plan.use_extra_bufts
+        if mode == "off":
+            assert check.measured["repack"] == 0 and "CPU_REPACK" not in check.buffers["model"]
+        if plan.repack_bytes:
+            assert "repacked weights" in check.summary()
+        assert check.summary().endswith(": as planned."), check.summary()
+    finally:
+        e.unload()
+
+
+def test_cli_chat_json_says_a_repacked_load_was_as_planned(smol_q4_0: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(["chat", str(smol_q4_0), "--prompt", "hi", "--json", "--ctx", "512", "--max-tokens", "4"])
+    assert code == 0
+    memory = json.loads(capsys.readouterr().out)["load"]["memory"]
+    # The JSON keeps its shape (planned / measured / difference / error / buffers_mib / summary) and adds fields.
+    assert {"planned", "measured", "difference", "error", "buffers_mib", "note", "summary"} <= set(memory)
+    assert {"weights", "kv_cache", "compute", "repack", "recurrent_state"} <= set(memory["planned"])
+    assert memory["summary"].endswith(": as planned."), memory["summary"]
+
+
+def test_memory_check_compares_repack_and_recurrent_state() -> None:
+    from app.core.chat.engine import MemoryCheck
+    from app.core.fit.llama_log import parse_buffer_sizes
+
+    sizes = parse_buffer_sizes("load_tensors:   CPU_Mapped model buffer size =    10.00 MiB\n"
+                               "load_tensors:   CPU_REPACK model buffer size =     4.00 MiB\n"
+                               "llama_memory_recurrent:        CPU RS buffer size =     1.00 MiB\n")
+    mib = 1024 * 1024
+
+    class Plan:
+        weights_bytes, repack_bytes, kv_cache_bytes, recurrent_state_bytes, compute_bytes = \
+            10 * mib, 3 * mib, 0, mib, 0
+
+    check = MemoryCheck.compare(Plan(), sizes)  # type: ignore[arg-type]
+    assert check.measured == {"weights": 10 * mib, "repack": 4 * mib, "kv_cache": 0, "recurrent_state": mib,
+                              "compute": 0}
+    assert check.difference["repack"] == mib
+    assert "4.0 MiB repacked weights (plan 3.0 MiB)" in check.summary()
+    assert "1.0 MiB recurrent state" in check.summary()
