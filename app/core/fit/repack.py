@@ -42,7 +42,7 @@ layout; KleidiAI and SpacemiT buffers (not in Camelid's builds).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from app.core.fit.gguf_meta import ModelMeta, TensorInfo
 
@@ -178,6 +178,21 @@ def _has_offsets(tensors: list[TensorInfo]) -> bool:
     return len(tensors) > 1 and any(t.offset for t in tensors)
 
 
+def _with_offsets(tensors: list[TensorInfo]) -> list[TensorInfo]:
+    """The tensors with their data offsets; a predicted table gets the ones a GGUF writer gives it.
+
+    gguf-py and llama.cpp's writers lay tensor data out in table order, each
+    padded to general.alignment (32 by default).
+    """
+    if _has_offsets(tensors) or len(tensors) < 2:
+        return tensors
+    out, offset = [], 0
+    for t in tensors:
+        out.append(replace(t, offset=offset))
+        offset += _pad(t.n_bytes)
+    return out
+
+
 def _mapped_span(tensors: Iterable[TensorInfo]) -> int:
     """CPU_Mapped's size: per shard, from the first tensor's first byte to the last one's last (get_mapping_range)."""
     spans: dict[int, tuple[int, int]] = {}
@@ -212,7 +227,7 @@ def cpu_weights(meta: ModelMeta, rule: RepackRule, n_cpu_blocks: int, output_on_
         return cached
     plain: list[TensorInfo] = []
     repacked: list[TensorInfo] = []
-    for t in meta.tensors:
+    for t in _with_offsets(meta.tensors):
         layer = t.layer
         if layer is not None and layer < meta.n_layer:
             on_cpu = layer < n_cpu_blocks
@@ -232,14 +247,12 @@ def cpu_weights(meta: ModelMeta, rule: RepackRule, n_cpu_blocks: int, output_on_
             extra_repack = _pad(embd.n_bytes)
     repack_bytes = sum(_pad(t.n_bytes) for t in repacked) + extra_repack
     mapped_twice = 0
-    if rule.use_mmap and _has_offsets(meta.tensors):
+    if rule.use_mmap:
         weights = _mapped_span(plain) if plain else 0
         if plain:
             lo = min(t.offset for t in plain)
             hi = max(t.offset + t.n_bytes for t in plain)
             mapped_twice = sum(t.n_bytes for t in repacked if lo <= t.offset and t.offset + t.n_bytes <= hi)
-    elif rule.use_mmap:
-        weights = sum(t.n_bytes for t in plain)
     else:
         weights = sum(_pad(t.n_bytes) for t in plain)
     result = CpuWeights(weights=weights, repack=repack_bytes, mapped_twice=mapped_twice)

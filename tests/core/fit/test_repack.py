@@ -186,13 +186,18 @@ def test_modes_reach_llama_kwargs_and_json(smol_files: dict[str, Path]) -> None:
         plan_memory(meta, hw, n_ctx=512, cpu_repack="sometimes")
 
 
-def test_predicted_meta_without_offsets_sums_tensors() -> None:
+def test_predicted_meta_is_laid_out_in_table_order() -> None:
+    # No offsets (a model not downloaded): the writer's layout, table order, 32-byte padded.
     tensors = [TensorInfo("token_embd.weight", (64, 256), 8, 17408),
-               TensorInfo("blk.0.attn_q.weight", (64, 64), repack.Q4_0, 2304)]
+               TensorInfo("blk.0.attn_q.weight", (64, 64), repack.Q4_0, 2304),
+               TensorInfo("output_norm.weight", (64,), 0, 256)]
     meta = ModelMeta(architecture="llama", n_layer=1, n_embd=64, n_head=1, n_head_kv=1, head_dim_k=64,
                      head_dim_v=64, n_vocab=256, n_ctx_train=512, tensors=tensors)
     mapped = repack.cpu_weights(meta, repack.RepackRule(frozenset({"AVX2"}), True, True), 1, True)
-    assert mapped.weights == 17408 and mapped.repack == 2304
+    # The repacked matrix lies between two mapped tensors: mapped and repacked (two copies).
+    assert mapped.weights == 17408 + 2304 + 256 and mapped.repack == 2304 and mapped.mapped_twice == 2304
+    read = repack.cpu_weights(meta, repack.RepackRule(frozenset({"AVX2"}), True, False), 1, True)
+    assert read.weights == 17408 + 256 and read.repack == 2304
 
 
 def test_setting_choices_are_the_modes() -> None:
