@@ -34,7 +34,19 @@ from app.core.errors import (
     TruncatedGGUFError,
 )
 from app.core.fit import quants
-from app.core.fit.architectures import KNOWN_ARCHITECTURES, SWA_PERIODS, ArchConstants, swa_layers
+from app.core.fit.architectures import (
+    ATTENTION,
+    BOTH,
+    KNOWN_ARCHITECTURES,
+    RECURRENT,
+    RECURRENT_ARCHITECTURES,
+    STATEFUL_ARCHITECTURES,
+    SWA_PERIODS,
+    ArchConstants,
+    LayerMetaError,
+    layer_rules,
+    swa_layers,
+)
 
 GGUF_MAGIC = b"GGUF"
 #: First Range request; each further one doubles, up to MAX_CHUNK.
@@ -125,7 +137,17 @@ class ModelMeta:
     #: Bytes downloaded to read the header(s) (0 for local files).
     bytes_fetched: int = 0
     gguf_version: int = 3
-    #: True when the planner only knows generic rules for this architecture.
+    #: What each layer keeps between tokens (architectures.ATTENTION, RECURRENT, BOTH, NO_CACHE);
+    #: empty means every layer is attention (synthetic metas of plain transformers).
+    layer_kinds: list[str] = field(default_factory=list)
+    #: f32 elements of one recurrent layer's state per sequence: conv rows (r) and SSM rows (s).
+    state_r: int = 0
+    state_s: int = 0
+    #: MLA: the KV cache holds K only (the compressed latent and the RoPE key), no V.
+    mla: bool = False
+    #: Layers the planner has no rule for (their memory is a guess; the plan is approximate).
+    unpriced_layers: list[int] = field(default_factory=list)
+    #: True when the planner only knows generic rules for this architecture or some of its layers.
     approximate: bool = False
     warnings: list[str] = field(default_factory=list)
     #: Scalar metadata (and short arrays) as read; long arrays are left out.
@@ -166,6 +188,17 @@ class ModelMeta:
             return int(self.n_head_kv[min(layer, len(self.n_head_kv) - 1)])
         return int(self.n_head_kv)
 
+    def layer_kind(self, layer: int) -> str:
+        return self.layer_kinds[layer] if layer < len(self.layer_kinds) else ATTENTION
+
+    def has_kv(self, layer: int) -> bool:
+        """Whether llama.cpp gives this layer a KV cache (recurrent-only and MLP-only layers have none)."""
+        return self.layer_kind(layer) in (ATTENTION, BOTH)
+
+    def has_state(self, layer: int) -> bool:
+        """Whether llama.cpp gives this layer a recurrent state (its RS buffer)."""
+        return self.layer_kind(layer) in (RECURRENT, BOTH)
+
     def is_swa(self, layer: int) -> bool:
         return bool(self.swa_pattern[layer]) if layer < len(self.swa_pattern) else False
 
@@ -181,6 +214,9 @@ class ModelMeta:
             "tied_embeddings": self.tied_embeddings, "file_type": self.file_type, "quant": self.quant,
             "tensor_bytes": self.tensor_bytes, "n_tensors": len(self.tensors), "file_size": self.file_size,
             "shards": list(self.shards), "chat_template": self.chat_template,
+            "layer_kinds": {k: self.layer_kinds.count(k) for k in dict.fromkeys(self.layer_kinds)},
+            "mla": self.mla, "state_bytes_per_layer": 4 * (self.state_r + self.state_s),
+            "unpriced_layers": list(self.unpriced_layers),
             "approximate": self.approximate, "warnings": list(self.warnings),
         }
 
@@ -415,6 +451,14 @@ def _meta_from_headers(headers: list[_Header], tensors: list[TensorInfo], where:
         swa = swa_layers(arch, n_layer, window)
     n_ff = get("feed_forward_length", 0)
     ftype = kv.get("general.file_type")
+    if not n_layer or not n_embd or (not n_head and arch not in RECURRENT_ARCHITECTURES):
+        raise ModelFileError(f"{where} lacks the layer count, width or heads of its {arch} model.",
+                             "The GGUF metadata is incomplete; choose another file.")
+    try:
+        rules = layer_rules(arch, get, n_layer, n_embd)
+    except LayerMetaError as exc:
+        raise ModelFileError(f"{where} has contradictory layer metadata for its {arch} model: {exc}.",
+                             exc.fix) from exc
     meta = ModelMeta(
         architecture=arch, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv,
         head_dim_k=head_k, head_dim_v=head_v, n_vocab=n_vocab,
@@ -429,20 +473,22 @@ def _meta_from_headers(headers: list[_Header], tensors: list[TensorInfo], where:
         name=kv.get("general.name"), size_label=kv.get("general.size_label"),
         tensors=tensors, header_bytes=headers[0].data_offset, gguf_version=headers[0].version,
         metadata={k: v for k, v in kv.items() if k != "tokenizer.chat_template"},
+        layer_kinds=rules.kinds, state_r=rules.state_r, state_s=rules.state_s, mla=rules.mla,
+        unpriced_layers=rules.unpriced, warnings=list(rules.warnings), approximate=bool(rules.unpriced),
     )
-    if not n_layer or not n_embd or not n_head:
-        raise ModelFileError(f"{where} lacks the layer count, width or heads of its {arch} model.",
-                             "The GGUF metadata is incomplete; choose another file.")
     _mark_unknown(meta)
     return meta
 
 
 def _mark_unknown(meta: ModelMeta) -> None:
-    if meta.architecture not in KNOWN_ARCHITECTURES and meta.architecture not in SWA_PERIODS:
+    arch = meta.architecture
+    if arch not in KNOWN_ARCHITECTURES and arch not in SWA_PERIODS and arch not in STATEFUL_ARCHITECTURES \
+            and not meta.unpriced_layers:
         meta.approximate = True
+        meta.unpriced_layers = list(range(meta.n_layer))
         meta.warnings.append(
-            f"Camelid has no exact memory rules for the '{meta.architecture}' architecture; the plan uses "
-            "generic transformer rules and is approximate.")
+            f"Camelid has no exact memory rules for the '{meta.architecture}' architecture; all "
+            f"{meta.n_layer} layers are priced with generic transformer rules, so the plan is approximate.")
 
 
 # -- local files ------------------------------------------------------------------------------
