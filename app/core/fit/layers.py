@@ -54,11 +54,30 @@ def layer_cells(meta: ModelMeta, layer: int, s: _Settings) -> int:
     return s.cells
 
 
+def _v_width(meta: ModelMeta, layer: int, s: _Settings) -> int:
+    """V elements per cell: none under MLA; without flash attention (V stored transposed) llama.cpp pads
+    every layer's V to the widest layer's (llama-kv-cache.cpp, TAG_V_CACHE_VARIABLE)."""
+    if meta.mla:
+        return 0
+    if not s.flash_attn:
+        key = ("v_width_max",)
+        widest = meta.memo.get(key)
+        if widest is None:
+            widest = meta.memo[key] = max((meta.kv_heads(il) * meta.head_dim_v for il in range(meta.n_layer)),
+                                          default=0)
+        return int(widest)
+    return meta.kv_heads(layer) * meta.head_dim_v
+
+
 def layer_kv_bytes(meta: ModelMeta, layer: int, s: _Settings) -> int:
-    """KV cache bytes of one layer (K and V)."""
+    """KV cache bytes of one layer: K and V, K only under MLA, nothing for recurrent-only layers."""
+    if not meta.has_kv(layer):
+        return 0
     heads = meta.kv_heads(layer)
-    per_cell = (_cache_row_bytes(s.cache_type_k, heads * meta.head_dim_k)
-                + _cache_row_bytes(s.cache_type_v, heads * meta.head_dim_v))
+    v = _v_width(meta, layer, s)
+    per_cell = _cache_row_bytes(s.cache_type_k, heads * meta.head_dim_k)
+    if v:
+        per_cell += _cache_row_bytes(s.cache_type_v, v)
     return int(layer_cells(meta, layer, s) * per_cell)
 
 
@@ -68,6 +87,16 @@ def _n_ff(meta: ModelMeta, layer: int) -> int:
     return int(meta.n_ff or 4 * meta.n_embd)
 
 
+#: llama.cpp's recurrent state types (llama-model.cpp create_memory: GGML_TYPE_F32 for r and s).
+STATE_BYTES_PER_ELEMENT = 4
+#: Sequences a context holds state for: llama-cpp-python leaves n_seq_max at 1 (rs_size = max(1, n_seq_max)),
+#: and n_rs_seq (rollback snapshots) at 0.
+STATE_SEQUENCES = 1
+
+
 def layer_state_bytes(meta: ModelMeta, layer: int, s: _Settings) -> int:
-    """Recurrent state bytes of one layer (llama.cpp's RS buffer); attention layers hold none."""
-    return 0
+    """Recurrent state bytes of one layer (llama.cpp's RS buffer: conv rows r and SSM rows s, f32, per
+    sequence); attention layers hold none. Independent of the context length."""
+    if not meta.has_state(layer):
+        return 0
+    return (meta.state_r + meta.state_s) * STATE_BYTES_PER_ELEMENT * STATE_SEQUENCES
