@@ -235,7 +235,8 @@ def _inputs(g: _Graph, meta: ModelMeta, s: _Settings) -> _Inputs:
     masks, k_idxs, v_idxs = {}, {}, {}
     for swa in kinds:
         k_idxs[swa] = g.input(ub * 8)
-        v_idxs[swa] = g.input(ub * 8 * (1 if s.flash_attn else v_dim))
+        # MLA caches K only (V is a view of it): no V row indices in its graph.
+        v_idxs[swa] = g.input(0 if _is_mla(meta, 0) else ub * 8 * (1 if s.flash_attn else v_dim))
         layer = next((i for i in range(meta.n_layer) if meta.is_swa(i) == swa), 0)
         n_kv = layer_cells(meta, layer, s)
         masks[swa] = g.input(n_kv * ub * (2 if s.flash_attn else 4))
@@ -290,6 +291,50 @@ def _attention(g: _Graph, meta: ModelMeta, layer: int, s: _Settings, inp: _Input
     return g.op(e * ub * F32, out)  # attn_output
 
 
+def _mla_attention(g: _Graph, meta: ModelMeta, layer: int, s: _Settings, inp: _Inputs, x: _T) -> _T:
+    """DeepSeek-2 style MLA with the absorbed k_b/v_b (llm_build_deepseek2; keys read from meta.metadata).
+
+    q (n_head x key_length_mla) -> q_nope absorbed by k_b (n_head x kv_lora_rank) and RoPE'd q_pe
+    (a strided view: a new tensor), concatenated into Qcur (n_head x (kv_lora_rank + rope));
+    kv_a_mqa gives the compressed row (kv_lora_rank + rope): its norm and RoPE'd k_pe are new
+    tensors, concatenated into the cached K row; V is a view of the K cache (no V indices).
+    Attention returns n_head x kv_lora_rank, decompressed by v_b to n_head x value_length_mla.
+    """
+    ub, e, heads = s.n_ubatch, meta.n_embd, meta.n_head
+    lora = int(_md(meta, "attention.kv_lora_rank", 0))
+    rope = int(_md(meta, "rope.dimension_count", 0))
+    hk = int(_md(meta, "attention.key_length_mla", 0) or meta.head_dim_k)
+    hv = int(_md(meta, "attention.value_length_mla", 0) or meta.head_dim_v)
+    q_lora = int(_md(meta, "attention.q_lora_rank", 0) or 0)
+    n_kv = layer_cells(meta, layer, s)
+    cur = g.same(g.op(e * ub * F32, x))  # attn_norm
+    if q_lora and _has(meta, layer, "attn_q_a.weight"):
+        q = g.op(heads * hk * ub * F32, g.same(g.same(g.op(q_lora * ub * F32, cur))))
+    else:
+        q = g.op(heads * hk * ub * F32, cur)
+    q_abs = g.op(heads * lora * ub * F32, q)  # q_nope_absorbed
+    q_pe = g.op(heads * rope * ub * F32, q, inp.pos)
+    qcur = g.op(heads * (lora + rope) * ub * F32, q_abs, q_pe)  # CONCAT
+    kv_pe = g.op((lora + rope) * ub * F32, cur)
+    kv = g.same(g.op(lora * ub * F32, kv_pe))  # kv_a_norm of a strided view: a new tensor, MUL in place
+    k_pe = g.op(rope * ub * F32, kv_pe, inp.pos)
+    k = g.op((lora + rope) * ub * F32, kv, k_pe)  # CONCAT: the cached row
+    g.op(0, k, inp.k_idxs[False])
+    mask = inp.masks[False]
+    if s.flash_attn:
+        out = g.op(heads * lora * ub * F32, qcur, mask)
+    else:
+        kq = g.same(g.op(heads * n_kv * ub * F32, qcur), mask)  # KQ, SOFT_MAX in place
+        v = g.op(n_kv * lora * 2, kq)  # ggml_cont of the transposed V view of the f16 cache
+        out = g.op(heads * lora * ub * F32, kq, v)
+    mla = g.op(heads * hv * ub * F32, out)  # v_b decompression
+    return g.op(e * ub * F32, g.op(mla.size, mla))  # CONT of the permuted result, attn_output
+
+
+def _is_mla(meta: ModelMeta, layer: int) -> bool:
+    return _has(meta, layer, "attn_kv_a_mqa.weight") and _has(meta, layer, "attn_k_b.weight")
+
+
 def _ffn(g: _Graph, meta: ModelMeta, layer: int, s: _Settings, x: _T) -> _T:
     """The FFN of one block on its normalised input x (build_ffn / build_moe_ffn). Returns its output."""
     ub, e = s.n_ubatch, meta.n_embd
@@ -339,7 +384,7 @@ def _ffn(g: _Graph, meta: ModelMeta, layer: int, s: _Settings, x: _T) -> _T:
 def _block(g: _Graph, meta: ModelMeta, layer: int, s: _Settings, inp: _Inputs, x: _T, *, last: bool) -> _T:
     """One transformer block on residual x; returns the block output (the next residual)."""
     ub, e = s.n_ubatch, meta.n_embd
-    attn = _attention(g, meta, layer, s, inp, x)
+    attn = (_mla_attention if _is_mla(meta, layer) else _attention)(g, meta, layer, s, inp, x)
     if _has(meta, layer, "post_attention_norm.weight"):
         attn = g.same(g.same(attn))  # Gemma 2/3: RMS_NORM and MUL in place on the attention output
     if last:
@@ -368,7 +413,7 @@ def _graph(meta: ModelMeta, layer: int, s: _Settings, *, output: bool) -> _Graph
 
 
 def _signature(meta: ModelMeta, layer: int) -> tuple[Any, ...]:
-    suffixes = ("attn_qkv.weight", "attn_q_norm.weight", "attn_k_norm.weight", "post_attention_norm.weight",
+    suffixes = ("attn_kv_a_mqa.weight", "attn_q_a.weight", "ffn_gate_up_exps.weight", "attn_qkv.weight", "attn_q_norm.weight", "attn_k_norm.weight", "post_attention_norm.weight",
                 "post_ffw_norm.weight", "ffn_gate_inp.weight", "ffn_gate.weight", "ffn_up_shexp.weight")
     return (meta.kv_heads(layer), meta.is_swa(layer), _n_ff(meta, layer),
             _tensor_rows(meta, layer, "attn_q.weight"), _tensor_rows(meta, layer, "ffn_up.weight"),
@@ -397,7 +442,10 @@ def _legacy_block(meta: ModelMeta, layer: int, s: _Settings) -> int:
 
 def _replayable(meta: ModelMeta, layer: int) -> bool:
     """Blocks whose graph `_block` writes: attention with a KV cache (dense or MoE FFN)."""
-    return meta.kv_heads(layer) > 0 and meta.head_dim_k > 0 and not _has(meta, layer, "attn_kv_a_mqa.weight")
+    if _has(meta, layer, "attn_kv_a_mqa.weight"):
+        return _is_mla(meta, layer)
+    return meta.kv_heads(layer) > 0 and meta.head_dim_k > 0 and not _has(meta, layer, "ssm_in.weight") \
+        and not any(k.startswith(f"{meta.architecture}.ssm.") for k in meta.metadata)
 
 
 def _block_compute(meta: ModelMeta, layer: int, s: _Settings) -> int:
