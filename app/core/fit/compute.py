@@ -230,14 +230,17 @@ def _inputs(g: _Graph, meta: ModelMeta, s: _Settings) -> _Inputs:
     # batch's graph, so it is never freed: one n_embd-wide f32 activation alive through the graph.
     g.input(meta.n_embd * ub * F32)
     pos = g.input(ub * 4 * (4 if meta.architecture.startswith("qwen2vl") else 1))
-    kinds = [False, True] if _swa_model(meta, s) else [False]
+    if any(meta.has_state(i) for i in range(meta.n_layer)):
+        g.input(4 * 1)  # rs_s_copy: one int32 per state row (n_rs: one sequence)
+    attends = [i for i in range(meta.n_layer) if meta.has_kv(i)]
+    kinds = ([False, True] if _swa_model(meta, s) else [False]) if attends else []
     v_dim = max((meta.kv_heads(i) * meta.head_dim_v for i in range(meta.n_layer)), default=0)
     masks, k_idxs, v_idxs = {}, {}, {}
     for swa in kinds:
         k_idxs[swa] = g.input(ub * 8)
         # MLA caches K only (V is a view of it): no V row indices in its graph.
         v_idxs[swa] = g.input(0 if _is_mla(meta, 0) else ub * 8 * (1 if s.flash_attn else v_dim))
-        layer = next((i for i in range(meta.n_layer) if meta.is_swa(i) == swa), 0)
+        layer = next((i for i in attends if meta.is_swa(i) == swa), attends[0])
         n_kv = layer_cells(meta, layer, s)
         masks[swa] = g.input(n_kv * ub * (2 if s.flash_attn else 4))
     out_ids = g.input(ub * 4)
@@ -257,7 +260,17 @@ def _attention(g: _Graph, meta: ModelMeta, layer: int, s: _Settings, inp: _Input
     # attn_norm: RMS_NORM cannot overwrite x (the residual still reads it); MUL by the weight runs in place.
     cur = g.same(g.op(e * ub * F32, x))
     fused = _has(meta, layer, "attn_qkv.weight")
-    if fused:
+    # Qwen3-Next / Qwen3.5: one Q projection yields query and gate (2 x n_head x head_dim); the query is
+    # an RMS_NORM of a view (a new tensor), and the gate's CONT is built only after the attention, so the
+    # joint projection stays alive through it.
+    gated = meta.architecture in _GATED_Q and q_rows == 2 * heads * meta.head_dim_k
+    q_full = None
+    if gated:
+        q_full = g.op(q_rows * ub * F32, cur)
+        q = g.same(g.op(heads * meta.head_dim_k * ub * F32, q_full))
+        v = g.op(heads_kv * meta.head_dim_v * ub * F32, cur)
+        k = g.op(heads_kv * meta.head_dim_k * ub * F32, cur)
+    elif fused:
         qkv = g.op((q_rows + heads_kv * (meta.head_dim_k + meta.head_dim_v)) * ub * F32, cur)
         q = g.op(q_rows * ub * F32, qkv)  # ggml_cont of the q view, then views for k and v
         k = v = qkv
@@ -265,7 +278,7 @@ def _attention(g: _Graph, meta: ModelMeta, layer: int, s: _Settings, inp: _Input
         q = g.op(q_rows * ub * F32, cur)  # Qcur; bias, q-norm and RoPE run in place on it
         v = g.op(heads_kv * meta.head_dim_v * ub * F32, cur)  # llama.cpp builds V before K
         k = g.op(heads_kv * meta.head_dim_k * ub * F32, cur)
-    if _has(meta, layer, "attn_q_norm.weight"):
+    if _has(meta, layer, "attn_q_norm.weight") and not gated:
         q = g.same(g.same(q))
     q = g.same(q, inp.pos)  # ROPE (a view of Qcur, reused in place)
     if _has(meta, layer, "attn_k_norm.weight"):
@@ -288,6 +301,9 @@ def _attention(g: _Graph, meta: ModelMeta, layer: int, s: _Settings, inp: _Input
         kq = g.same(kq, mask)
         kqv = g.op(heads * meta.head_dim_v * ub * F32, kq)
         out = g.op(kqv.size, kqv)  # ggml_cont_2d of the permuted KQV
+    if q_full is not None:
+        gate = g.same(g.op(heads * meta.head_dim_v * ub * F32, q_full))  # CONT of the gate view, SIGMOID in place
+        out = g.same(out, gate)  # MUL, in place on the attention output
     return g.op(e * ub * F32, out)  # attn_output
 
 
@@ -329,6 +345,115 @@ def _mla_attention(g: _Graph, meta: ModelMeta, layer: int, s: _Settings, inp: _I
         out = g.op(heads * lora * ub * F32, kq, v)
     mla = g.op(heads * hv * ub * F32, out)  # v_b decompression
     return g.op(e * ub * F32, g.op(mla.size, mla))  # CONT of the permuted result, attn_output
+
+
+#: Architectures whose attention layers project a gated query (src/models/qwen3next.cpp, qwen35*.cpp).
+_GATED_Q = frozenset({"qwen3next", "qwen35", "qwen35moe"})
+
+
+def _ssm(meta: ModelMeta) -> tuple[int, int, int, int, int]:
+    """(d_conv, d_inner, d_state, dt_rank, n_group) from the `ssm.*` keys."""
+    return (int(_md(meta, "ssm.conv_kernel", 0)), int(_md(meta, "ssm.inner_size", 0)),
+            int(_md(meta, "ssm.state_size", 0)), int(_md(meta, "ssm.time_step_rank", 0)),
+            max(1, int(_md(meta, "ssm.group_count", 1) or 1)))
+
+
+def _state_rows(g: _Graph, size: int) -> _T:
+    """build_rs: the SCALE that clears a state and the copy of the extra rows write views of the cache
+    (no memory); GET_ROWS of this sequence's row is a new tensor."""
+    return g.op(size * F32)
+
+
+def _delta_net(g: _Graph, meta: ModelMeta, layer: int, s: _Settings, x: _T) -> _T:
+    """A gated delta-net layer (qwen35.cpp / qwen3next.cpp build_layer_attn_linear, delta-net-base.cpp),
+    nodes in the order ggml_build_forward_expand visits them: the conv-state copy pulls the QKV projection
+    and the CONCAT with the conv state; the new-state copy pulls the fused GATED_DELTA_NET and its sources
+    in order (the SSM_CONV output, the two L2 norms of its q and k views, the gate chain, beta, the state);
+    the gate projection z is visited only by the gated norm after it, so the layer input stays alive
+    until then. The fused op (CPU has it, cparams.fused_gdn_*) writes the output and the new state into
+    one tensor; n_k_heads != n_v_heads needs no REPEAT there.
+    """
+    ub, e = s.n_ubatch, meta.n_embd
+    d_conv, d_inner, d_state, n_v, n_k = _ssm(meta)
+    key_dim = d_state * n_k
+    channels = d_inner + 2 * key_dim
+    head_v = d_inner // max(1, n_v)
+    cur = g.same(g.op(e * ub * F32, x))  # attn_norm
+    conv_state = _state_rows(g, (d_conv - 1) * channels)
+    legacy = _has(meta, layer, "ssm_in.weight")
+    if legacy:
+        # ssm_in: one interleaved qkvz projection, split by CONTs and re-joined by two CONCATs; z's CONT
+        # is visited last, so the projection lives through the layer.
+        mixed = g.op((2 * key_dim + 2 * d_inner) * ub * F32, cur)
+        qk = g.op(2 * key_dim * ub * F32, g.op(key_dim * ub * F32, mixed), g.op(key_dim * ub * F32, mixed))
+        qkv = g.op(channels * ub * F32, qk, g.op(d_inner * ub * F32, mixed))
+    else:
+        mixed = None
+        qkv = g.op(channels * ub * F32, cur)
+    conv_in = g.op((d_conv - 1 + ub) * channels * F32, conv_state, qkv)  # CONCAT with the transposed view
+    g.op(0, conv_in)  # CPY of its last columns into the conv cache
+    state = _state_rows(g, head_v * head_v * n_v)
+    conv = g.same(g.op(channels * ub * F32, conv_in))  # SSM_CONV, SILU in place
+    q = g.same(g.op(key_dim * ub * F32, conv))  # l2 norm: RMS_NORM of a view (new), SCALE in place
+    k = g.same(g.op(key_dim * ub * F32, conv))
+    if _has(meta, layer, "ssm_ba.weight"):
+        ba = g.op(2 * n_v * ub * F32, cur)  # ssm_beta_alpha
+        gate = g.same(g.same(g.same(g.op(n_v * ub * F32, ba))))  # CONT of a, ADD dt, SOFTPLUS, MUL A
+        beta = g.same(g.op(n_v * ub * F32, ba))  # CONT of b, SIGMOID in place
+    else:
+        gate = g.same(g.same(g.same(g.op(n_v * ub * F32, cur))))  # ssm_alpha, ADD dt, SOFTPLUS, MUL A
+        beta = g.same(g.op(n_v * ub * F32, cur))  # ssm_beta, SIGMOID in place
+    out = g.op((head_v * n_v * ub + head_v * head_v * n_v) * F32, q, k, conv, gate, beta, state)
+    g.op(0, out)  # CPY of the new state into the cache
+    normed = g.same(g.op(head_v * n_v * ub * F32, out))  # gated norm: RMS_NORM of the output view, MUL
+    z = g.same(g.op(d_inner * ub * F32, mixed)) if mixed is not None else g.same(g.op(d_inner * ub * F32, cur))
+    y = g.same(normed, z)  # MUL by SILU(z), in place
+    return g.op(e * ub * F32, y)  # ssm_out
+
+
+def _mamba2(g: _Graph, meta: ModelMeta, layer: int, s: _Settings, x: _T) -> _T:
+    """A Mamba-2 mixer (mamba-base.cpp build_mamba2_layer), in visiting order: the conv-state copy pulls
+    the in-projection zxBCdt and its CONCAT with the conv state; the SSM_SCAN pulls the SSM_CONV chain
+    and the CONT of dt; the output adds x * D (a new tensor: x is one of three views of xBC) and gates
+    with the CONT of z (SWIGLU: a new tensor), so zxBCdt lives until that CONT. The scan's result holds
+    y and the final state."""
+    ub, e = s.n_ubatch, meta.n_embd
+    d_conv, d_inner, d_state, n_head, n_group = _ssm(meta)
+    channels = d_inner + 2 * n_group * d_state
+    cur = g.same(g.op(e * ub * F32, x))  # attn_norm
+    conv_state = _state_rows(g, (d_conv - 1) * channels)
+    zxbcdt = g.op((2 * d_inner + 2 * n_group * d_state + n_head) * ub * F32, cur)
+    conv_in = g.op((d_conv - 1 + ub) * channels * F32, conv_state, zxbcdt)
+    g.op(0, conv_in)
+    xbc = g.same(g.same(g.op(channels * ub * F32, conv_in)))  # SSM_CONV, ADD bias, SILU
+    dt = g.same(g.op(n_head * ub * F32, zxbcdt))  # CONT of the dt view, ADD dt bias
+    y_ssm = g.op((d_inner * ub + d_state * d_inner) * F32, xbc, dt)  # SSM_SCAN (reads the state view)
+    g.op(0, y_ssm)  # CPY of the final state into the cache
+    y = g.same(y_ssm, g.op(d_inner * ub * F32, xbc))  # ADD y + MUL(x, D): in place on the scan result
+    y = g.same(g.same(g.op(d_inner * ub * F32, g.op(d_inner * ub * F32, zxbcdt), y)))  # SWIGLU, group norm
+    return g.op(e * ub * F32, y)  # ssm_out
+
+
+def _mixer(meta: ModelMeta, layer: int) -> str:
+    """Which graph builds this layer's token mixing: attention, mla, delta_net, mamba2 or "" (no rule)."""
+    if _has(meta, layer, "attn_kv_a_mqa.weight"):
+        return "mla" if _is_mla(meta, layer) else ""
+    if meta.has_state(layer):
+        if meta.has_kv(layer):
+            return ""  # falcon-h1: attention and Mamba side by side; no rule
+        if meta.architecture in _GATED_Q and _has(meta, layer, "ssm_conv1d.weight"):
+            return "delta_net"
+        if _has(meta, layer, "ssm_in.weight") and _has(meta, layer, "ssm_d") and _ssm(meta)[4] >= 1 \
+                and meta.architecture in _MAMBA2:
+            return "mamba2"
+        return ""
+    if meta.has_kv(layer) and meta.kv_heads(layer) > 0 and meta.head_dim_k > 0:
+        return "attention"
+    return ""
+
+
+#: Architectures whose recurrent layers are Mamba-2 mixers followed by the usual FFN sub-block.
+_MAMBA2 = frozenset({"granitehybrid", "mamba2"})
 
 
 def _is_mla(meta: ModelMeta, layer: int) -> bool:
@@ -384,7 +509,13 @@ def _ffn(g: _Graph, meta: ModelMeta, layer: int, s: _Settings, x: _T) -> _T:
 def _block(g: _Graph, meta: ModelMeta, layer: int, s: _Settings, inp: _Inputs, x: _T, *, last: bool) -> _T:
     """One transformer block on residual x; returns the block output (the next residual)."""
     ub, e = s.n_ubatch, meta.n_embd
-    attn = (_mla_attention if _is_mla(meta, layer) else _attention)(g, meta, layer, s, inp, x)
+    mixer = _mixer(meta, layer)
+    if mixer == "delta_net":
+        attn = _delta_net(g, meta, layer, s, x)
+    elif mixer == "mamba2":
+        attn = _mamba2(g, meta, layer, s, x)
+    else:
+        attn = (_mla_attention if mixer == "mla" else _attention)(g, meta, layer, s, inp, x)
     if _has(meta, layer, "post_attention_norm.weight"):
         attn = g.same(g.same(attn))  # Gemma 2/3: RMS_NORM and MUL in place on the attention output
     if last:
@@ -415,7 +546,7 @@ def _graph(meta: ModelMeta, layer: int, s: _Settings, *, output: bool) -> _Graph
 def _signature(meta: ModelMeta, layer: int) -> tuple[Any, ...]:
     suffixes = ("attn_kv_a_mqa.weight", "attn_q_a.weight", "ffn_gate_up_exps.weight", "attn_qkv.weight", "attn_q_norm.weight", "attn_k_norm.weight", "post_attention_norm.weight",
                 "post_ffw_norm.weight", "ffn_gate_inp.weight", "ffn_gate.weight", "ffn_up_shexp.weight")
-    return (meta.kv_heads(layer), meta.is_swa(layer), _n_ff(meta, layer),
+    return (_mixer(meta, layer), meta.kv_heads(layer), meta.is_swa(layer), _n_ff(meta, layer),
             _tensor_rows(meta, layer, "attn_q.weight"), _tensor_rows(meta, layer, "ffn_up.weight"),
             *(_has(meta, layer, x) for x in suffixes))
 
@@ -429,23 +560,27 @@ def _peak(meta: ModelMeta, layer: int, s: _Settings, *, output: bool) -> int:
 
 
 def _legacy_block(meta: ModelMeta, layer: int, s: _Settings) -> int:
-    """The previous closed form, kept for blocks whose graph is not replayed (recurrent, MLA)."""
+    """A closed form for blocks whose graph is not replayed (Mamba-1, short convolutions, falcon-h1's
+    parallel mixers, Nemotron-H's FFN-only layers, legacy MLA): the block's activations, the scores
+    and mask where the layer attends, or the FFN, whichever is larger. Within 8 MiB of llama.cpp at
+    toy widths (tests/core/fit/test_compute.py); these layer kinds have no wide fixture."""
     ub, e = s.n_ubatch, meta.n_embd
     n_kv = layer_cells(meta, layer, s)
     q_dim = meta.n_head * meta.head_dim_k
     kv_dim = meta.kv_heads(layer) * (meta.head_dim_k + meta.head_dim_v)
     activations = ub * 4 * (3 * e + q_dim + kv_dim)
-    attention = activations + (n_kv * ub * 2 if s.flash_attn else (meta.n_head * n_kv * ub + n_kv * ub) * 4)
+    if not meta.has_kv(layer):
+        attention = activations  # a recurrent layer without a rule: no KQ scores, no mask
+    else:
+        attention = activations + (n_kv * ub * 2 if s.flash_attn else (meta.n_head * n_kv * ub + n_kv * ub) * 4)
     ffn = ub * 4 * (3 * _n_ff(meta, layer) + 4 * e)
     return max(attention, ffn)
 
 
 def _replayable(meta: ModelMeta, layer: int) -> bool:
-    """Blocks whose graph `_block` writes: attention with a KV cache (dense or MoE FFN)."""
-    if _has(meta, layer, "attn_kv_a_mqa.weight"):
-        return _is_mla(meta, layer)
-    return meta.kv_heads(layer) > 0 and meta.head_dim_k > 0 and not _has(meta, layer, "ssm_in.weight") \
-        and not any(k.startswith(f"{meta.architecture}.ssm.") for k in meta.metadata)
+    """Blocks whose graph `_block` writes: attention (plain, gated-query, MLA), gated delta-net and
+    Mamba-2 mixers, each with a dense or MoE FFN."""
+    return bool(_mixer(meta, layer))
 
 
 def _block_compute(meta: ModelMeta, layer: int, s: _Settings) -> int:

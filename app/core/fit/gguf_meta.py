@@ -18,7 +18,7 @@ import functools
 import os
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,6 +256,42 @@ class ModelMeta:
         return _replace(self, tensors=tensors, file_type=int(ft),
                         file_size=header + sum(-(-t.n_bytes // 32) * 32 for t in tensors),
                         shards=[], bytes_fetched=0)
+
+
+    def to_record(self) -> dict[str, Any]:
+        """The header as plain JSON: architecture metadata and the tensor table (no tokenizer, no
+        template), what the catalog stores for a model it has not downloaded. `from_record` reads it."""
+        metadata = {k: v for k, v in self.metadata.items()
+                    if not k.startswith("tokenizer.") and isinstance(v, (int, float, str, bool, list))}
+        metadata.setdefault(f"{self.architecture}.vocab_size", self.n_vocab)
+        return {"metadata": metadata, "tensors": [[t.name, list(t.shape), t.ggml_type] for t in self.tensors],
+                "header_bytes": self.header_bytes, "file_size": self.file_size}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], *, where: str = "the catalog") -> ModelMeta:
+        """A header from `to_record`'s JSON, derived exactly as `read_gguf` derives one from a file."""
+        try:
+            kv = dict(record["metadata"])
+            raw = [(str(n), tuple(int(d) for d in shape), int(ty)) for n, shape, ty in record["tensors"]]
+            header_bytes = int(record.get("header_bytes") or 0)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"The model header stored in {where} is malformed ({exc}).",
+                                 "Refresh the catalog, or reinstall Camelid.") from exc
+        offsets, offset = [], 0
+        for _name, shape, ty in raw:
+            offsets.append(offset)
+            try:
+                offset += -(-quants.tensor_nbytes(ty, shape) // 32) * 32
+            except (ValueError, KeyError) as exc:
+                raise ModelFileError(f"The model header stored in {where} names an unknown tensor type {ty}.",
+                                     "Refresh the catalog, or update Camelid.") from exc
+        header = _Header(version=3, kv=kv, array_lengths={},
+                         tensors=[(n, sh, ty, off) for (n, sh, ty), off in zip(raw, offsets, strict=True)],
+                         data_offset=header_bytes)
+        meta = _meta_from_headers([header], _tensor_infos(header, 0, offset), where)
+        size = record.get("file_size")
+        meta.file_size = int(size) if isinstance(size, int) else header_bytes + offset
+        return meta
 
 
 def _replace(meta: ModelMeta, **changes: Any) -> ModelMeta:

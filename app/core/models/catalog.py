@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import paths
-from app.core.errors import CatalogError
+from app.core.errors import CamelidError, CatalogError
 
 if TYPE_CHECKING:
     from app.core.fit import ArchConstants, ModelMeta
@@ -55,6 +55,9 @@ class Architecture:
     n_expert_shared: int = 0  # shared experts, each n_ff_exp wide
     #: Llama 3.1+ ships its RoPE scaling factors as a small rope_freqs tensor.
     rope_freqs: bool = False
+    #: Weights counted from a real tensor table (models whose entry carries a header); 0: use the formula.
+    n_params: int = 0
+    n_active_params: int = 0
 
     @property
     def is_moe(self) -> bool:
@@ -82,8 +85,28 @@ class Architecture:
         one = self.n_vocab * self.n_embd
         return one if self.tied_embeddings else 2 * one
 
+    @classmethod
+    def from_meta(cls, meta: ModelMeta) -> Architecture:
+        """The summary shapes of a real header (hybrids, MLA, Gemma 4...): what the recommender reads
+        for layer counts and bounds; the header itself prices the model."""
+        heads_kv = max((meta.kv_heads(i) for i in range(meta.n_layer)), default=0)
+        n_ff = meta.n_ff if isinstance(meta.n_ff, int) else max(meta.n_ff, default=0)
+        total = meta.n_params
+        active = total
+        if meta.n_expert > 1:
+            experts = sum(t.n_elements for t in meta.tensors if "_exps." in t.name)
+            active = total - experts + experts * max(1, meta.n_expert_used) // meta.n_expert
+        return cls(architecture=meta.architecture, n_layer=meta.n_layer, n_embd=meta.n_embd,
+                   n_head=meta.n_head, n_head_kv=heads_kv, head_dim_k=meta.head_dim_k,
+                   head_dim_v=meta.head_dim_v, n_ff=n_ff, n_vocab=meta.n_vocab,
+                   tied_embeddings=meta.tied_embeddings, sliding_window=meta.sliding_window or None,
+                   n_expert=meta.n_expert, n_expert_used=meta.n_expert_used, n_ff_exp=meta.n_ff_exp,
+                   n_params=total, n_active_params=active)
+
     def parameter_count(self) -> int:
         """Weights in the matrices (norms and biases are under 0.1% and left out)."""
+        if self.n_params:
+            return self.n_params
         block = self.attention_parameters() + self.ffn_parameters()
         return self.embedding_parameters() + self.n_layer * block
 
@@ -96,6 +119,8 @@ class Architecture:
 
     def active_parameter_count(self) -> int:
         """Weights a token passes through: all of a dense model, the used experts of a MoE."""
+        if self.n_active_params:
+            return self.n_active_params
         block = self.attention_parameters() + self.ffn_parameters(active_only=True)
         return self.embedding_parameters() + self.n_layer * block
 
@@ -137,6 +162,15 @@ class CatalogModel:
     note: str | None = None
     #: Sizes from a Hub listing, by quant; see `with_hub_sizes`.
     hub_files: Mapping[str, CatalogFile] = field(default_factory=dict)
+    #: A GGUF header (`ModelMeta.to_record`) for architectures the constants cannot describe (hybrid,
+    #: recurrent, MLA, per-layer shapes): a real file's header from the Hub refresh, or for the shipped
+    #: snapshot the tensor table llama.cpp builds from the model's metadata. Priced from it, not `arch`.
+    header: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    #: Where the entry came from: "snapshot" (shipped) or "hub" (a refresh), and when it was fetched.
+    source: str = "snapshot"
+    fetched: str | None = None
+    #: The catalog id of the newer model that replaces this one at the same size, if any.
+    superseded_by: str | None = None
 
     def filename(self, quant: str) -> str:
         """The file name the GGUF repo uses for `quant` (single-file form)."""
@@ -170,7 +204,10 @@ class CatalogModel:
         return _arch_constants(self.arch, self.context)
 
     def meta(self, quant: str) -> ModelMeta:
-        """A synthetic GGUF header for `quant`: the tensor table llama.cpp would write."""
+        """A GGUF header for `quant`: the tensor table llama.cpp would write (from the stored header
+        when the entry has one, else synthesised from the constants)."""
+        if self.header is not None:
+            return _header_meta(self, quant)
         return _synthetic_meta(self.arch, self.context, quant)
 
     def file(self, quant: str) -> CatalogFile:
@@ -189,6 +226,8 @@ class CatalogModel:
             "params_b": self.params_b, "active_params_b": self.active_params_b,
             "license": self.license, "gated": self.gated, "context": self.context,
             "released": self.released, "strengths": list(self.strengths),
+            "architecture": self.arch.architecture, "source": self.source, "fetched": self.fetched,
+            "superseded_by": self.superseded_by,
             "files": [{"quant": f.quant, "size_bytes": f.size_bytes, "predicted": f.predicted,
                        "filename": f.filename} for f in self.files],
         }
@@ -244,9 +283,18 @@ def _parse(data: Any, *, source: str) -> Catalog:
                            "Reinstall Camelid, or fix the file if you edited it.")
     models = []
     seen: set[str] = set()
+    headers = data.get("headers") if isinstance(data.get("headers"), dict) else {}
     for entry in data["models"]:
         try:
-            arch = Architecture(**entry["arch"])
+            header = entry.get("header")
+            if isinstance(header, str):  # a key into the catalog's header table
+                header = headers.get(header) or _shipped_headers()[header]
+            if header is not None:
+                from app.core.fit import ModelMeta
+
+                arch = Architecture.from_meta(ModelMeta.from_record(header, where=source))
+            else:
+                arch = Architecture(**entry["arch"])
             model = CatalogModel(
                 id=entry["id"], name=entry["name"], family=entry["family"], model=entry["model"],
                 repo=entry["repo"], file_pattern=entry["file_pattern"], license=entry["license"],
@@ -255,7 +303,12 @@ def _parse(data: Any, *, source: str) -> Catalog:
                 strengths=tuple(entry["strengths"]), arch=arch,
                 quant_names=dict(entry.get("quant_names") or {}),
                 active_params_b=entry.get("active_params_b"), note=entry.get("note"),
+                header=header, source=str(entry.get("source") or "snapshot"), fetched=entry.get("fetched"),
+                superseded_by=entry.get("superseded_by"),
             )
+        except CamelidError as exc:
+            raise CatalogError(f"The catalog entry {entry.get('id', '?')!r} in {source} cannot be read: "
+                               f"{exc}", "Reinstall Camelid, or refresh the catalog.") from exc
         except (KeyError, TypeError, ValueError) as exc:
             name = entry.get("id", "?") if isinstance(entry, dict) else "?"
             raise CatalogError(f"The catalog entry {name!r} in {source} is malformed ({exc}).",
@@ -269,6 +322,46 @@ def _parse(data: Any, *, source: str) -> Catalog:
         seen.add(model.id)
         models.append(model)
     return Catalog(models=tuple(models))
+
+
+@cache
+def _shipped_headers() -> dict[str, Any]:
+    """resources/catalog_headers.json.gz: the tensor tables of the snapshot's newer architectures
+    (written by scripts/catalog_headers.py from each model's metadata with llama.cpp itself)."""
+    import gzip
+
+    path = paths.resources_dir() / "catalog_headers.json.gz"
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            data = json.loads(f.read(64 << 20))
+    except FileNotFoundError:
+        return {}
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CatalogError(f"The catalog's model headers {path} could not be read ({exc}).",
+                           "Reinstall Camelid.") from exc
+    return data if isinstance(data, dict) else {}
+
+
+#: Header-priced metas per (model id, header identity, quant).
+_HEADER_METAS: dict[tuple[str, int, str], ModelMeta] = {}
+
+
+def _header_meta(model: CatalogModel, quant: str) -> ModelMeta:
+    from app.core.fit import ModelMeta
+
+    assert model.header is not None
+    key = (model.id, id(model.header), quant)
+    meta = _HEADER_METAS.get(key)
+    if meta is None:
+        base_key = (model.id, id(model.header), "")
+        base = _HEADER_METAS.get(base_key)
+        if base is None:
+            base = _HEADER_METAS[base_key] = ModelMeta.from_record(model.header, where=model.name)
+        meta = base if base.quant == quant else base.with_file_type(quant)
+        if not meta.header_bytes:
+            meta.file_size = int(meta.file_size or 0) + _header_estimate(model.arch)
+        _HEADER_METAS[key] = meta
+    return meta
 
 
 # -- predicted files (the fit engine's file-type rules) -----------------------------
@@ -331,6 +424,8 @@ def _header_estimate(arch: Architecture) -> int:
 
 def predicted_size(model: CatalogModel, quant: str) -> int:
     """Bytes of `model`'s `quant` file as llama-quantize would write it (header included)."""
+    if model.header is not None:
+        return int(model.meta(quant).file_size or 0)
     key = (model.arch, model.context, quant)
     size = _SIZES.get(key)
     if size is None:
