@@ -112,6 +112,44 @@ def test_compute_matches_recorded(model: str, n_ctx: int, fa: bool, cache: str, 
     assert _close(planned, measured), (planned / MiB, measured)
 
 
+#: The same log for the 2026 architectures' wide fixtures (tests/fixtures/arch_gguf.py WIDE), n_ubatch 512:
+#: gated delta-net + gated-query attention (Qwen3-Next), Mamba-2 (Granite-4.0-H-Small widths), MLA.
+RECORDED_ARCH = {
+    ("qwen3next", 4096, True, "f16"): 66.03, ("qwen3next", 4096, False, "f16"): 178.03,
+    ("qwen3next", 512, True, "q8_0"): 62.80, ("granitehybrid", 4096, True, "f16"): 114.98,
+    ("granitehybrid", 16384, False, "f16"): 1101.03, ("deepseek2", 16384, True, "f16"): 96.15,
+}
+
+
+@pytest.fixture(scope="module")
+def arch_metas() -> dict[str, ModelMeta]:
+    from tests.fixtures import arch_gguf
+
+    return {name: read_gguf(arch_gguf.arch_gguf(name, "wide")) for name in ("qwen3next", "granitehybrid",
+                                                                              "deepseek2")}
+
+
+@pytest.mark.parametrize(("model", "n_ctx", "fa", "cache"), list(RECORDED_ARCH))
+def test_recurrent_and_mla_blocks_match_recorded(model: str, n_ctx: int, fa: bool, cache: str,
+                                                 arch_metas: dict[str, ModelMeta]) -> None:
+    planned = _planned_compute(arch_metas[model], n_ctx, fa, cache, 512)
+    measured = RECORDED_ARCH[(model, n_ctx, fa, cache)]
+    assert _close(planned, measured), (planned / MiB, measured)
+
+
+def test_delta_net_layer_is_replayed_not_guessed(arch_metas: dict[str, ModelMeta]) -> None:
+    """Qwen3-Next: three delta-net layers, then an attention layer; both kinds have a replayed graph,
+    and with flash attention the delta-net layer (its QKV projection, conv input and fused output) is
+    the larger block."""
+    from app.core.fit.compute import _mixer
+
+    meta = arch_metas["qwen3next"]
+    assert [_mixer(meta, il) for il in range(4)] == ["delta_net"] * 3 + ["attention"]
+    assert [_mixer(arch_metas["granitehybrid"], il) for il in (0, 4)] == ["mamba2", "attention"]
+    s = _effective(4096, 512, 512, flash_attn=True, cache_type_k="f16", cache_type_v="f16", swa_full=False)
+    assert _block_compute(meta, 0, s) > _block_compute(meta, 3, s)
+
+
 def test_block_peak_holds_the_ffn_and_the_mask(metas: dict[str, ModelMeta]) -> None:
     """Llama-3-8B widths, flash attention: gate, up and their SwiGLU (3 x 14336 wide) above the
     residual, the never-freed embeddings input and the f16 mask; each 512 cells add the mask's share."""

@@ -258,3 +258,27 @@ def test_unknown_architecture_header_is_approximate(tmp_path: Path) -> None:
                kv={"block_count": 2, "embedding_length": 256, "attention.head_count": 4, "vocab_size": 1000})
     meta = read_gguf(path)
     assert meta.approximate and meta.n_head_kv == 4 and gguf_meta.ModelMeta is type(meta)
+
+
+def test_header_record_round_trips(starter_model: Path) -> None:
+    """`to_record` / `from_record` (what catalogs store for a model not on disk): the same layer kinds,
+    state sizes, MLA flag and tensor bytes as reading the file, for a real file and 2026 hybrids."""
+    from tests.fixtures import arch_gguf
+
+    paths = [starter_model, arch_gguf.arch_gguf("qwen3next", "toy"), arch_gguf.arch_gguf("deepseek2", "toy"),
+             arch_gguf.arch_gguf("granitehybrid", "toy")]
+    for path in paths:
+        meta = read_gguf(path)
+        again = gguf_meta.ModelMeta.from_record(json.loads(json.dumps(meta.to_record())))
+        for field_name in ("architecture", "n_layer", "n_embd", "n_head", "n_head_kv", "head_dim_k", "n_vocab",
+                           "layer_kinds", "state_r", "state_s", "mla", "tensor_bytes", "tied_embeddings",
+                           "swa_pattern", "file_type", "header_bytes", "file_size"):
+            assert getattr(again, field_name) == getattr(meta, field_name), (path.name, field_name)
+        assert "tokenizer.ggml.tokens" not in meta.to_record()["metadata"]
+
+
+def test_malformed_header_record_is_a_typed_error() -> None:
+    with pytest.raises(ModelFileError, match="malformed"):
+        gguf_meta.ModelMeta.from_record({"metadata": {}, "tensors": [["x", "not a shape"]]})
+    with pytest.raises(ModelFileError, match="unknown tensor type"):
+        gguf_meta.ModelMeta.from_record({"metadata": {"general.architecture": "llama"}, "tensors": [["x", [4], 9999]]})
