@@ -61,6 +61,11 @@ def chats_db_path() -> Path:
     return data_dir() / "chats.sqlite3"
 
 
+def user_catalog_path() -> Path:
+    """JSON file with the models a catalog refresh found on the Hub (merged with the shipped catalog)."""
+    return data_dir() / "catalog_user.json"
+
+
 def config_dir() -> Path:
     home = _home()
     return home if home else Path(_dirs().user_config_dir)

@@ -57,6 +57,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sampling_preset", str, "balanced", "Default sampling preset for new chats.",
             choices=("precise", "balanced", "creative")),
     Setting("first_run_done", bool, False, "The first-run wizard has been completed."),
+    Setting("offline", bool, False,
+            "Work offline: Camelid does not contact the Hugging Face Hub to check for new models."),
+    Setting("catalog_daily_check", bool, True,
+            "Check the Hub for new models from the watched labs once a day (never when offline)."),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 

@@ -256,11 +256,113 @@ class Catalog:
         return {"models": [m.to_dict() for m in self.models]}
 
 
-def load_catalog(path: Path | None = None) -> Catalog:
-    """resources/catalog.json (or `path`), validated; the default file is read once."""
+def load_catalog(path: Path | None = None, *, include_user: bool = True) -> Catalog:
+    """resources/catalog.json (or `path`), validated; the default file is read once.
+
+    With no `path`, the models a catalog refresh stored in the data dir
+    (`paths.user_catalog_path()`) follow the shipped ones; a user entry never
+    replaces a shipped id or model. A damaged user catalog is left out (see
+    `user_catalog_info`), so it never stops the recommender.
+    """
     if path is None:
-        return _default_catalog()
+        shipped = _default_catalog()
+        if not include_user:
+            return shipped
+        user = _user_catalog()
+        return shipped if user is None else _merged(shipped, user)
     return _parse(_read(Path(path)), source=str(path))
+
+
+@dataclass(frozen=True)
+class UserCatalog:
+    """The refreshed part of the catalog: what the Hub added, and when it was last checked."""
+
+    path: Path
+    models: tuple[CatalogModel, ...] = ()
+    #: When the last successful refresh finished (ISO date-time, UTC), None if never.
+    refreshed: str | None = None
+    #: Sentences about entries (or the whole file) that could not be read and were left out.
+    problems: tuple[str, ...] = ()
+
+
+def snapshot_date() -> str:
+    """The date the shipped catalog was assembled: its "snapshot" field, else its newest release."""
+    raw = _shipped_raw()
+    stamp = raw.get("snapshot") if isinstance(raw, dict) else None
+    if isinstance(stamp, str) and stamp:
+        return stamp[:10]
+    return max((m.released for m in _default_catalog()), default="1970-01-01")[:10]
+
+
+def user_catalog_info() -> UserCatalog:
+    """The user catalog as it is on disk now (empty when no refresh has run)."""
+    return _user_catalog() or UserCatalog(path=paths.user_catalog_path())
+
+
+def last_refreshed() -> str | None:
+    """When the catalog was last refreshed from the Hub (ISO date-time), or None."""
+    return user_catalog_info().refreshed
+
+
+@cache
+def _shipped_raw() -> Any:
+    return _read(paths.resources_dir() / "catalog.json")
+
+
+#: (path, inode, mtime_ns, size) -> the parsed user catalog; re-read when the file changes.
+_USER_CACHE: dict[tuple[str, int, int, int], UserCatalog] = {}
+_MERGED_CACHE: dict[tuple[int, int], Catalog] = {}
+
+
+def _user_catalog() -> UserCatalog | None:
+    path = paths.user_catalog_path()
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    key = (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    found = _USER_CACHE.get(key)
+    if found is None:
+        _USER_CACHE.clear()
+        found = _USER_CACHE[key] = _parse_user(path)
+    return found
+
+
+def _parse_user(path: Path) -> UserCatalog:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return UserCatalog(path=path, problems=(f"The refreshed catalog {path} could not be read ({exc}); "
+                                                "refresh the catalog to rebuild it.",))
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        return UserCatalog(path=path, problems=(f"The refreshed catalog {path} has no list of models; "
+                                                "refresh the catalog to rebuild it.",))
+    models, problems = [], []
+    seen: set[str] = set()
+    for entry in data["models"]:
+        try:
+            (model,) = _parse({"models": [entry]}, source=str(path)).models
+        except CatalogError as exc:
+            problems.append(exc.message)
+            continue
+        if model.id in seen:
+            continue
+        seen.add(model.id)
+        models.append(model)
+    refreshed = data.get("refreshed")
+    return UserCatalog(path=path, models=tuple(models), problems=tuple(problems),
+                       refreshed=refreshed if isinstance(refreshed, str) else None)
+
+
+def _merged(shipped: Catalog, user: UserCatalog) -> Catalog:
+    key = (id(shipped), id(user))
+    merged = _MERGED_CACHE.get(key)
+    if merged is None:
+        taken = {m.id.lower() for m in shipped} | {m.model.lower() for m in shipped}
+        extra = tuple(m for m in user.models if m.id.lower() not in taken and m.model.lower() not in taken)
+        _MERGED_CACHE.clear()
+        merged = _MERGED_CACHE[key] = Catalog(models=shipped.models + extra)
+    return merged
 
 
 @cache
@@ -283,7 +385,7 @@ def _parse(data: Any, *, source: str) -> Catalog:
                            "Reinstall Camelid, or fix the file if you edited it.")
     models = []
     seen: set[str] = set()
-    headers = data.get("headers") if isinstance(data.get("headers"), dict) else {}
+    headers: dict[str, Any] = data["headers"] if isinstance(data.get("headers"), dict) else {}
     for entry in data["models"]:
         try:
             header = entry.get("header")
