@@ -18,12 +18,19 @@ quant (Llama-2-70B loses about a third of what an 8B does at Q3_K_M-Q4_K_M).
 With these constants a 32B at Q4_K_M scores 88.4 and a 14B at Q8_0 78.0; a
 13B at Q3_K_M (69.0) beats a 7B at Q6_K (67.5), as measured on LLaMA.
 
-The floor: nothing worse than Q3_K_M / IQ3_M below 65B parameters (7-8B
-models break below ~3 bits); Q2_K is allowed only for 70B-class models.
+The floor, from the big-but-quantized rule: below 65B parameters, nothing
+under ~4 bits (IQ4_XS, 4.25 bits a weight, is the lowest) while some model of
+a useful size (USEFUL_MIN_B, 3B dense-equivalent) runs at >= 4 bits at a
+usable speed; only when none does are Q3_K_M / IQ3_M allowed (never worse:
+7-8B models break below ~3 bits). 70B-class models (>= 65B) may go down to
+Q2_K, where the rule's gain from size still outweighs the quant's loss.
 
-Ranking score = quality
+Ranking score (no hand-set quality: everything is read from the catalog entry,
+so a model the Hub refresh found is ranked by the same formula) = quality
     + 5 when the model's strengths match the use case (10 for a coder at code)
     + 2 per year of release after 2024 (a newer generation of the same size is better)
+    - 3 when the catalog marks it superseded by a newer model of its size (Qwen3-8B by
+      Qwen3.5-9B): at the same size and cost the newer generation wins
     - 3 when its layers do not all fit on the GPU (so a full fit wins a near tie)
     - 5 per halving of speed below the comfortable speed (4x the use case's minimum:
       20 tokens/s for chat), so a big model crawling from RAM loses to one that flies.
@@ -72,8 +79,12 @@ PARTIAL_PENALTY = 4.0
 #: for chat, faster than people read); below it, SPEED_WEIGHT points per halving.
 COMFORT_FACTOR = 4.0
 SPEED_WEIGHT = 5.0
-#: Below this many billions of parameters, nothing worse than Q3_K_M / IQ3_M.
+#: From this many billions of parameters (70B class), quants down to Q2_K are allowed.
 LOW_BIT_MIN_PARAMS_B = 65.0
+#: Below ~4 bits only when no model of at least this many (dense-equivalent) billions runs at >= 4 bits.
+USEFUL_MIN_B = 3.0
+#: Points taken from a model the catalog marks superseded by a newer one of its size.
+SUPERSEDED_PENALTY = 3.0
 #: Ladder rung 2: "about half the parameters" means this range of the best pick's size.
 HALF_RANGE = (0.3, 0.7)
 #: Ladder rung 3: a "small" model has at most this many billions (and a third of the best's).
@@ -143,10 +154,19 @@ def quality(params_b: float, quant: str, *, active_params_b: float | None = None
     return 40.0 + 10.0 * math.log2(p) - 100.0 * kl_divergence(quant) * math.sqrt(8.0 / p)
 
 
-def quant_allowed(params_b: float, quant: str, use_case: UseCase | None = None) -> bool:
-    """The floor: >= Q3_K_M / IQ3_M under 65B, >= Q2_K above; and the use case's own floor."""
+def quant_allowed(params_b: float, quant: str, use_case: UseCase | None = None, *,
+                  low_bits: bool = False) -> bool:
+    """The floor: >= 4 bits under 65B (>= Q3_K_M / IQ3_M with `low_bits`, the fallback when nothing
+    useful fits at 4 bits), >= Q2_K from 65B; and the use case's own floor."""
     kl = kl_divergence(quant)
-    floor = "Q2_K" if params_b >= LOW_BIT_MIN_PARAMS_B else "IQ3_M"
+    if params_b >= LOW_BIT_MIN_PARAMS_B:
+        floor = "Q2_K"
+    elif low_bits:
+        floor = "IQ3_M"
+    else:
+        if _base_bits(quant) < 4.0:
+            return False
+        floor = quant
     if kl > kl_divergence(floor) + 1e-9:
         return False
     return not (use_case and use_case.min_quant and kl > kl_divergence(use_case.min_quant) + 1e-9)
@@ -264,6 +284,8 @@ class _Ranker:
     def score(self, model: CatalogModel, q: float, *, full: bool, tokens_per_s: float) -> float:
         """Quality plus the use case's bonus, minus the partial-offload and speed penalties."""
         score = q + recency_bonus(model.released)
+        if model.superseded_by:
+            score -= SUPERSEDED_PENALTY
         if self.use_case.strength and self.use_case.strength in model.strengths:
             score += self.use_case.strength_bonus
         if not full:
@@ -493,6 +515,13 @@ def recommend(
         pick = ranker.best_of([(model, q) for q in order if quant_allowed(model.params_b, q, case)])
         if pick is not None:
             best[model.id] = pick
+    if not any(not p.slow and p.effective_params_b >= USEFUL_MIN_B for p in best.values()):
+        # Nothing useful runs at >= 4 bits: the rule's fallback, 3-bit quants of the models under 65B.
+        for model in models:
+            low = [q for q in order if quant_allowed(model.params_b, q, case, low_bits=True)]
+            pick = ranker.best_of([(model, q) for q in low])
+            if pick is not None and (model.id not in best or _order(pick) < _order(best[model.id])):
+                best[model.id] = pick
     if not best:
         return []
     ranked = sorted(best.values(), key=_order)

@@ -68,9 +68,13 @@ def test_moe_counts_as_the_geometric_mean_of_total_and_active() -> None:
 
 def test_the_floor() -> None:
     for p in (0.5, 8, 14, 32, 60):
-        assert not quant_allowed(p, "Q2_K")
-        assert quant_allowed(p, "Q3_K_M") and quant_allowed(p, "IQ3_M")
-        assert not quant_allowed(p, "Q3_K_S") and not quant_allowed(p, "IQ2_M")
+        # >= 4 bits first: IQ4_XS (4.25 bits a weight) is the lowest.
+        assert quant_allowed(p, "IQ4_XS") and quant_allowed(p, "Q4_K_S")
+        assert not quant_allowed(p, "Q3_K_M") and not quant_allowed(p, "IQ3_M") and not quant_allowed(p, "Q2_K")
+        # The fallback when nothing useful fits at 4 bits: down to Q3_K_M / IQ3_M, never below.
+        assert quant_allowed(p, "Q3_K_M", low_bits=True) and quant_allowed(p, "IQ3_M", low_bits=True)
+        assert not quant_allowed(p, "Q3_K_S", low_bits=True) and not quant_allowed(p, "IQ2_M", low_bits=True)
+        assert not quant_allowed(p, "Q2_K", low_bits=True)
     for p in (70, 72.7):
         assert quant_allowed(p, "Q2_K") and quant_allowed(p, "IQ2_M")
         assert not quant_allowed(p, "IQ1_M")
@@ -202,7 +206,7 @@ def test_cli_recommend_text_and_options(capsys: pytest.CaptureFixture[str]) -> N
 def test_cli_catalog_json_shape(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["catalog", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"models"} and len(data["models"]) == len(load_catalog())
+    assert "models" in data and len(data["models"]) == len(load_catalog())
     for entry in data["models"]:
         assert {"model", "repo", "params_b", "files"} <= set(entry)
         assert [f["quant"] for f in entry["files"]] and all(
@@ -216,3 +220,24 @@ def test_an_empty_catalog_recommends_nothing_rather_than_the_shipped_one() -> No
 
     assert recommend(preset_profile("rtx-4090"), "chat", catalog=Catalog(models=())) == []
     assert recommend(preset_profile("rtx-4090"), "chat")  # the shipped catalog when none is given
+
+
+def test_a_superseded_model_loses_to_its_successor_at_the_same_size_and_cost() -> None:
+    """The ranking needs no hand-set quality: the same shape, quant and speed, and the entry the catalog
+    marks superseded (or the older release) ranks below the other."""
+    from dataclasses import replace
+
+    from app.core.machine.simulate import preset_profile
+    from app.core.models.catalog import Catalog
+    from app.core.models.recommend import SUPERSEDED_PENALTY
+
+    base = load_catalog().get("qwen3-8b")
+    old = replace(base, id="old-8b", name="Old 8B", superseded_by="new-8b", released="2025-04-29")
+    new = replace(base, id="new-8b", name="New 8B", superseded_by=None, released="2025-04-29")
+    picks = recommend(preset_profile("rtx-4090"), "chat", catalog=Catalog(models=(old, new)))
+    by_id = {p.model.id: p for p in picks}
+    assert picks[0].model.id == "new-8b" and by_id["old-8b"].quant == by_id["new-8b"].quant
+    assert by_id["new-8b"].score - by_id["old-8b"].score == pytest.approx(SUPERSEDED_PENALTY)
+    later = replace(new, id="later-8b", released="2026-04-29")
+    picks = recommend(preset_profile("rtx-4090"), "chat", catalog=Catalog(models=(new, later)))
+    assert picks[0].model.id == "later-8b"  # two points a year of generation
