@@ -295,6 +295,10 @@ class _HubClient:
                                deadline=min(self.deadline, time.monotonic() + HEADER_DEADLINE_S))
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:g} MiB"
+
+
 class HeaderTooLargeError(ModelFileError):
     code = "header_too_large"
 
@@ -325,7 +329,7 @@ class _BoundedSession:
         left = self.budget - self.fetched
         if left <= 0:
             self.exhausted = True
-            raise HeaderTooLargeError(f"Its header is larger than {self.budget >> 20} MiB.", None)
+            raise HeaderTooLargeError(f"Its header is larger than {_mib(self.budget)}.", None)
         headers = dict(kwargs.pop("headers", None) or {})
         found = re.match(r"^bytes=(\d+)-(\d+)$", headers.get("Range", ""))
         if found and int(found.group(2)) - int(found.group(1)) + 1 > left:
@@ -352,7 +356,7 @@ class _BoundedResponse:
             s.fetched += len(piece)
             if s.fetched > s.budget:
                 s.exhausted = True
-                raise HeaderTooLargeError(f"Its header is larger than {s.budget >> 20} MiB.", None)
+                raise HeaderTooLargeError(f"Its header is larger than {_mib(s.budget)}.", None)
             s._check()
             yield piece
 
@@ -494,7 +498,10 @@ def _not_a_chat_model(info: Any, tags: list[str], watched: WatchedLabs) -> str |
     name = info.id.split("/", 1)[1]
     found = _NOT_CHAT_RE.search(name)
     if found:
-        return f"not an instruct model for llama.cpp ({found.group(1)})"
+        word = found.group(1).lower()
+        if word in ("base", "pt"):
+            return "a base (pretrained) model, not an instruct one"
+        return f"not a chat model llama.cpp runs as is ({found.group(1)})"
     return None
 
 
@@ -579,7 +586,7 @@ def _read_header(client: _HubClient, repo_id: str, filename: str, result: Refres
         raise
     except CamelidError as exc:
         if session.exhausted:
-            raise HeaderTooLargeError(f"Its header is larger than {HEADER_MAX_BYTES >> 20} MiB.", None) from exc
+            raise HeaderTooLargeError(f"Its header is larger than {_mib(HEADER_MAX_BYTES)}.", None) from exc
         raise
     finally:
         result.header_bytes += session.fetched
@@ -602,6 +609,8 @@ def derive_entry(info: Any, gguf_repo: str, filename: str, meta: ModelMeta, *, t
     if quant is None:
         raise CamelidError(f"{filename} names no quant.", None)
     pattern = _file_pattern(filename, quant)
+    # Publishers write quants one way per repo: a lower-case file means lower-case siblings.
+    lower = quant.lower() in PurePosixPath(filename).name and quant not in PurePosixPath(filename).name
     arch = Architecture.from_meta(meta)
     record = meta.to_record()
     total = meta.n_params
@@ -629,6 +638,10 @@ def derive_entry(info: Any, gguf_repo: str, filename: str, meta: ModelMeta, *, t
         "fetched": today.isoformat(),
         "note": f"Found by a catalog refresh: {gguf_repo}/{filename} ({meta.architecture}).",
     }
+    if lower:
+        from app.core.models.catalog import CATALOG_QUANTS
+
+        entry["quant_names"] = {q: q.lower() for q in CATALOG_QUANTS}
     return entry
 
 
