@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app.core.fit import LoadChoices
-    from app.core.models import USE_CASES, context_words, recommend
+    from app.core.models import USE_CASES, context_words, recommend, released_words
 
     if args.top < 0:
         raise UsageError("--top cannot be negative.", "Give --top 5, or --top 0 for every pick.")
@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(f"{pick.rank:>2}. {pick.model.name} {pick.quant}  {pick.file.size_bytes / 1e9:.1f} GB  "
               f"{where_words}  ~{pick.tokens_per_s:.0f} tok/s  quality {pick.quality:.0f}{flag}")
+        print(f"    released {released_words(pick.model.released)}"
+              + ("  (found by a catalog refresh)" if pick.model.source == "hub" else ""))
         print(f"    {pick.why}")
         print(f"    camelid download {pick.model.repo}:{pick.quant}")
     if len(shown) < len(picks):

@@ -46,6 +46,7 @@ from app.core.models import (
     destination_folder,
     first_run,
     recommend,
+    released_words,
 )
 from app.ui import text
 from app.ui.hardware_view import HardwareView, memory_card
@@ -334,7 +335,9 @@ class PickCard(Card):
             else f"about {pick.tokens_per_s:.1f} tokens/s"
         if pick.slow:
             speed = f"<b style='color:#c62828'>{speed}, slow</b>"
-        self.summary = QLabel(f"{pick.quant} · {verdict_html(pick.verdict, pick.n_gpu_layers, n_layers)} · {speed}")
+        released = released_words(pick.model.released)
+        self.summary = QLabel(f"{pick.quant} · released {released} · "
+                              f"{verdict_html(pick.verdict, pick.n_gpu_layers, n_layers)} · {speed}")
         self.summary.setTextFormat(Qt.TextFormat.RichText)
         self.body.addWidget(self.summary)
         self.why = paragraph(pick.why)

@@ -183,6 +183,15 @@ def bits_label(quant: str) -> str:
     return q
 
 
+def released_words(iso: str) -> str:
+    """'April 2026' for '2026-04-22' (the month is what people remember a release by)."""
+    try:
+        day = date.fromisoformat(iso[:10])
+    except ValueError:
+        return iso
+    return day.strftime("%B %Y")
+
+
 def size_label(params_b: float) -> str:
     """'32B', '3.8B', '135M'."""
     if params_b >= 9.5:
@@ -242,7 +251,8 @@ class Pick:
             "est_tokens_per_s": round(self.tokens_per_s, 1), "quality": round(self.quality, 1),
             "why": self.why,
             "name": self.model.name, "file": self.file.filename, "size_predicted": self.file.predicted,
-            "slow": self.slow, "role": self.role,
+            "slow": self.slow, "role": self.role, "released": self.model.released,
+            "source": self.model.source,
         }
 
 
