@@ -76,11 +76,18 @@ def _when(stamp: str) -> str:
 def _refresh(args: argparse.Namespace) -> int:
     from app.core.models.refresh import refresh_catalog
 
-    def say(message: str) -> None:
-        if not args.json:
-            print(message, file=sys.stderr)
+    live = not args.json and sys.stderr.isatty()
 
-    result = refresh_catalog(progress=say)
+    def say(message: str) -> None:
+        # Progress overwrites one terminal line; piped output gets the result (or one error) only.
+        if live:
+            print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
+
+    try:
+        result = refresh_catalog(progress=say)
+    finally:
+        if live:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
     snapshot, refreshed = _dates()
     if args.json:
         print_json({**result.to_dict(), "snapshot": snapshot, "last_refreshed": refreshed})

@@ -18,53 +18,24 @@ from app.core.models.refresh import OfflineError, refresh_catalog, refresh_due, 
 from app.core.settings import Settings
 from tests.fixtures.arch_gguf import arch_gguf
 from tests.fixtures.loopback_hub import LoopbackHub
+from tests.fixtures.refresh_hub import (
+    FINETUNE,
+    NEW,
+    NEW_GGUF,
+    OWN,
+    TODAY,
+    add_gguf,
+    add_lab_model,
+    populate_new_models,
+)
 from tests.fixtures.synthetic_gguf import big_model
 
-TODAY = datetime.now(timezone.utc).date().isoformat()
-NEW = "Qwen/Qwen3.9-35B-A3B"  # a lab's brand-new MoE, in no catalog
-NEW_GGUF = "bartowski/Qwen_Qwen3.9-35B-A3B-GGUF"
-OWN = "google/gemma-5-2b-it"  # published with the lab's own -GGUF repo only (no base_model tag)
-FINETUNE = "randomuser/Qwen3.9-35B-A3B-Abliterated"
 MIB = 1024 * 1024
-
-
-def add_lab_model(hub: LoopbackHub, repo: str, *, created: str = TODAY, pipeline: str = "text-generation",
-                  tags: tuple[str, ...] = (), license: str = "apache-2.0") -> None:
-    hub.add_repo(repo, created_at=created, pipeline_tag=pipeline, card_data={"license": license},
-                 tags=["transformers", "safetensors", f"license:{license}", *tags])
-
-
-def add_gguf(hub: LoopbackHub, repo: str, base: str | None, stem: str, content: Path,
-             quants: tuple[str, ...] = ("Q4_K_M", "Q8_0", "Q6_K")) -> None:
-    tags = [f"base_model:{base}", f"base_model:quantized:{base}"] if base else []
-    hub.add_repo(repo, created_at=TODAY, tags=tags)
-    for q in quants:
-        # A stand-in sha256: hashing a multi-GB sparse file would cost seconds and is not under test.
-        hub.add_file(repo, f"{stem}-{q}.gguf", content, sha256=f"{abs(hash((repo, q))):064x}"[:64])
 
 
 @pytest.fixture
 def new_models(loopback_hub: LoopbackHub) -> LoopbackHub:
-    """The watched labs' new repos, one third-party fine-tune, and files for the two that qualify."""
-    hub = loopback_hub
-    moe = arch_gguf("qwen35moe")
-    dense = arch_gguf("qwen35")
-    add_lab_model(hub, NEW, tags=(f"base_model:finetune:{NEW}-Base",))
-    add_gguf(hub, NEW_GGUF, NEW, "Qwen_Qwen3.9-35B-A3B", moe)
-    add_gguf(hub, "randomuser/Qwen3.9-35B-A3B-GGUF", NEW, "Qwen3.9-35B-A3B", moe, quants=("Q4_K_M",))
-    add_lab_model(hub, f"{NEW}-Base")  # a base model: never a pick
-    add_lab_model(hub, "Qwen/Qwen3.9-Embedding-4B", pipeline="feature-extraction")
-    add_lab_model(hub, "Qwen/Qwen3.9-122B-A10B")  # no GGUF anywhere yet
-    add_lab_model(hub, OWN, pipeline="image-text-to-text", license="gemma")
-    add_gguf(hub, f"{OWN}-GGUF", None, "gemma-5-2b-it", dense, quants=("Q4_0", "Q8_0"))
-    # A third-party fine-tune of the new model, quantized by a trusted quantizer: never added.
-    hub.add_repo(FINETUNE, created_at=TODAY, tags=[f"base_model:finetune:{NEW}"])
-    add_gguf(hub, "bartowski/randomuser_Qwen3.9-35B-A3B-Abliterated-GGUF", FINETUNE,
-             "randomuser_Qwen3.9-35B-A3B-Abliterated", moe, quants=("Q4_K_M",))
-    # A model the shipped catalog already has, re-listed as new.
-    known = load_catalog(include_user=False).models[0].model
-    add_lab_model(hub, known)
-    return hub
+    return populate_new_models(loopback_hub)
 
 
 def _header_requests(hub: LoopbackHub) -> list:
