@@ -326,4 +326,9 @@ def run_app() -> int:
     window.show()
     if should_show_wizard(window.state.settings, demo=window.state.demo):
         window.open_wizard()
+    models = window.pages.get("Models")
+    if hasattr(models, "start_daily_check"):
+        # Only the real app checks daily (never a test's or a screenshot's window); it skips itself when
+        # offline, turned off in Settings, or already done today.
+        models.start_daily_check()
     return app.exec()

@@ -5,7 +5,9 @@ open-folder, delete and "chat with it". Discover: Hub search (core/hub.py), a
 repo's quant files, each file's fit judged before download (the fit engine
 through core/downloads.judge_remote_fit) and drawn as a memory bar.
 Downloads: the shared queue (ui/downloads.py) with progress, speed, ETA,
-cancel and resume.
+cancel and resume. Above the tabs, the catalog's age and "Check for new models"
+(core/models/refresh.py on a worker; also once a day when the app runs, unless
+Settings turn it off or Camelid works offline).
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QUrl, Signal
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    Qt,
+    QTimer,
+    QUrl,
+    Signal,
+)
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -44,13 +54,14 @@ from app.core.models import (
     hub,
     judge_remote_fit,
     library,
+    refresh,
 )
 from app.ui import text
 from app.ui.downloads import Downloads, Entry
 from app.ui.state import AppState
 from app.ui.widgets.common import Notice, subtle, title
 from app.ui.widgets.plan_view import PlanBars, plan_verdict, verdict_text
-from app.ui.workers import run_job
+from app.ui.workers import Job, run_job
 
 WHERE = {"camelid": "Camelid", "lmstudio": "LM Studio (read-only)", "hf-cache": "HF cache (read-only)",
          "path": "elsewhere"}
@@ -108,6 +119,10 @@ class ModelsView(QWidget):
 
     #: A model the user wants to chat with (the main window switches to Chat and loads it).
     chat_requested = Signal(Path)
+    #: A catalog refresh finished (its RefreshResult): new models may now be recommended.
+    catalog_refreshed = Signal(object)
+    #: How often, while the app runs, the daily check asks whether a day has passed.
+    DAILY_CHECK_INTERVAL_MS = 60 * 60 * 1000
 
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -116,6 +131,7 @@ class ModelsView(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(24, 20, 24, 16)
         outer.addWidget(title("Models"))
+        outer.addLayout(self._catalog_row())
         self.error = Notice("error")
         outer.addWidget(self.error)
         self.tabs = QTabWidget()
@@ -128,8 +144,104 @@ class ModelsView(QWidget):
         self.downloads.finished.connect(lambda _e: self.refresh_installed())
         self._quants: list[QuantFile] = []
         self._fits: dict[str, FitJudgement | None] = {}
+        self._refresh_job: Job | None = None
+        self._daily_timer: QTimer | None = None
         if not state.demo:
             self.refresh_installed()
+            self.show_catalog_status()
+
+    # -------------------------------------------------------------- catalog
+    def _catalog_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        text_column = QVBoxLayout()
+        text_column.setSpacing(2)
+        self.catalog_label = subtle("")
+        self.catalog_result = subtle("")
+        self.catalog_result.hide()
+        text_column.addWidget(self.catalog_label)
+        text_column.addWidget(self.catalog_result)
+        row.addLayout(text_column, 1)
+        self.check_button = QPushButton("Check for new models")
+        self.check_button.setToolTip("Ask the Hugging Face Hub for models the watched labs published since "
+                                     "the catalog was made (a few MB: one header per new model).")
+        self.check_button.clicked.connect(lambda _c=False: self.check_for_new_models())
+        row.addWidget(self.check_button, 0, Qt.AlignmentFlag.AlignTop)
+        return row
+
+    def show_catalog_status(self) -> None:
+        """Re-read the catalog's snapshot date and last refresh (off the GUI thread)."""
+        run_job(refresh.catalog_status, result=self._show_catalog_status)
+
+    def _show_catalog_status(self, status: refresh.CatalogStatus) -> None:
+        when = text_when(status.refreshed) if status.refreshed else "never"
+        found = f" · {status.found} found by checks" if status.found else ""
+        self.catalog_label.setText(f"Catalog snapshot of {status.snapshot} · last checked for new models: "
+                                   f"{when}{found}")
+
+    def _settings_snapshot(self) -> dict[str, Any]:
+        # The worker gets plain values: Settings belongs to the GUI thread.
+        return self.state.settings.to_dict()
+
+    def check_for_new_models(self, *, automatic: bool = False) -> Job | None:
+        """Run a catalog refresh on a worker; `automatic` for the daily check (which may find it not due)."""
+        if self._refresh_job is not None:
+            return self._refresh_job
+        settings = self._settings_snapshot()
+        if refresh.is_offline(settings):
+            if not automatic:
+                self._show_refresh_failed("Camelid is set to work offline, so it did not check the Hub for "
+                                          "new models. Turn off offline mode in Settings to check.")
+            return None
+        self.check_button.setEnabled(False)
+        if not automatic:
+            self.error.show_text("")
+            self._set_result("Checking the Hub for new models…")
+        fn = refresh.daily_check if automatic else refresh.refresh_catalog
+        job = Job(lambda progress, cancel: fn(settings=settings, progress=progress, cancel=cancel))
+        job.on(result=self._refresh_done, error=self._show_refresh_failed,
+               progress=lambda message: self._set_result(str(message)) if not automatic else None,
+               cancelled=lambda: self._set_result("Check cancelled; the catalog was not changed."),
+               finished=self._refresh_finished)
+        self._refresh_job = job.start()
+        return job
+
+    def start_daily_check(self) -> None:
+        """The once-a-day check: now if due, then every hour while the app runs (settings re-read each time)."""
+        if self.state.demo:
+            return
+        self.check_for_new_models(automatic=True)
+        if self._daily_timer is None:
+            self._daily_timer = QTimer(self)
+            self._daily_timer.setInterval(self.DAILY_CHECK_INTERVAL_MS)
+            self._daily_timer.timeout.connect(lambda: self.check_for_new_models(automatic=True))
+            self._daily_timer.start()
+
+    def _set_result(self, message: str) -> None:
+        self.catalog_result.setText(message)
+        self.catalog_result.setVisible(bool(message))
+
+    def _refresh_done(self, result: refresh.RefreshResult | None) -> None:
+        if result is None:  # the daily check was not due
+            return
+        names = [e["name"] for e in result.added]
+        if names:
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            self._set_result(f"Added {len(names)} new model{'s' if len(names) != 1 else ''}: {shown}. "
+                             "Recommendations now include them.")
+            self.state.status_message.emit(f"{len(names)} new model{'s' if len(names) != 1 else ''} "
+                                           "added to the catalog")
+        else:
+            self._set_result(f"No new models from the {result.labs} watched labs since {result.since}.")
+        self.catalog_refreshed.emit(result)
+        self.show_catalog_status()
+
+    def _show_refresh_failed(self, message: str) -> None:
+        self._set_result("")
+        self.error.show_text(message)
+
+    def _refresh_finished(self) -> None:
+        self._refresh_job = None
+        self.check_button.setEnabled(True)
 
     # ------------------------------------------------------------ installed
     def _installed_tab(self) -> QWidget:
@@ -431,6 +543,10 @@ class ModelsView(QWidget):
             self.error.show_text(entry.error)
 
     def shutdown(self) -> None:
+        if self._daily_timer is not None:
+            self._daily_timer.stop()
+        if self._refresh_job is not None:
+            self._refresh_job.cancel()
         self.downloads.shutdown()
 
     def show_demo(self) -> None:
@@ -438,3 +554,8 @@ class ModelsView(QWidget):
         from app.ui import demo
 
         demo.fill_models(self)
+
+
+def text_when(stamp: str) -> str:
+    """``2026-12-02T10:31:00Z`` as ``2026-12-02 10:31 UTC``."""
+    return stamp.replace("T", " ").removesuffix("Z")[:16] + (" UTC" if "T" in stamp else "")

@@ -152,6 +152,19 @@ class SettingsDialog(QDialog):
             form.addRow(label, combo)
             self._controls[key] = combo
 
+        self.daily_check = QCheckBox("Check the Hub for new models once a day")
+        self.daily_check.setChecked(settings["catalog_daily_check"])
+        self.daily_check.setToolTip(BY_KEY["catalog_daily_check"].help)
+        form.addRow("New models", self.daily_check)
+        self._controls["catalog_daily_check"] = self.daily_check
+        self.offline = QCheckBox("Work offline (no checks for new models)")
+        self.offline.setChecked(settings["offline"])
+        self.offline.setToolTip(BY_KEY["offline"].help)
+        self.offline.toggled.connect(lambda off: self.daily_check.setEnabled(not off))
+        self.daily_check.setEnabled(not settings["offline"])
+        form.addRow("Network", self.offline)
+        self._controls["offline"] = self.offline
+
         self.token = QLineEdit()
         self.token.setEchoMode(QLineEdit.EchoMode.Password)
         self.token.setPlaceholderText("hf_… (only needed for gated models such as Llama)")
@@ -200,6 +213,8 @@ class SettingsDialog(QDialog):
             "gpu_layers": None if self.gpu_auto.isChecked() else self.gpu_layers.value(),
             "context_length": self.context.currentData(),
             "flash_attention": self.flash.isChecked(),
+            "catalog_daily_check": self.daily_check.isChecked(),
+            "offline": self.offline.isChecked(),
             **{key: self._controls[key].currentData()
                for key in ("kv_cache_type", "cpu_repack", "theme", "use_case", "sampling_preset")},
         }

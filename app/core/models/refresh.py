@@ -739,3 +739,33 @@ def _store(added: list[dict[str, Any]], *, refreshed: str, since: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# -- for the front doors -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CatalogStatus:
+    """What the Models page and `camelid catalog` say about the catalog's age."""
+
+    snapshot: str
+    #: ISO date-time (UTC) of the last successful refresh, or None.
+    refreshed: str | None
+    #: Models the refreshes added (the user catalog).
+    found: int
+    problems: tuple[str, ...] = ()
+
+
+def catalog_status() -> CatalogStatus:
+    """The snapshot date, the last refresh and how many models refreshes added (reads the user catalog)."""
+    info = user_catalog_info()
+    return CatalogStatus(snapshot=snapshot_date(), refreshed=info.refreshed, found=len(info.models),
+                         problems=info.problems)
+
+
+def daily_check(settings: Any = None, *, progress: Callable[[str], None] | None = None,
+                cancel: threading.Event | None = None) -> RefreshResult | None:
+    """The once-a-day refresh: runs it when `refresh_due`, else returns None without a request."""
+    if not refresh_due(settings):
+        return None
+    return refresh_catalog(settings=settings, progress=progress, cancel=cancel)
