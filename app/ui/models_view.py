@@ -132,6 +132,7 @@ class ModelsView(QWidget):
         outer.setContentsMargins(24, 20, 24, 16)
         outer.addWidget(title("Models"))
         outer.addLayout(self._catalog_row())
+        outer.addSpacing(6)
         self.error = Notice("error")
         outer.addWidget(self.error)
         self.tabs = QTabWidget()

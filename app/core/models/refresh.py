@@ -549,7 +549,8 @@ def _follow(client: _HubClient, watched: WatchedLabs, cand: _Candidate, result: 
         result.skipped.append(Skipped(repo_id, f"{gguf.id}/{filename}: {exc.message}"))
         return None
     try:
-        return derive_entry(cand.info, gguf.id, filename, meta, today=today, taken_ids=taken_ids)
+        return derive_entry(cand.info, gguf.id, filename, meta, today=today, taken_ids=taken_ids,
+                            mmproj=_pick_mmproj(gguf))
     except CamelidError as exc:
         result.skipped.append(Skipped(repo_id, exc.message))
         return None
@@ -571,6 +572,13 @@ def _pick_file(info: Any) -> tuple[int, str] | None:
         if best is None or score < best[0]:
             best = (score, q.first_file)
     return best
+
+
+def _pick_mmproj(info: Any) -> str | None:
+    """The repo's vision projector, if it ships one (the F16 one when there are several)."""
+    names = sorted(s.rfilename for s in (info.siblings or [])
+                   if getattr(s, "rfilename", "").endswith(".gguf") and hub.is_mmproj(s.rfilename))
+    return next((n for n in names if "f16" in n.lower()), names[0] if names else None)
 
 
 def _read_header(client: _HubClient, repo_id: str, filename: str, result: RefreshResult) -> ModelMeta:
@@ -601,7 +609,7 @@ _ACTIVE_TOKEN = re.compile(r"^A\d+(?:\.\d+)?B$", re.IGNORECASE)
 
 
 def derive_entry(info: Any, gguf_repo: str, filename: str, meta: ModelMeta, *, today: date,
-                 taken_ids: Collection[str] = ()) -> dict[str, Any]:
+                 taken_ids: Collection[str] = (), mmproj: str | None = None) -> dict[str, Any]:
     """The catalog entry (catalog.json's shape) of a new model, from its listing and its header."""
     repo_id = info.id
     author, name = repo_id.split("/", 1)
@@ -638,6 +646,8 @@ def derive_entry(info: Any, gguf_repo: str, filename: str, meta: ModelMeta, *, t
         "fetched": today.isoformat(),
         "note": f"Found by a catalog refresh: {gguf_repo}/{filename} ({meta.architecture}).",
     }
+    if mmproj:
+        entry["mmproj"] = {"file": mmproj, "size_bytes": None}  # the listing gives no sizes
     if lower:
         from app.core.models.catalog import CATALOG_QUANTS
 
@@ -663,14 +673,18 @@ def _file_pattern(filename: str, quant: str) -> str:
 
 
 def _display_name(name: str) -> str:
-    tokens = name.split("-")
+    """``gemma-5-2b-it`` -> ``Gemma 5 2B it``; ``Qwen3.9-35B-A3B`` -> ``Qwen3.9 35B-A3B`` (sizes upper-case, as
+    `CatalogModel.size_label` reads them)."""
     out: list[str] = []
-    for t in tokens:
+    for t in name.split("-"):
+        if _SIZE_TOKEN.match(t) or _ACTIVE_TOKEN.match(t):
+            t = t.upper()
         if out and _ACTIVE_TOKEN.match(t) and _SIZE_TOKEN.match(out[-1]):
             out[-1] = f"{out[-1]}-{t}"
         else:
             out.append(t)
-    return " ".join(out)
+    text = " ".join(out)
+    return text[:1].upper() + text[1:]
 
 
 def _family(name: str, architecture: str) -> str:

@@ -54,7 +54,9 @@ def test_refresh_adds_the_new_lab_models_priced_from_their_headers(new_models: L
     assert entry["header"]["metadata"]["general.architecture"] == "qwen35moe"
     assert entry["active_params_b"] < entry["params_b"]
     assert added[OWN]["repo"] == f"{OWN}-GGUF" and added[OWN]["file_pattern"] == "gemma-5-2b-it-{quant}.gguf"
-    assert added[OWN]["license"] == "gemma"
+    assert added[OWN]["license"] == "gemma" and added[OWN]["name"] == "Gemma 5 2B it"
+    assert added[OWN]["mmproj"] == {"file": "mmproj-gemma-5-2b-it-f16.gguf", "size_bytes": None}
+    assert "mmproj" not in entry
 
     reasons = {s.repo: s.reason for s in result.skipped}
     assert "already in the catalog" in reasons[load_catalog(include_user=False).models[0].model]
@@ -187,6 +189,7 @@ def test_daily_check_is_due_once_a_day_and_only_when_on() -> None:
 
 def test_entry_names_and_strengths_from_the_repo_name() -> None:
     assert refresh_mod._display_name("Qwen3.9-35B-A3B-Instruct") == "Qwen3.9 35B-A3B Instruct"
+    assert refresh_mod._display_name("gemma-5-2b-it") == "Gemma 5 2B it"
     assert refresh_mod._family("Qwen3.9-Coder-30B-A3B-Instruct", "qwen3moe") == "Qwen3.9 Coder"
     assert refresh_mod._strengths("Qwen3.9-Coder-30B-A3B-Thinking", []) == ["chat", "code", "reasoning"]
     assert refresh_mod._file_pattern("Q4_K_M/Model-Q4_K_M-00001-of-00002.gguf", "Q4_K_M") == \
