@@ -131,8 +131,7 @@ def lfm2(n_layer: int, n_embd: int, n_head: int, attention: Iterable[int], n_ff:
          n_expert: int = 0, n_used: int = 0, ff_exp: int = 0, dense_lead: int = 0) -> dict[str, Any]:
     """LFM2 / LFM2.5 (lfm2, lfm2moe): short-convolution layers have head_count_kv 0, L_cache 3;
     n_ff is block_ff_dim after the converter's auto-adjust (2/3, rounded up to 256)."""
-    kv = _base(n_layer, n_embd, n_head, _kv_per_layer(n_layer, attention, 8), n_ff, 65536, 128000 if not
-               n_expert else 128000, eps=1e-5)
+    kv = _base(n_layer, n_embd, n_head, _kv_per_layer(n_layer, attention, 8), n_ff, 65536, 128000, eps=1e-5)
     kv["shortconv.l_cache"] = 3
     if n_expert:
         kv.update({"expert_count": n_expert, "expert_used_count": n_used, "expert_feed_forward_length": ff_exp,
@@ -211,7 +210,6 @@ MODELS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "lfm2-350m": ("lfm2", lfm2(16, 1024, 16, (2, 5, 8, 10, 12, 14), 4608), True),
     "lfm2-700m": ("lfm2", lfm2(16, 1536, 24, (2, 5, 8, 10, 12, 14), 6912), True),
     "lfm2-1.2b": ("lfm2", lfm2(16, 2048, 32, (2, 5, 8, 10, 12, 14), 8192), True),
-    "lfm2-2.6b": ("lfm2", lfm2(30, 2048, 32, (2, 6, 10, 14, 18, 21, 24, 27), 7168), True),
     "lfm2-8b-a1b": ("lfm2moe", lfm2(24, 2048, 32, (2, 6, 10, 14, 18, 21), 7168, n_expert=32, n_used=4,
                                     ff_exp=1792, dense_lead=2), True),
     "gpt-oss-20b": ("gpt-oss", gpt_oss(24, 32), False),

@@ -171,6 +171,8 @@ class CatalogModel:
     fetched: str | None = None
     #: The catalog id of the newer model that replaces this one at the same size, if any.
     superseded_by: str | None = None
+    #: The vision projector the GGUF repo ships beside the model: {"file": name, "size_bytes": int | None}.
+    mmproj: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def filename(self, quant: str) -> str:
         """The file name the GGUF repo uses for `quant` (single-file form)."""
@@ -406,7 +408,7 @@ def _parse(data: Any, *, source: str) -> Catalog:
                 quant_names=dict(entry.get("quant_names") or {}),
                 active_params_b=entry.get("active_params_b"), note=entry.get("note"),
                 header=header, source=str(entry.get("source") or "snapshot"), fetched=entry.get("fetched"),
-                superseded_by=entry.get("superseded_by"),
+                superseded_by=entry.get("superseded_by"), mmproj=_mmproj(entry.get("mmproj")),
             )
         except CamelidError as exc:
             raise CatalogError(f"The catalog entry {entry.get('id', '?')!r} in {source} cannot be read: "
@@ -424,6 +426,14 @@ def _parse(data: Any, *, source: str) -> Catalog:
         seen.add(model.id)
         models.append(model)
     return Catalog(models=tuple(models))
+
+
+def _mmproj(value: Any) -> dict[str, Any] | None:
+    """An entry's optional vision projector: a file name and its size in bytes (None when unknown)."""
+    if value is None:
+        return None
+    size = value.get("size_bytes")
+    return {"file": str(value["file"]), "size_bytes": None if size is None else int(size)}
 
 
 @cache
