@@ -225,6 +225,18 @@ def _stops(error: CamelidError) -> bool:
     return isinstance(error, RemoteError) and not isinstance(error, NotFoundError | GatedRepoError)
 
 
+def _request_headers(token: str | None) -> dict[str, str]:
+    """A user agent and the token, if any. Not huggingface_hub's `build_hf_headers`: it would also fetch
+    the Hub's agent registry (a request outside this refresh's count and bounds) once a day."""
+    from app import __version__
+
+    headers = {"user-agent": f"camelid/{__version__} (catalog refresh)"}
+    found = hub.resolve_token(token)
+    if found:
+        headers["authorization"] = f"Bearer {found}"
+    return headers
+
+
 class _HubClient:
     """One httpx2 client for a refresh: timeouts, a request counter, bounded bodies, a deadline."""
 
@@ -234,7 +246,7 @@ class _HubClient:
         self._httpx = httpx2
         self.result = result
         self.deadline = deadline
-        self.headers = hub.auth_headers(token)
+        self.headers = _request_headers(token)
         self.client = httpx2.Client(
             timeout=httpx2.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
             follow_redirects=True, event_hooks={"request": [self._count]})
