@@ -95,17 +95,27 @@ def _refresh(args: argparse.Namespace) -> int:
     if result.added:
         print(f"Added {len(result.added)} new model{'s' if len(result.added) != 1 else ''}:")
         for e in result.added:
-            size = f"{e['params_b']:g}B" + (f" ({e['active_params_b']:g}B active)" if e.get("active_params_b")
-                                             else "")
-            print(f"  {e['name']:36} {size:>22}  released {e['released']}  {e['license']:14} from {e['repo']}")
+            size = _params(e["params_b"]) + (f" ({_params(e['active_params_b'])} active)"
+                                             if e.get("active_params_b") else "")
+            print(f"  {e['name']:36} {size:>18}  released {e['released']}  {e['license']:14} from {e['repo']}")
     else:
         print(f"No new models from the {result.labs} watched labs since {result.since}.")
     if result.skipped:
-        print(f"Looked at and left out: {len(result.skipped)} (see --json for each reason).")
+        print(f"Looked at and left out ({len(result.skipped)}):")
+        for s in result.skipped[:8]:
+            print(f"  {s.repo}: {s.reason}")
+        if len(result.skipped) > 8:
+            print(f"  … and {len(result.skipped) - 8} more (--json lists them all)")
     print(f"{result.requests} requests, {result.bytes_fetched / 2**20:.1f} MiB read "
           f"({result.header_reads} model headers).")
     print(_dates_line(snapshot, refreshed))
     return 0
+
+
+def _params(billions: float) -> str:
+    if billions >= 1:
+        return f"{billions:.1f}".removesuffix(".0") + "B"
+    return f"{billions * 1000:.3g}M"
 
 
 def _entry(m: CatalogModel) -> dict:

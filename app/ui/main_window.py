@@ -326,9 +326,9 @@ def run_app() -> int:
     window.show()
     if should_show_wizard(window.state.settings, demo=window.state.demo):
         window.open_wizard()
-    models = window.pages.get("Models")
-    if hasattr(models, "start_daily_check"):
+    daily_check = getattr(window.pages.get("Models"), "start_daily_check", None)
+    if callable(daily_check):
         # Only the real app checks daily (never a test's or a screenshot's window); it skips itself when
         # offline, turned off in Settings, or already done today.
-        models.start_daily_check()
+        daily_check()
     return app.exec()

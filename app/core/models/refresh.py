@@ -262,7 +262,7 @@ class _HubClient:
             raise _Stop(RemoteError("The Hub was too slow: the refresh ran past its time limit and stopped; "
                                     "the catalog was not changed.", "Try again later."))
 
-    def list_models(self, params: list[tuple[str, str]]) -> list[Any]:
+    def list_models(self, params: Any) -> list[Any]:
         """GET /api/models with `params` (HfApi.list_models' query), as huggingface_hub ModelInfo."""
         from huggingface_hub.hf_api import ModelInfo
         from huggingface_hub.utils import hf_raise_for_status
