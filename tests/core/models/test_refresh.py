@@ -195,3 +195,12 @@ def test_entry_names_and_strengths_from_the_repo_name() -> None:
     assert refresh_mod._file_pattern("Q4_K_M/Model-Q4_K_M-00001-of-00002.gguf", "Q4_K_M") == \
         "{quant}/Model-{quant}-00001-of-00002.gguf"
     assert refresh_mod._file_pattern("model.q4_k_m.gguf", "Q4_K_M") == "model.{quant}.gguf"
+
+
+def test_a_failing_hub_stops_the_refresh_with_one_sentence(new_models: LoopbackHub) -> None:
+    new_models.fail_next(1, status=503, path_contains="/api/models")
+    with pytest.raises(RemoteError) as failure:
+        refresh_catalog()
+    assert "503" in str(failure.value) and "\n" not in str(failure.value)
+    assert len([r for r in new_models.requests() if r.path == "/api/models"]) == 1  # no retries, no more labs
+    assert not paths.user_catalog_path().exists()
