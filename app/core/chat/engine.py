@@ -120,6 +120,9 @@ class LoadParams:
     swa_full: bool = False
     #: Fraction of the offloaded layers per GPU; None lets llama.cpp decide (one GPU).
     tensor_split: tuple[float, ...] | None = None
+    #: Mixture of experts: blocks 0..cpu_moe-1 keep their experts in RAM (--n-cpu-moe); Llama() has no
+    #: such argument, `_load_llama` sets a tensor buffer override on model_params.
+    cpu_moe: int = 0
 
     def __post_init__(self) -> None:
         for name in ("cache_type_k", "cache_type_v"):
@@ -140,7 +143,7 @@ class LoadParams:
                    cache_type_k=plan.cache_type_k, cache_type_v=plan.cache_type_v, n_batch=plan.n_batch,
                    n_ubatch=plan.n_ubatch, n_threads=n_threads, swa_full=plan.swa_full,
                    tensor_split=tuple(plan.tensor_split) if plan.tensor_split else None,
-                   use_mmap=plan.use_mmap, use_extra_bufts=plan.use_extra_bufts)
+                   use_mmap=plan.use_mmap, use_extra_bufts=plan.use_extra_bufts, cpu_moe=plan.cpu_moe)
 
     def with_(self, **changes: Any) -> LoadParams:
         return replace(self, **changes)
@@ -162,7 +165,8 @@ class LoadParams:
             "swa_full": self.swa_full,
             "verbose": False,
         } | ({"tensor_split": list(self.tensor_split)} if self.tensor_split else {}) \
-          | ({} if self.use_extra_bufts else {"use_extra_bufts": False})
+          | ({} if self.use_extra_bufts else {"use_extra_bufts": False}) \
+          | ({"cpu_moe": self.cpu_moe} if self.cpu_moe else {})
 
 
 def backend_info() -> BackendInfo:
@@ -916,17 +920,50 @@ def _load_llama(path: str, kwargs: dict[str, Any], progress: Callable[[float], b
     # Not a Llama() argument (its **kwargs would swallow it): set on the struct instead.
     kwargs = dict(kwargs)
     extra_bufts = bool(kwargs.pop("use_extra_bufts", True))
+    overrides = expert_overrides(int(kwargs.pop("cpu_moe", 0) or 0))
 
     class _LlamaWithProgress(Llama):
         def __setattr__(self, name: str, value: Any) -> None:
             if name == "model_params":
                 value.progress_callback = c_progress
                 value.use_extra_bufts = extra_bufts
+                if overrides is not None:
+                    value.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
             object.__setattr__(self, name, value)
 
     llm = _LlamaWithProgress(model_path=path, **kwargs)
     llm._camelid_progress = c_progress  # keep the C callback alive as long as the model
+    llm._camelid_overrides = overrides  # and the override patterns llama.cpp keeps pointers to
     return llm
+
+
+def expert_overrides(n_blocks: int) -> Any:
+    """llama.cpp's --n-cpu-moe as a NULL-terminated llama_model_tensor_buft_override array: the expert
+    matrices of blocks 0..n_blocks-1 in the CPU buffer type (llama.cpp then still repacks them for the
+    CPU's kernels). llama-cpp-python 0.3.36 declares the field but never fills it, so it is built here;
+    None when there is nothing to override."""
+    if n_blocks <= 0:
+        return None
+    from app.core.machine import llama_cpp_module
+    from app.core.machine.backends import cpu_buffer_type
+
+    buft = cpu_buffer_type(llama_cpp_module())
+    layers = "|".join(str(i) for i in range(n_blocks))
+    # llama.cpp matches with std::regex_search on the tensor name (llm_ffn_exps_block_regex's shape).
+    pattern = f"^blk\\.({layers})\\.ffn_(up|down|gate|gate_up)_(ch|)exps".encode()
+    array = (_BuftOverride * 2)()
+    array[0].pattern = pattern
+    array[0].buft = buft
+    array[1].pattern = None
+    array[1].buft = None
+    return array
+
+
+class _BuftOverride(ctypes.Structure):
+    """struct llama_model_tensor_buft_override { const char * pattern; ggml_backend_buffer_type_t buft; }
+    (llama.h; llama-cpp-python 0.3.36 only mentions it in a comment)."""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
 
 
 def _libc_strlen() -> Any:

@@ -34,6 +34,9 @@ class LoadChoices:
     #: How CPU layers hold their weights (fit/repack.py MODES): repacked without mmap,
     #: repacked with mmap, or not repacked.
     cpu_repack: str = DEFAULT_MODE
+    #: Mixture of experts: blocks whose experts stay in RAM (--n-cpu-moe); None lets the plan choose
+    #: (when the layer count is also the plan's choice), 0 keeps experts with their block.
+    cpu_moe: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, *, n_ctx: int | None = None) -> LoadChoices:
@@ -60,7 +63,7 @@ def plan_with_choices(meta: ModelMeta, hardware: HardwareProfile | None, choices
     return plan_memory(meta, hardware, n_ctx=choices.n_ctx, n_gpu_layers=choices.gpu_layers,
                        flash_attn=choices.flash_attention, cache_type_k=choices.kv_cache_type,
                        cache_type_v=cache_v, ctx_cap=max(choices.context_length, 256),
-                       cpu_repack=choices.cpu_repack, improvements=improvements)
+                       cpu_repack=choices.cpu_repack, improvements=improvements, cpu_moe=choices.cpu_moe)
 
 
 def load_notices(plan: MemoryPlan, choices: LoadChoices) -> list[str]:

@@ -136,6 +136,10 @@ class MemoryPlan:
     cpu_repack: str = repack.DEFAULT_MODE
     use_mmap: bool = True
     use_extra_bufts: bool = True
+    #: Mixture of experts: blocks 0..cpu_moe-1 keep their experts in RAM while the rest of each block
+    #: (attention, router, shared experts) is on the GPU (llama.cpp's --n-cpu-moe; the engine sets a
+    #: tensor buffer override). 0: experts go where their block goes.
+    cpu_moe: int = 0
 
     # -- sums -------------------------------------------------------------------------
     def _sum(self, part: str, kinds: tuple[str, ...] | None = None) -> int:
@@ -201,7 +205,8 @@ class MemoryPlan:
                          "cache_type_v": self.cache_type_v, "n_batch": self.n_batch,
                          "n_ubatch": self.n_ubatch, "swa_full": self.swa_full,
                          "tensor_split": self.tensor_split, "cpu_repack": self.cpu_repack,
-                         "use_mmap": self.use_mmap, "use_extra_bufts": self.use_extra_bufts},
+                         "use_mmap": self.use_mmap, "use_extra_bufts": self.use_extra_bufts,
+                         "cpu_moe": self.cpu_moe},
             "kv_cells": self.kv_cells, "kv_bytes_per_token": self.kv_bytes_per_token,
             "max_ctx": self.max_ctx, "unified": self.unified, "approximate": self.approximate,
             "reasons": list(self.reasons), "improvements": list(self.improvements),
@@ -214,6 +219,7 @@ class MemoryPlan:
         `Llama()` does not take (its **kwargs swallow it): a loader must set it on
         `model_params`, as the engine's `_load_llama` does. It is only present when
         False (llama.cpp's default is True), so a bare `Llama` reproduces the default.
+        `cpu_moe` (experts of the first blocks in RAM) is a tensor buffer override, set the same way.
         """
         kwargs: dict[str, Any] = {"n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers,
                                   "flash_attn": self.flash_attn, "n_batch": self.n_batch,
@@ -227,6 +233,8 @@ class MemoryPlan:
             kwargs["type_v"] = int(quants.parse_type(self.cache_type_v))
         if self.tensor_split:
             kwargs["tensor_split"] = list(self.tensor_split)
+        if self.cpu_moe:
+            kwargs["cpu_moe"] = self.cpu_moe
         return kwargs
 
 
@@ -239,6 +247,27 @@ def _weights_by_place(meta: ModelMeta) -> tuple[int, list[int], int, int]:
     if cached is None:
         cached = meta.memo["weights_by_place"] = _sum_weights(meta)
     return cached
+
+
+def _expert_bytes(meta: ModelMeta) -> list[int]:
+    """Bytes of each block's expert matrices (`*_exps`), the part --n-cpu-moe keeps in RAM."""
+    cached = meta.memo.get("expert_bytes")
+    if cached is None:
+        cached = [0] * meta.n_layer
+        for t in meta.tensors:
+            if "_exps." in t.name and t.layer is not None and t.layer < meta.n_layer:
+                cached[t.layer] += t.n_bytes
+        meta.memo["expert_bytes"] = cached
+    return list(cached)
+
+
+def _moe_cpu_compute(meta: ModelMeta, s: _Settings) -> int:
+    """The CPU's compute buffer while it runs the experts of GPU blocks: the micro-batch's input
+    copied to the host, gate, up and their product for the used experts, and the experts' outputs.
+    A closed form from build_moe_ffn's shapes; not calibrated (that split needs a GPU to measure)."""
+    used = max(1, meta.n_expert_used)
+    ff = meta.n_ff_exp or 0
+    return s.n_ubatch * 4 * (meta.n_embd * (1 + used) + 3 * ff * used)
 
 
 def _layer_costs(meta: ModelMeta, s: _Settings) -> tuple[list[int], list[int], list[int]]:
@@ -288,6 +317,9 @@ class _Machine:
     gpu_backends: list[str]
     #: How the CPU holds the weights of CPU-placed layers (repack.py): CPU_REPACK, mmap.
     cpu: repack.RepackRule = field(default_factory=repack.RepackRule)
+    #: Blocks 0..cpu_moe-1 keep their expert matrices in RAM (llama.cpp's --n-cpu-moe, a tensor
+    #: buffer override), whichever device holds the rest of the block.
+    cpu_moe: int = 0
 
     @property
     def gpus(self) -> list[DeviceBudget]:
@@ -328,6 +360,8 @@ def _allocate(meta: ModelMeta, machine: _Machine, k: int, s: _Settings) -> list[
     _input, blocks, output_bytes, embd = _weights_by_place(meta)  # the input layer: repack.cpu_weights
     kv_bytes, state_bytes, compute_bytes = _layer_costs(meta, s)
     k = max(0, min(k, meta.n_layer + 1)) if gpus else 0
+    experts = _expert_bytes(meta) if machine.cpu_moe else []
+    moved = 0  # blocks on a GPU whose experts stay in RAM
 
     def device(il: int) -> DevicePlan:
         i = _layer_device(il, meta.n_layer, k, splits)
@@ -338,6 +372,9 @@ def _allocate(meta: ModelMeta, machine: _Machine, k: int, s: _Settings) -> list[
         dev = device(il)
         if dev is not ram:
             dev.weights += blocks[il]
+            if il < machine.cpu_moe:
+                dev.weights -= experts[il]
+                moved += 1
         dev.kv_cache += kv_bytes[il]
         dev.recurrent_state += state_bytes[il]
         dev.layers += 1
@@ -350,9 +387,12 @@ def _allocate(meta: ModelMeta, machine: _Machine, k: int, s: _Settings) -> list[
             out_dev.weights += embd  # the output's copy of the tied token embedding
     # The CPU's buffers: CPU_Mapped / CPU for what stays as in the file, CPU_REPACK for the
     # repacked matrices (input layer, CPU blocks - a prefix - and the output when it is here).
-    cpu = repack.cpu_weights(meta, machine.cpu, ram.layers, out_dev is ram)
+    cpu = repack.cpu_weights(meta, machine.cpu, ram.layers, out_dev is ram,
+                             cpu_expert_layers=machine.cpu_moe if moved else 0)
     ram.weights += cpu.weights
     ram.repack += cpu.repack
+    if moved:
+        block_peak[id(ram)] = max(block_peak.get(id(ram), 0), _moe_cpu_compute(meta, s))
     for dev in gpus:
         if not dev.layers and not dev.output:
             dev.overhead = 0  # a GPU given nothing to hold is left alone
@@ -362,7 +402,7 @@ def _allocate(meta: ModelMeta, machine: _Machine, k: int, s: _Settings) -> list[
             peak = max(peak, _logits_compute(meta, s, cpu=dev is ram))
         if dev is ram and not dev.output and not dev.layers:
             # All offloaded: the host still stages the token embeddings and inputs of a micro-batch.
-            peak = 2 * s.n_ubatch * meta.n_embd * 4
+            peak = max(peak, 2 * s.n_ubatch * meta.n_embd * 4)
         dev.compute = peak
     # The logits of the last token, copied back to the host after each decode.
     ram.compute += meta.n_vocab * 4
@@ -427,7 +467,8 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
                 n_gpu_layers: int | None = None, n_batch: int = 2048, n_ubatch: int = 512,
                 flash_attn: bool | None = False, cache_type_k: str = "f16", cache_type_v: str = "f16",
                 ctx_cap: int = DEFAULT_CTX_CAP, swa_full: bool = False,
-                cpu_repack: str = repack.DEFAULT_MODE, improvements: bool = True) -> MemoryPlan:
+                cpu_repack: str = repack.DEFAULT_MODE, improvements: bool = True,
+                cpu_moe: int | None = None) -> MemoryPlan:
     """Plan how `meta` sits on `hardware` (this machine when None).
 
     n_ctx / n_gpu_layers None: chosen (the most layers that fit at a
@@ -438,6 +479,12 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
     attention, so asking for one turns it on (the plan says so). `cpu_repack`
     (repack.MODES) decides how CPU layers hold their weights; "repack" loads
     without mmap only when something is repacked, else the file stays mapped.
+
+    A mixture of experts that does not fit whole on the GPU keeps every block on the GPU and moves
+    the experts of its first blocks to RAM instead (llama.cpp's --n-cpu-moe): a token reads only
+    its few used experts from RAM, but every byte of attention and the shared parts from the GPU,
+    which beats leaving whole blocks behind. `cpu_moe` None does that when the layer count is
+    chosen (n_gpu_layers None); 0 never; N keeps the experts of blocks 0..N-1 in RAM.
     """
     if hardware is None:
         from app import paths
@@ -481,15 +528,48 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
         return _effective(c, n_batch, n_ubatch, flash_attn=fa, cache_type_k=cache_type_k,
                           cache_type_v=cache_type_v, swa_full=swa_full)
 
+    if cpu_moe is not None and cpu_moe < 0:
+        raise UsageError("The count of blocks whose experts stay in RAM cannot be negative.",
+                         "Give 0 (experts follow their block) or a count of blocks.")
+    if cpu_moe and meta.n_expert > 1 and machine.gpus:
+        machine.cpu_moe = min(int(cpu_moe), meta.n_layer)
+    auto_moe = cpu_moe is None and n_gpu_layers is None and meta.n_expert > 1 and bool(machine.gpus)
+
+    def expert_placement(s: _Settings) -> bool:
+        """Every layer on the GPU with the fewest blocks' experts in RAM that fits; False if none does."""
+        if not auto_moe or _fits(_allocate(meta, machine, n_offloadable, s), budgets.unified):
+            return False
+        lo, hi = 1, meta.n_layer
+        machine.cpu_moe = hi
+        if not all(d.total <= d.budget for d in _allocate(meta, machine, n_offloadable, s)[:-1]):
+            machine.cpu_moe = 0
+            return False
+        while lo < hi:  # GPU use falls as more blocks' experts move to RAM
+            machine.cpu_moe = (lo + hi) // 2
+            if all(d.total <= d.budget for d in _allocate(meta, machine, n_offloadable, s)[:-1]):
+                hi = machine.cpu_moe
+            else:
+                lo = machine.cpu_moe + 1
+        machine.cpu_moe = lo
+        if not _fits(_allocate(meta, machine, n_offloadable, s), budgets.unified):
+            machine.cpu_moe = 0
+            return False
+        return True
+
     max_ctx = None
     if n_ctx is not None:
         s = settings(n_ctx)
-        k = n_gpu_layers if n_gpu_layers is not None else _max_layers(meta, machine, s)[0]
+        if expert_placement(s):
+            k = n_offloadable
+        else:
+            k = n_gpu_layers if n_gpu_layers is not None else _max_layers(meta, machine, s)[0]
     else:
         start = min(target, PLACEMENT_CTX)
         s = settings(start)
         if n_gpu_layers is not None:
             k = n_gpu_layers
+        elif expert_placement(s):
+            k = n_offloadable
         else:
             k, ok = _max_layers(meta, machine, s)
             while not ok and start > MIN_CTX:
@@ -517,9 +597,14 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
                      + (f"; with mmap on their {gib(twice)} of file pages stay mapped too (counted in the weights)."
                         if twice else ", read once (mmap off)."))
     fits = _fits(devices, budgets.unified)
+    if machine.cpu_moe and k_final:
+        in_ram = sum(_expert_bytes(meta)[:machine.cpu_moe])
+        notes.append(f"Every layer runs on the GPU except the experts of the first {machine.cpu_moe} of "
+                     f"{meta.n_layer} blocks ({gib(in_ram)}), which stay in RAM: a token reads only the "
+                     f"{meta.n_expert_used} experts it uses there, and everything else from the GPU.")
     if not fits:
         verdict = "no_fit"
-    elif machine.gpus and k_final == n_offloadable:
+    elif machine.gpus and k_final == n_offloadable and not machine.cpu_moe:
         verdict = "full_gpu"
     elif k_final > 0:
         verdict = "partial"
@@ -536,6 +621,7 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
         unified=budgets.unified and bool(machine.gpus), approximate=meta.approximate, kv_cells=s.cells,
         kv_bytes_per_token=sum(_layer_costs(meta, settings(KV_PAD))[0]) / KV_PAD,
         max_ctx=max_ctx, cpu_repack=cpu_repack, use_mmap=use_mmap, use_extra_bufts=use_extra_bufts,
+        cpu_moe=machine.cpu_moe if k_final else 0,
     )
     plan.reasons = _reasons(plan, meta, hardware, machine, trained, target, n_ctx is None) + notes + list(meta.warnings)
     if improvements and verdict != "full_gpu":
@@ -594,6 +680,11 @@ def _reasons(plan: MemoryPlan, meta: ModelMeta, hardware: HardwareProfile, machi
         where = gpus[0].name if len(gpus) == 1 else f"{len(gpus)} GPUs"
         out.append(f"All {total_layers} layers ({meta.n_layer} blocks + output) fit on {where} "
                    f"with {gib(spare)} to spare.")
+    elif plan.verdict == "partial" and plan.cpu_moe:
+        budget = sum(d.budget for d in gpus)
+        out.append(f"All {total_layers} layers run on the GPU, but with {gib(budget)} there the experts of "
+                   f"{plan.cpu_moe} of {meta.n_layer} blocks stay in RAM (a mixture of experts reads only a "
+                   "few of them per token, so this is faster than leaving whole layers on the CPU).")
     elif plan.verdict == "partial":
         budget = sum(d.budget for d in gpus)
         out.append(f"Only {plan.n_gpu_layers} of {total_layers} layers fit in the GPU budget of {gib(budget)}; "

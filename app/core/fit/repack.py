@@ -214,14 +214,18 @@ class CpuWeights:
     mapped_twice: int = 0
 
 
-def cpu_weights(meta: ModelMeta, rule: RepackRule, n_cpu_blocks: int, output_on_cpu: bool) -> CpuWeights:
+def cpu_weights(meta: ModelMeta, rule: RepackRule, n_cpu_blocks: int, output_on_cpu: bool, *,
+                cpu_expert_layers: int = 0) -> CpuWeights:
     """The CPU buffers when blocks 0..n_cpu_blocks-1 (and the output layer if `output_on_cpu`) run on the CPU.
 
     The input layer (token_embd...) is always on the CPU (llama-model.cpp dev_input).
     Blocks from n_cpu_blocks on, and the output layer otherwise, are on a GPU and
-    not in these buffers.
+    not in these buffers, except the expert matrices of blocks below
+    `cpu_expert_layers` (--n-cpu-moe): an override to the CPU buffer type, for which
+    llama.cpp still considers the CPU's extra (repacking) buffer types
+    (llama-model-loader.cpp "when overriding to a CPU buffer").
     """
-    key = ("cpu_weights", rule, n_cpu_blocks, output_on_cpu)
+    key = ("cpu_weights", rule, n_cpu_blocks, output_on_cpu, cpu_expert_layers)
     cached = meta.memo.get(key)
     if cached is not None:
         return cached
@@ -230,7 +234,7 @@ def cpu_weights(meta: ModelMeta, rule: RepackRule, n_cpu_blocks: int, output_on_
     for t in _with_offsets(meta.tensors):
         layer = t.layer
         if layer is not None and layer < meta.n_layer:
-            on_cpu = layer < n_cpu_blocks
+            on_cpu = layer < n_cpu_blocks or (layer < cpu_expert_layers and "_exps." in t.name)
         elif t.name.startswith("output"):
             on_cpu = output_on_cpu
         else:

@@ -109,6 +109,8 @@ class TokenCost:
     block_bytes: tuple[int, ...]
     #: The output matrix (the logits read it whole every token).
     output_bytes: int
+    #: Per block, the part of `block_bytes` that is the used experts (what --n-cpu-moe reads from RAM).
+    expert_bytes: tuple[int, ...] = ()
 
     @property
     def total_bytes(self) -> int:
@@ -123,6 +125,7 @@ def token_cost(meta: Any) -> TokenCost:
     embedding when tied). The embedding lookup itself reads one row: nothing.
     """
     blocks = [0] * int(meta.n_layer)
+    experts = [0] * int(meta.n_layer)
     output = 0
     has_output = any(t.name == "output.weight" for t in meta.tensors)
     for t in meta.tensors:
@@ -131,10 +134,11 @@ def token_cost(meta: Any) -> TokenCost:
             n = t.n_bytes
             if "_exps." in t.name and meta.n_expert:
                 n = n * meta.n_expert_used // meta.n_expert
+                experts[layer] += n
             blocks[layer] += n
         elif t.name == "output.weight" or (t.name == "token_embd.weight" and not has_output):
             output += t.n_bytes
-    return TokenCost(tuple(blocks), output)
+    return TokenCost(tuple(blocks), output, tuple(experts))
 
 
 @dataclass(frozen=True)
@@ -160,13 +164,16 @@ def estimate_speed(
     gpus: Sequence[tuple[Bandwidth, float]],
     cpu: Bandwidth,
     kv_read_bytes: int = 0,
+    cpu_expert_layers: int = 0,
 ) -> SpeedEstimate:
     """Tokens/s for a placement: `n_gpu_layers` as llama.cpp counts them.
 
     `gpus` pairs each GPU's bandwidth with its share of the offloaded layers
     (llama.cpp splits layers in proportion to free memory and runs the GPUs
     one after the other, so their times add). `kv_read_bytes` is the KV cache
-    read per token, split like the layers.
+    read per token, split like the layers. `cpu_expert_layers`: blocks 0..N-1 keep their
+    experts in RAM (--n-cpu-moe), so the used experts of those blocks are read by the CPU
+    even where the rest of the block is on a GPU.
     """
     n_blocks = len(cost.block_bytes)
     on_gpu = max(0, min(n_gpu_layers, n_blocks + 1)) if gpus else 0
@@ -175,6 +182,9 @@ def estimate_speed(
     gpu_bytes = sum(cost.block_bytes[n_blocks - gpu_blocks:]) if gpu_blocks else 0
     if on_gpu >= 1:
         gpu_bytes += cost.output_bytes
+    if cpu_expert_layers and cost.expert_bytes:
+        first_gpu = n_blocks - gpu_blocks
+        gpu_bytes -= sum(cost.expert_bytes[first_gpu:max(first_gpu, min(cpu_expert_layers, n_blocks))])
     cpu_bytes = cost.total_bytes - gpu_bytes
     if kv_read_bytes and n_blocks:
         gpu_kv = kv_read_bytes * gpu_blocks // n_blocks

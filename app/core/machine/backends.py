@@ -167,6 +167,21 @@ def _ggml(llama_cpp: ModuleType) -> Any:
     return lib
 
 
+def cpu_buffer_type(llama_cpp: ModuleType) -> int:
+    """The CPU backend's buffer type (ggml_backend_buffer_type_t) as libllama sees it: through the
+    registry of the libggml it links, so the pointer equals its own ggml_backend_cpu_buffer_type()."""
+    ensure_loaded(llama_cpp)
+    lib = _ggml(llama_cpp)
+    lib.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+    lib.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
+    dev = lib.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+    if not dev:
+        raise RuntimeError("llama.cpp has no CPU backend loaded")
+    return int(lib.ggml_backend_dev_buffer_type(dev))
+
+
 def _load(llama_cpp: ModuleType) -> BackendState:
     from app.core.fit.llama_log import LlamaLogCapture  # its lines are noise on a terminal
 

@@ -360,13 +360,23 @@ class _Ranker:
         meta = model.meta(quant)
         if (meta.file_size or 0) > self.machine.capacity:
             return None
-        plan = self._plan(meta)
-        if plan.verdict == "no_fit":
-            return None
-        kv = int(plan.kv_cache_bytes * KV_FILL)
-        speed = estimate_speed(token_cost(meta), n_gpu_layers=int(plan.n_gpu_layers),
-                               gpus=self.machine.gpus, cpu=self.machine.cpu, kv_read_bytes=kv)
-        return plan, speed
+        plans = [self._plan(meta)]
+        if meta.n_expert > 1 and self.machine.has_gpu and plans[0].verdict != "full_gpu":
+            # A mixture of experts may instead keep every layer on the GPU and its experts in RAM
+            # (plan_memory chooses how many blocks' experts): whichever placement is faster wins.
+            plans.append(plan_with_choices(meta, self.machine.hardware, replace(
+                self.choices, n_ctx=self.n_ctx, gpu_layers=None, cpu_moe=None), improvements=False))
+        best: tuple[Any, SpeedEstimate] | None = None
+        cost = token_cost(meta)
+        for plan in plans:
+            if plan.verdict == "no_fit":
+                continue
+            kv = int(plan.kv_cache_bytes * KV_FILL)
+            speed = estimate_speed(cost, n_gpu_layers=int(plan.n_gpu_layers), gpus=self.machine.gpus,
+                                   cpu=self.machine.cpu, kv_read_bytes=kv, cpu_expert_layers=plan.cpu_moe)
+            if best is None or speed.tokens_per_s > best[1].tokens_per_s:
+                best = plan, speed
+        return best
 
     def _plan(self, meta: Any) -> Any:
         """`plan_memory` with the most GPU layers that fit, found in a few steps.

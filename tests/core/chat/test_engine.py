@@ -663,3 +663,26 @@ def test_memory_check_compares_repack_and_recurrent_state() -> None:
     assert check.difference["repack"] == mib
     assert "4.0 MiB repacked weights (plan 3.0 MiB)" in check.summary()
     assert "1.0 MiB recurrent state" in check.summary()
+
+
+@pytest.mark.slow
+def test_experts_of_the_first_blocks_are_overridden_to_the_cpu_buffer() -> None:
+    """--n-cpu-moe through llama_model_params.tensor_buft_overrides (llama-cpp-python leaves it unset):
+    llama.cpp reports overriding exactly the expert matrices of blocks 0..N-1 and loads the model."""
+    import re
+
+    from app.core.chat.engine import _load_llama
+    from app.core.fit.llama_log import LlamaLogCapture
+    from tests.fixtures import arch_gguf
+
+    path = arch_gguf.arch_gguf("qwen3moe", "toy")  # 4 blocks, experts in ffn_{gate,up,down}_exps
+    with LlamaLogCapture() as log:
+        llm = _load_llama(str(path), {"n_ctx": 256, "n_gpu_layers": 0, "verbose": False, "cpu_moe": 2},
+                          lambda _f: True)
+        del llm
+    moved = re.findall(r"tensor (blk\.\d+\.ffn_\w+_exps\.weight) .* buffer type overridden to CPU", log.text)
+    assert sorted(moved) == sorted(f"blk.{i}.ffn_{m}_exps.weight" for i in (0, 1) for m in ("gate", "up", "down"))
+    with LlamaLogCapture() as log:
+        llm = _load_llama(str(path), {"n_ctx": 256, "n_gpu_layers": 0, "verbose": False}, lambda _f: True)
+        del llm
+    assert "overridden" not in log.text

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app.core.errors import UsageError
 from app.core.fit import quants
 from app.core.fit.architectures import ArchConstants
 from app.core.fit.gguf_meta import ModelMeta, read_gguf
@@ -425,3 +426,63 @@ def test_no_fit_still_fills_the_gpu_and_counts_the_ram_shortfall() -> None:
     free = next(i for i in plan.improvements if i["change"] == "free_memory")
     assert free["bytes"] == ram.total - machine.budgets().ram.budget_bytes
     assert all(i["verdict"] != "no_fit" for i in plan.improvements)
+
+
+# -- a mixture of experts with its experts in RAM (--n-cpu-moe) ------------------------------------
+
+
+def _moe_q4() -> ModelMeta:
+    """Qwen3-30B-A3B's shapes (48 blocks, 128 experts of 768, 8 used) at Q4_K_M, from the constants."""
+    arch = ArchConstants(architecture="qwen3moe", n_layer=48, n_embd=2048, n_head=32, n_head_kv=4, n_ff=6144,
+                         n_vocab=151936, head_dim_k=128, head_dim_v=128, n_ctx_train=40960, n_expert=128,
+                         n_expert_used=8, n_ff_exp=768)
+    return ModelMeta.from_architecture(arch, "Q4_K_M")
+
+
+def test_moe_keeps_every_layer_on_the_gpu_and_the_fewest_experts_in_ram() -> None:
+    meta = _moe_q4()  # ~17.3 GiB: over an 8 GB card's 7.5 GiB
+    hw = preset_profile("rtx-4060-8gb")
+    plan = plan_memory(meta, hw, n_ctx=8192, flash_attn=True)
+    n = plan.cpu_moe
+    assert plan.verdict == "partial" and plan.n_gpu_layers == meta.n_layer + 1 and 0 < n < meta.n_layer
+    gpu, ram = plan.devices[0], plan.devices[-1]
+    assert gpu.total <= gpu.budget and ram.total <= ram.budget
+    # The GPU holds every block but the first n blocks' experts; those are the bulk of RAM's weights.
+    experts = [sum(t.n_bytes for t in meta.tensors if t.layer == il and "_exps." in t.name) for il in range(n)]
+    everything = sum(t.n_bytes for t in meta.tensors)
+    input_layer = sum(t.n_bytes for t in meta.tensors if t.layer is None and not t.name.startswith("output"))
+    assert gpu.weights == everything - input_layer - sum(experts)
+    assert ram.weights + ram.repack >= sum(experts)
+    # n is the fewest: one block's experts fewer and the GPU overflows.
+    tighter = plan_memory(meta, hw, n_ctx=8192, flash_attn=True, cpu_moe=n - 1, n_gpu_layers=meta.n_layer + 1)
+    assert tighter.devices[0].total > tighter.devices[0].budget
+    assert plan.llama_kwargs()["cpu_moe"] == n and plan.to_dict()["settings"]["cpu_moe"] == n
+    assert any("experts of the first" in r for r in plan.reasons)
+
+
+def test_moe_expert_placement_only_when_asked_or_chosen() -> None:
+    meta = _moe_q4()
+    hw = preset_profile("rtx-4060-8gb")
+    layerwise = plan_memory(meta, hw, n_ctx=8192, flash_attn=True, cpu_moe=0)
+    assert layerwise.cpu_moe == 0 and layerwise.n_gpu_layers < meta.n_layer + 1
+    fixed = plan_memory(meta, hw, n_ctx=8192, flash_attn=True, n_gpu_layers=10)
+    assert fixed.cpu_moe == 0 and fixed.n_gpu_layers == 10  # a layer count the user chose is kept as is
+    assert plan_memory(meta, preset_profile("rtx-4090"), n_ctx=8192, flash_attn=True).cpu_moe == 0  # fits whole
+    assert plan_memory(meta, preset_profile("workstation-64gb-cpu"), n_ctx=8192).cpu_moe == 0  # no GPU
+    with pytest.raises(UsageError):
+        plan_memory(meta, hw, cpu_moe=-1)
+
+
+def test_moe_expert_placement_reads_the_used_experts_from_ram() -> None:
+    from app.core.fit import Bandwidth, estimate_speed, token_cost
+
+    meta = _moe_q4()
+    plan = plan_memory(meta, preset_profile("rtx-4060-8gb"), n_ctx=8192, flash_attn=True)
+    cost = token_cost(meta)
+    gpu, cpu = Bandwidth(272.0, "spec", 0.7), Bandwidth(60.0, "assumed", 0.6)
+    moved = estimate_speed(cost, n_gpu_layers=plan.n_gpu_layers, gpus=[(gpu, 1.0)], cpu=cpu,
+                           cpu_expert_layers=plan.cpu_moe)
+    assert moved.cpu_bytes == sum(cost.expert_bytes[:plan.cpu_moe])
+    layerwise = plan_memory(meta, preset_profile("rtx-4060-8gb"), n_ctx=8192, flash_attn=True, cpu_moe=0)
+    split = estimate_speed(cost, n_gpu_layers=layerwise.n_gpu_layers, gpus=[(gpu, 1.0)], cpu=cpu)
+    assert moved.tokens_per_s > split.tokens_per_s  # attention and shared weights all read at GPU speed
