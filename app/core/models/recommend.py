@@ -28,7 +28,10 @@ Q2_K, where the rule's gain from size still outweighs the quant's loss.
 Ranking score (no hand-set quality: everything is read from the catalog entry,
 so a model the Hub refresh found is ranked by the same formula) = quality
     + 5 when the model's strengths match the use case (10 for a coder at code)
-    + 2 per year of release after 2024 (a newer generation of the same size is better)
+    + 9 per year of release after 2024: almost a doubling of parameters a year, since
+      labs' new generations routinely match their previous one at about twice the size
+      (at 2 a year, Llama 3.3 70B of December 2024 outranked Qwen3.6-27B of April 2026
+      on two 24 GB cards, and Qwen3-14B outranked Qwen3.5-9B)
     - 3 when the catalog marks it superseded by a newer model of its size (Qwen3-8B by
       Qwen3.5-9B): at the same size and cost the newer generation wins
     - 3 when its layers do not all fit on the GPU (so a full fit wins a near tie)
@@ -69,9 +72,9 @@ if TYPE_CHECKING:
 
 #: Context a recommendation is judged at unless the user asks for another.
 DEFAULT_CTX = 8192
-#: Points per year a model's release is newer than RECENCY_EPOCH: a newer generation of
-#: the same size is better (Qwen3-8B > Qwen2.5-7B > Llama-3.1-8B > Mistral-7B).
-RECENCY_PER_YEAR = 2.0
+#: Points per year a model's release is newer than RECENCY_EPOCH: a newer generation is worth
+#: almost a doubling of parameters (10 points) a year (see the module docstring).
+RECENCY_PER_YEAR = 9.0
 RECENCY_EPOCH = date(2024, 1, 1)
 #: Points taken from a pick whose layers do not all fit on the GPU.
 PARTIAL_PENALTY = 4.0
@@ -677,6 +680,9 @@ def _where(pick: Pick, machine: _Machine) -> str:
         return f"runs on the {machine.chip}'s CPU cores from your {machine.ram_words} of memory"
     if verdict == "full_gpu":
         return f"fits entirely in your {machine.gpu_words}"
+    if verdict == "partial" and pick.plan.cpu_moe:
+        return (f"runs every layer on your {machine.gpu_words} but keeps the experts of "
+                f"{pick.plan.cpu_moe} of its {pick.model.arch.n_layer} blocks in RAM")
     if verdict == "partial":
         return (f"puts {pick.n_gpu_layers} of its {pick.model.arch.n_layer + 1} layers on your "
                 f"{machine.gpu_words} and runs the rest from RAM")
@@ -709,6 +715,12 @@ def _why(pick: Pick, picks: list[Pick], full_gpu: list[Pick], ranker: _Ranker) -
                          f"{bits_label(half.quant)}.")
         else:
             parts.append(f"For {case.label}: {case.rule}.")
+        older = next((p for p in picks if p.effective_params_b > pick.effective_params_b * 1.2
+                      and p.model.released < pick.model.released and not p.slow), None)
+        if older is not None:
+            parts.append(f"It came out in {released_words(m.released)}; a newer generation matches an "
+                         f"older model about twice its size, so it beats the bigger {older.model.name} "
+                         f"({released_words(older.model.released)}) that also fits.")
     elif pick.role == "half-size":
         parts.append("The fallback if the bigger model misbehaves: about half the parameters "
                      "at 8-bit.")
