@@ -31,7 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app.core.fit import LoadChoices
-    from app.core.models import USE_CASES, context_words, recommend, released_words
+    from app.core.models import (
+        USE_CASES,
+        catalog_freshness,
+        context_words,
+        recommend,
+        released_words,
+    )
 
     if args.top < 0:
         raise UsageError("--top cannot be negative.", "Give --top 5, or --top 0 for every pick.")
@@ -65,4 +71,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"    camelid download {pick.model.repo}:{pick.quant}")
     if len(shown) < len(picks):
         print(f"\n{len(picks) - len(shown)} more with --top 0.")
+    print(f"\n{catalog_freshness()}")
     return 0

@@ -43,6 +43,7 @@ from app.core.models import (
     Catalog,
     ContextChoice,
     Pick,
+    catalog_freshness,
     destination_folder,
     first_run,
     recommend,
@@ -422,7 +423,7 @@ class PicksPage(QWizardPage):
             self._show_picks([])
             return
         self.status.setText(f"{len(picks)} models fit; the best three follow the fallback ladder. "
-                            "Pick one and press Next to download it.")
+                            f"Pick one and press Next to download it. {catalog_freshness()}")
         self._show_picks(picks[:SHOWN_PICKS])
 
     def _failed(self, generation: int, message: str) -> None:

@@ -29,12 +29,19 @@ from app.core.models.first_run import (
 )
 from app.core.models.hub import QuantFile, RepoFiles, RepoSummary, endpoint
 from app.core.models.library import LibraryModel, find_model, list_models
-from app.core.models.recommend import USE_CASES, Pick, context_words, recommend, released_words
+from app.core.models.recommend import (
+    USE_CASES,
+    Pick,
+    catalog_freshness,
+    context_words,
+    recommend,
+    released_words,
+)
 
 __all__ = [
     "CATALOG_QUANTS", "CONTEXT_CHOICES", "STARTER_MISSING", "USE_CASES", "Catalog", "CatalogModel",
     "ContextChoice", "DownloadPlan", "DownloadProgress", "DownloadQueue", "FitJudgement", "LibraryModel",
-    "Pick", "QuantFile", "QueuedDownload", "RepoFiles", "RepoSummary", "context_words",
+    "Pick", "QuantFile", "QueuedDownload", "RepoFiles", "RepoSummary", "catalog_freshness", "context_words",
     "destination_folder", "downloads", "endpoint", "find_model", "first_run", "hub", "judge_remote_fit",
     "library", "list_models", "load_catalog", "plan_download", "recommend", "released_words",
     "should_show_wizard",

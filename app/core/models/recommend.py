@@ -195,6 +195,24 @@ def released_words(iso: str) -> str:
     return day.strftime("%B %Y")
 
 
+def catalog_freshness() -> str:
+    """'Catalog snapshot of April 2026; last checked for new models on 2 December 2026.' (or never)."""
+    from app.core.models.catalog import last_refreshed, snapshot_date
+
+    refreshed = last_refreshed()
+    when = f"last checked for new models on {_day_words(refreshed)}" if refreshed else \
+        "never checked for newer models (camelid catalog --refresh)"
+    return f"Catalog snapshot of {released_words(snapshot_date())}; {when}."
+
+
+def _day_words(iso: str) -> str:
+    try:
+        day = date.fromisoformat(iso[:10])
+    except ValueError:
+        return iso
+    return f"{day.day} {day.strftime('%B %Y')}"
+
+
 def size_label(params_b: float) -> str:
     """'32B', '3.8B', '135M'."""
     if params_b >= 9.5:
@@ -720,7 +738,7 @@ def _why(pick: Pick, picks: list[Pick], full_gpu: list[Pick], ranker: _Ranker) -
         if older is not None:
             parts.append(f"It came out in {released_words(m.released)}; a newer generation matches an "
                          f"older model about twice its size, so it beats the bigger {older.model.name} "
-                         f"({released_words(older.model.released)}) that also fits.")
+                         f"({released_words(older.model.released)}) that also runs here.")
     elif pick.role == "half-size":
         parts.append("The fallback if the bigger model misbehaves: about half the parameters "
                      "at 8-bit.")

@@ -204,3 +204,26 @@ def test_a_failing_hub_stops_the_refresh_with_one_sentence(new_models: LoopbackH
     assert "503" in str(failure.value) and "\n" not in str(failure.value)
     assert len([r for r in new_models.requests() if r.path == "/api/models"]) == 1  # no retries, no more labs
     assert not paths.user_catalog_path().exists()
+
+
+def test_recommend_ranks_a_refreshed_model_with_its_own_header_plan(new_models: LoopbackHub,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """After a refresh, `recommend` plans the new lab model from the header it read: the pick's plan is
+    exactly plan_memory's for that header at the pick's settings, hybrid state included, and
+    the CLI says the pick came from a refresh."""
+    from app.cli import main
+    from app.core.fit import LoadChoices, plan_with_choices
+    from app.core.models.recommend import recommend
+
+    refresh_catalog()
+    hw = preset_profile("rtx-4090")
+    picks = recommend(hw, "chat", catalog=load_catalog())
+    pick = next(p for p in picks if p.model.model == NEW)
+    assert pick.model.source == "hub" and pick.to_dict()["source"] == "hub"
+    again = plan_with_choices(pick.model.meta(pick.quant), hw, LoadChoices(n_ctx=pick.n_ctx, gpu_layers=pick.n_gpu_layers),
+                              improvements=False)
+    assert again.total_bytes == pick.plan.total_bytes and pick.plan.recurrent_state_bytes > 0
+    capsys.readouterr()
+    assert main(["recommend", "--preset", "rtx-4090", "--top", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "(found by a catalog refresh)" in out and "last checked for new models on" in out
