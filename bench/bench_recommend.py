@@ -26,17 +26,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import machine_line, summary, table, update_section
 
 ROUNDS = 5
-TIMED_PRESETS = ["rtx-4090", "rtx-3060-12gb", "m3-pro-36gb", "workstation-64gb-cpu"]
+TIMED_PRESETS = ["rtx-4090", "rtx-3060-12gb", "gtx-1650-4gb", "m3-pro-36gb", "workstation-64gb-cpu"]
 
 
 def _clear(*, headers: bool) -> None:
     # The caches are module-private; a benchmark of cold starts has to empty them.
-    from app.core.models import catalog, recommend
+    import importlib
 
+    catalog = importlib.import_module("app.core.models.catalog")
+    recommend = importlib.import_module("app.core.models.recommend")  # the package exports a function of that name
     recommend._FITS.clear()
     if headers:
         catalog._METAS.clear()
         catalog._SIZES.clear()
+        catalog._HEADER_METAS.clear()
+        catalog._default_catalog.cache_clear()
 
 
 def _time(fn) -> float:
@@ -55,8 +59,10 @@ def timing_rows() -> tuple[list[list[str]], dict[str, float]]:
     rows, medians = [], {}
     for preset in TIMED_PRESETS:
         hardware = preset_profile(preset)
-        cold, new, warm, brute = [], [], [], []
+        cold, cold5, new, warm, brute = [], [], [], [], []
         for _ in range(ROUNDS):
+            _clear(headers=True)
+            cold5.append(_time(lambda hw=hardware: recommend(hw, "chat", limit=5)))
             _clear(headers=True)
             cold.append(_time(lambda hw=hardware: recommend(hw, "chat")))
             _clear(headers=False)
@@ -66,9 +72,10 @@ def timing_rows() -> tuple[list[list[str]], dict[str, float]]:
             brute.append(_time(lambda hw=hardware: [
                 plan_memory(m.meta(q), hw, n_ctx=8192, improvements=False)
                 for m in catalog for q in CATALOG_QUANTS]))
-        c, n, w, b = (summary(x) for x in (cold, new, warm, brute))
+        c5, c, n, w, b = (summary(x) for x in (cold5, cold, new, warm, brute))
         medians[preset] = n[0]
-        rows.append([preset, f"{c[0]:.0f} ± {c[1]:.0f}", f"{n[0]:.0f} ± {n[1]:.0f}",
+        medians[f"{preset} cold top 5"] = c5[0]
+        rows.append([preset, f"{c5[0]:.0f} ± {c5[1]:.0f}", f"{c[0]:.0f} ± {c[1]:.0f}", f"{n[0]:.0f} ± {n[1]:.0f}",
                      f"{w[0]:.1f} ± {w[1]:.1f}", f"{b[0]:.0f}", f"{b[0] / n[0]:.1f}x"])
     return rows, medians
 
@@ -93,19 +100,29 @@ def pick_tables() -> tuple[list[list[str]], list[list[str]]]:
 
 
 def main() -> None:
+    from app.core.models.catalog import CATALOG_QUANTS, load_catalog
     from app.core.models.recommend import USE_CASES
 
+    n_models = len(load_catalog(include_user=False))
     timing, medians = timing_rows()
     top3, per_case = pick_tables()
-    worst = max(medians.values())
+    worst = max(v for k, v in medians.items() if "cold" not in k)
+    cold5 = {k.split()[0]: v for k, v in medians.items() if "cold top 5" in k}
     body = "\n\n".join([
         "`bench/bench_recommend.py`. " + machine_line(),
-        f"Time to rank the whole catalog (35 models x 10 quants), ms, median ± spread of {ROUNDS} runs. "
-        "*Cold*: empty caches, the first call in a process. *New machine*: synthetic headers already "
+        f"Time to rank the catalog ({n_models} models x {len(CATALOG_QUANTS)} quants), ms, median ± spread of "
+        f"{ROUNDS} runs. *Cold, top 5*: empty caches, the first call in a process, asking for the five best "
+        "(`camelid recommend`'s default: models are planned in order of their optimistic bound and the rest "
+        "are skipped once five usable picks beat every remaining bound). *Cold, all*: the same for every "
+        "model (`--top 0`). *New machine*: synthetic headers already "
         "predicted, no plans yet (the GUI after changing hardware). *Warm*: the same machine, another "
-        "use case. *Brute force*: `plan_memory` with its own layer search for all 350 files (headers "
+        f"use case. *Brute force*: `plan_memory` with its own layer search for all {n_models * len(CATALOG_QUANTS)} files (headers "
         "cached); the ratio is brute force / new machine.",
-        table(["preset", "cold", "new machine", "warm", "brute force", "ratio"], timing),
+        table(["preset", "cold, top 5", "cold, all", "new machine", "warm", "brute force", "ratio"], timing),
+        "Cold, top 5 against the 500 ms target: " + ", ".join(
+            f"{k} {v:.0f} ms{'' if v < 500 else ' (over)'}" for k, v in cold5.items()) + ". "
+        "A small GPU (the GTX 1650) plans the most candidates: partial offloads score close together, so "
+        "fewer bounds are beaten early.",
         f"Target: under 100 ms. Warm and new-machine calls {'meet' if worst < 100 else 'miss'} it (a new "
         f"machine takes at most {worst:.0f} ms: per-layer costs are computed once per header and "
         "settings). A cold call does not: it pays once per process for predicting each candidate file's "

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     hardware = hardware_from_args(args)
     # Planned with the load settings the engine will use (flash attention, KV cache type).
     picks = recommend(hardware, args.use_case, n_ctx=args.ctx, min_speed=args.min_speed,
-                      choices=LoadChoices.current())
+                      choices=LoadChoices.current(), limit=args.top or None)
     shown = picks if args.top == 0 else picks[: args.top]
     if args.json:
         print_json({"hardware": hardware.to_dict(), "use_case": args.use_case,
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
               + ("  (found by a catalog refresh)" if pick.model.source == "hub" else ""))
         print(f"    {pick.why}")
         print(f"    camelid download {pick.model.repo}:{pick.quant}")
-    if len(shown) < len(picks):
-        print(f"\n{len(picks) - len(shown)} more with --top 0.")
+    if args.top:
+        print("\nEvery model that fits, with --top 0.")
     print(f"\n{catalog_freshness()}")
     return 0

@@ -189,17 +189,21 @@ def _md(meta: ModelMeta, key: str, default: Any = 0) -> Any:
     return meta.metadata.get(f"{meta.architecture}.{key}", default)
 
 
+def _shapes(meta: ModelMeta) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape, built once per header (the graph asks about tensors thousands of times)."""
+    shapes = meta.memo.get("tensor_shapes")
+    if shapes is None:
+        shapes = meta.memo["tensor_shapes"] = {t.name: tuple(t.shape) for t in meta.tensors}
+    return shapes  # type: ignore[no-any-return]
+
+
 def _has(meta: ModelMeta, layer: int, suffix: str) -> bool:
-    name = f"blk.{layer}.{suffix}"
-    return any(t.name == name for t in meta.tensors)
+    return f"blk.{layer}.{suffix}" in _shapes(meta)
 
 
 def _tensor_rows(meta: ModelMeta, layer: int, suffix: str) -> int | None:
-    name = f"blk.{layer}.{suffix}"
-    for t in meta.tensors:
-        if t.name == name and len(t.shape) >= 2:
-            return int(t.shape[1])
-    return None
+    shape = _shapes(meta).get(f"blk.{layer}.{suffix}")
+    return int(shape[1]) if shape is not None and len(shape) >= 2 else None
 
 
 @dataclass

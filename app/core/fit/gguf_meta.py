@@ -93,12 +93,17 @@ class TensorInfo:
     @property
     def layer(self) -> int | None:
         """The block index of a `blk.N.` tensor, else None."""
-        # String slicing, not a regex: the planner asks this of every tensor of every plan.
-        if not self.name.startswith("blk."):
-            return None
-        end = self.name.find(".", 4)
-        digits = self.name[4:end] if end > 4 else ""
-        return int(digits) if digits.isdigit() else None
+        return _layer_of(self.name)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _layer_of(name: str) -> int | None:
+    # The planner asks this of every tensor of every plan; names repeat across quants and models.
+    if not name.startswith("blk."):
+        return None
+    end = name.find(".", 4)
+    digits = name[4:end] if end > 4 else ""
+    return int(digits) if digits.isdigit() else None
 
 
 @dataclass

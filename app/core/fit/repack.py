@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from app.core.fit.gguf_meta import ModelMeta, TensorInfo
 
@@ -159,14 +160,27 @@ def repacks(t: TensorInfo, rule: RepackRule, *, name: str | None = None) -> bool
     """
     if not rule.enabled or not t.shape:
         return False
-    if not is_matmul_weight(name or t.name):
+    return _repacks(rule, _kind(name or t.name), tuple(t.shape), t.ggml_type)
+
+
+@lru_cache(maxsize=1 << 14)
+def _kind(name: str) -> str:
+    """'exps' (a MUL_MAT_ID weight), 'matmul' or '' for a tensor name (cached: names repeat)."""
+    if not is_matmul_weight(name):
+        return ""
+    return "exps" if "_exps." in name else "matmul"
+
+
+@lru_cache(maxsize=1 << 14)
+def _repacks(rule: RepackRule, kind: str, shape: tuple[int, ...], ggml_type: int) -> bool:
+    if not kind:
         return False
     # MUL_MAT_ID (the experts, llama-arch.cpp *_EXPS) needs a 3-D weight, MUL_MAT a 2-D one.
-    want = 3 if "_exps." in (name or t.name) else 2
-    if _n_dims(t.shape) != want:
+    want = 3 if kind == "exps" else 2
+    if _n_dims(shape) != want:
         return False
-    rows = int(t.shape[1]) if len(t.shape) > 1 else 1
-    return layout(rule, t.ggml_type, rows) is not None
+    rows = int(shape[1]) if len(shape) > 1 else 1
+    return layout(rule, ggml_type, rows) is not None
 
 
 def _pad(n: int) -> int:
@@ -202,6 +216,30 @@ def _mapped_span(tensors: Iterable[TensorInfo]) -> int:
     return sum(hi - lo for lo, hi in spans.values())
 
 
+def _placed(meta: ModelMeta, rule: RepackRule) -> list[tuple[TensorInfo, int, str, bool, bool]]:
+    """Per tensor (with offsets): its block, where it sits (block / output / input), whether it is an
+    expert matrix and whether `rule` repacks it; once per header and rule (a plan's layer search
+    asks for many placements of the same table)."""
+    key = ("repack_placed", rule.features, rule.enabled)  # mmap does not change what repacks
+    cached = meta.memo.get(key)
+    if cached is None:
+        cached = []
+        offsets = meta.memo.get("tensors_with_offsets")
+        if offsets is None:
+            offsets = meta.memo["tensors_with_offsets"] = _with_offsets(meta.tensors)
+        for t in offsets:
+            layer = t.layer
+            if layer is not None and layer < meta.n_layer:
+                place = "block"
+            elif t.name.startswith("output"):
+                place, layer = "output", -1
+            else:
+                place, layer = "input", -1
+            cached.append((t, layer, place, "_exps." in t.name, repacks(t, rule)))
+        meta.memo[key] = cached
+    return cached  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True)
 class CpuWeights:
     """The CPU's model buffers for one placement: the plain buffer and CPU_REPACK, in bytes."""
@@ -231,17 +269,16 @@ def cpu_weights(meta: ModelMeta, rule: RepackRule, n_cpu_blocks: int, output_on_
         return cached
     plain: list[TensorInfo] = []
     repacked: list[TensorInfo] = []
-    for t in _with_offsets(meta.tensors):
-        layer = t.layer
-        if layer is not None and layer < meta.n_layer:
-            on_cpu = layer < n_cpu_blocks or (layer < cpu_expert_layers and "_exps." in t.name)
-        elif t.name.startswith("output"):
+    for t, layer, place, is_expert, packs in _placed(meta, rule):
+        if place == "block":
+            on_cpu = layer < n_cpu_blocks or (layer < cpu_expert_layers and is_expert)
+        elif place == "output":
             on_cpu = output_on_cpu
         else:
             on_cpu = True  # the input layer (and any tensor llama.cpp treats like it)
         if not on_cpu:
             continue
-        (repacked if repacks(t, rule) else plain).append(t)
+        (repacked if packs else plain).append(t)
     extra_repack = 0
     if meta.tied_embeddings and output_on_cpu:
         embd = next((t for t in meta.tensors if t.name == "token_embd.weight"), None)

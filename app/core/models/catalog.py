@@ -396,9 +396,10 @@ def _parse(data: Any, *, source: str) -> Catalog:
             if header is not None:
                 from app.core.fit import ModelMeta
 
-                arch = Architecture.from_meta(ModelMeta.from_record(header, where=source))
+                header_meta = ModelMeta.from_record(header, where=source)
+                arch = Architecture.from_meta(header_meta)
             else:
-                arch = Architecture(**entry["arch"])
+                header_meta, arch = None, Architecture(**entry["arch"])
             model = CatalogModel(
                 id=entry["id"], name=entry["name"], family=entry["family"], model=entry["model"],
                 repo=entry["repo"], file_pattern=entry["file_pattern"], license=entry["license"],
@@ -417,6 +418,8 @@ def _parse(data: Any, *, source: str) -> Catalog:
             name = entry.get("id", "?") if isinstance(entry, dict) else "?"
             raise CatalogError(f"The catalog entry {name!r} in {source} is malformed ({exc}).",
                                "Reinstall Camelid, or fix the file if you edited it.") from exc
+        if header_meta is not None:  # priced from this header later: read it once
+            _HEADER_METAS[(model.id, id(header), "")] = header_meta
         unknown = set(model.strengths) - STRENGTHS
         if unknown or model.id in seen or "{quant}" not in model.file_pattern:
             raise CatalogError(f"The catalog entry {model.id!r} in {source} is inconsistent "

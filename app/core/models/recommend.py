@@ -528,8 +528,13 @@ def recommend(
     min_speed: float | None = None,
     catalog: Catalog | None = None,
     choices: LoadChoices | None = None,
+    limit: int | None = None,
 ) -> list[Pick]:
     """Every catalog model that can run on `hardware`, best first, each at its best quant.
+
+    `limit` N: only the best N (plus the ladder) are needed. Models are then planned in order of
+    their optimistic bound, and once N usable picks are in hand, a model whose bound cannot beat
+    the N-th is not planned at all (branch and bound: the result's first N are the same).
 
     Plans use `choices` (flash attention, KV cache type; default: Camelid's
     defaults), the load settings the engine will apply; `n_ctx` is the context.
@@ -552,8 +557,19 @@ def recommend(
     models = [m for m in (load_catalog() if catalog is None else catalog) if _eligible(m, case, ctx)]
     order = sorted(CATALOG_QUANTS, key=kl_divergence)  # best quality first
     best: dict[str, Pick] = {}
-    for model in models:
-        pick = ranker.best_of([(model, q) for q in order if quant_allowed(model.params_b, q, case)])
+    candidates = {m.id: [(m, q) for q in order if quant_allowed(m.params_b, q, case)] for m in models}
+    if limit:
+        bounds = {m.id: max((b[0] for _, q in candidates[m.id] if (b := ranker.bound(m, q)) is not None),
+                            default=-math.inf) for m in models}
+        models_in_order = sorted(models, key=lambda m: -bounds[m.id])
+    else:
+        bounds, models_in_order = {}, models
+    for model in models_in_order:
+        if limit:
+            usable = sorted((p.score for p in best.values() if not p.slow), reverse=True)
+            if len(usable) >= limit and bounds[model.id] <= usable[limit - 1]:
+                break  # neither this model nor any later one can reach the first `limit`
+        pick = ranker.best_of(candidates[model.id])
         if pick is not None:
             best[model.id] = pick
     if not any(not p.slow and p.effective_params_b >= USEFUL_MIN_B for p in best.values()):
@@ -618,9 +634,18 @@ def _best_at(ranker: _Ranker, models: list[CatalogModel], quant: str, *,
     """The best of `models` at `quant`; with `faster_than`, only picks faster than that."""
     if not faster_than:
         return ranker.best_of([(m, quant) for m in models])
-    picks = [p for m in models if (p := ranker.evaluate(m, quant)) is not None
-             and p.tokens_per_s > faster_than]
-    return min(picks, key=_order) if picks else None
+    # In order of the optimistic bound: once a fast-enough pick scores at least the next bound,
+    # no later model can beat it.
+    bounded = sorted(((b[0], m) for m in models if (b := ranker.bound(m, quant)) is not None),
+                     key=lambda x: -x[0])
+    best: Pick | None = None
+    for ub, m in bounded:
+        if best is not None and not best.slow and ub <= best.score:
+            break
+        p = ranker.evaluate(m, quant)
+        if p is not None and p.tokens_per_s > faster_than and (best is None or _order(p) < _order(best)):
+            best = p
+    return best
 
 
 # -- the machine, in words ------------------------------------------------------------
