@@ -194,7 +194,7 @@ def _shapes(meta: ModelMeta) -> dict[str, tuple[int, ...]]:
     shapes = meta.memo.get("tensor_shapes")
     if shapes is None:
         shapes = meta.memo["tensor_shapes"] = {t.name: tuple(t.shape) for t in meta.tensors}
-    return shapes  # type: ignore[no-any-return]
+    return shapes
 
 
 def _has(meta: ModelMeta, layer: int, suffix: str) -> bool:

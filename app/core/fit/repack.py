@@ -237,7 +237,7 @@ def _placed(meta: ModelMeta, rule: RepackRule) -> list[tuple[TensorInfo, int, st
                 place, layer = "input", -1
             cached.append((t, layer, place, "_exps." in t.name, repacks(t, rule)))
         meta.memo[key] = cached
-    return cached  # type: ignore[no-any-return]
+    return cached
 
 
 @dataclass(frozen=True)
