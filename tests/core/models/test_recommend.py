@@ -198,7 +198,7 @@ def test_cli_recommend_text_and_options(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["recommend", "--vram", "12", "--ram", "32", "--use-case", "code", "--ctx", "4096"]) == 0
     out = capsys.readouterr().out
     assert "Best models for code" in out and "a 4k context" in out
-    assert "camelid download bartowski/" in out and "more with --top 0" in out
+    assert "camelid download bartowski/" in out and "Every model that fits, with --top 0." in out
     assert main(["recommend", "--preset", "rtx-4090", "--top", "-1"]) == 2
     assert "--top" in capsys.readouterr().err
 
