@@ -9,12 +9,13 @@ another disk).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 from platformdirs import PlatformDirs
+
+from app.jsonfile import load_json
 
 APP_NAME = "Camelid"
 STARTER_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -42,18 +43,25 @@ def models_dir() -> Path:
     """
     value = os.environ.get("CAMELID_MODELS_DIR") or _models_dir_setting()
     if value:
-        return Path(value).expanduser()
+        try:
+            return Path(value).expanduser()
+        except RuntimeError:  # "~someone" for a user that does not exist: taken literally
+            return Path(value)
     return data_dir() / "models"
 
 
 def _models_dir_setting() -> str | None:
     # Read directly rather than through app.core.settings: paths is the lowest
-    # layer and must not import the core.
+    # layer and must not import the core. Every command comes here, so a damaged
+    # file (reported by `Settings`) must only mean "no setting", never an error.
     try:
-        value = json.loads(settings_path().read_text(encoding="utf-8")).get("models_dir")
-    except (OSError, ValueError, AttributeError):
+        data = load_json(settings_path())
+    except (OSError, ValueError):
         return None
-    return value if isinstance(value, str) and value.strip() else None
+    value = data.get("models_dir") if isinstance(data, dict) else None
+    if not isinstance(value, str) or not value.strip() or "\0" in value or len(value) > 4096:
+        return None
+    return value
 
 
 def chats_db_path() -> Path:
@@ -111,7 +119,19 @@ def bundled_starter_model() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def ensure_dirs() -> None:
-    """Create the writable folders; called by entry points, never at import."""
-    for path in (data_dir(), models_dir(), config_dir(), logs_dir(), cache_dir()):
-        path.mkdir(parents=True, exist_ok=True)
+def ensure_dirs() -> list[str]:
+    """Create the writable folders; called by entry points, never at import.
+
+    Never raises: read-only storage still allows read-only use (listing models,
+    planning, chatting without saving), so each folder that cannot be made is a
+    sentence in the list returned, for the caller to show.
+    """
+    problems = []
+    for path in dict.fromkeys((data_dir(), models_dir(), config_dir(), logs_dir(), cache_dir())):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problems.append(f"The folder {path} could not be created ({exc.strerror or exc}): what Camelid "
+                            "would keep there is not saved. Make it writable, or set CAMELID_HOME to a "
+                            "folder you can write to.")
+    return problems

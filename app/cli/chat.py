@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     from app.core.chat import ChatStore
 
     store = ChatStore()
+    if store.notice:  # the history was damaged and set aside, or cannot be saved: say so once
+        print(f"camelid: note: {store.notice}", file=sys.stderr)
     try:
         if args.list:
             return list_conversations(store, as_json=args.json)

@@ -1,23 +1,33 @@
 """User settings, declared once as data and persisted as JSON.
 
 Each setting is a `Setting` (key, type, default, choices, help). `Settings`
-loads the file leniently (an unknown key is kept, a bad value falls back to
-the default and is reported) and saves atomically, so a crash mid-write never
-leaves a broken file. The Hugging Face token is not stored here: it lives in
+loads the file leniently and never raises: an unknown key is kept, a bad value
+falls back to the default and is reported as a sentence naming the key, and a
+damaged file (not JSON, too large or too deep, unreadable) means defaults, said
+so. It saves atomically, so a crash mid-write never leaves a broken file, and
+never silently overwrites what it could not use: the old file is first moved
+aside as `settings.json.damaged-<date>`, and `save()` says where. The Hugging Face token is not stored here: it lives in
 huggingface_hub's own token file, where the `hf` CLI also finds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app import paths
 from app.core.errors import CamelidError
+from app.jsonfile import JSONFileError, load_json
+
+#: Longest text value taken from the file (a folder path is the longest real one).
+MAX_TEXT = 4096
 
 
 class SettingsError(CamelidError):
@@ -32,6 +42,7 @@ class Setting:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: int | None = None
+    maximum: int | None = None
     #: None is allowed and means "decide automatically".
     optional: bool = False
 
@@ -39,10 +50,11 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("models_dir", str, "", "Folder for downloaded models (empty: the default folder)."),
     Setting("threads", int, 0, "CPU threads for generation (0: physical cores; Apple: performance cores).",
-            minimum=0),
+            minimum=0, maximum=4096),
     Setting("gpu_layers", int, None, "Layers to put on the GPU (empty: as many as fit).",
-            minimum=0, optional=True),
-    Setting("context_length", int, 8192, "Longest context Camelid plans for (tokens).", minimum=256),
+            minimum=0, maximum=100_000, optional=True),
+    Setting("context_length", int, 8192, "Longest context Camelid plans for (tokens).", minimum=256,
+            maximum=1 << 24),
     Setting("flash_attention", bool, True, "Use flash attention where the backend supports it."),
     Setting("kv_cache_type", str, "f16", "KV cache precision (q8_0 halves it, q4_0 needs flash attention).",
             choices=("f16", "q8_0", "q4_0")),
@@ -67,32 +79,53 @@ BY_KEY = {s.key: s for s in SETTINGS}
 
 def validate(setting: Setting, value: Any) -> Any:
     """The value coerced to the setting's type, or SettingsError with a sentence."""
+    key = setting.key
     if value is None:
         if setting.optional:
             return None
-        raise SettingsError(f"The setting {setting.key} needs a value.", f"{setting.help}")
+        raise SettingsError(f"The setting {key} needs a value.", f"{setting.help}")
     expected = setting.type
     if expected is bool:
         if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
             value = value.lower() in ("true", "yes", "on", "1")
         if not isinstance(value, bool):
-            raise SettingsError(f"The setting {setting.key} must be true or false, not {value!r}.", setting.help)
+            raise SettingsError(f"The setting {key} must be true or false, not {_shown(value)}.", setting.help)
     elif expected is int:
-        if isinstance(value, bool):
-            raise SettingsError(f"The setting {setting.key} must be a whole number.", setting.help)
-        try:
-            value = int(value)
-        except (TypeError, ValueError) as exc:
-            raise SettingsError(f"The setting {setting.key} must be a whole number, not {value!r}.",
-                                setting.help) from exc
+        value = _whole_number(setting, value)
         if setting.minimum is not None and value < setting.minimum:
-            raise SettingsError(f"The setting {setting.key} must be at least {setting.minimum}.", setting.help)
+            raise SettingsError(f"The setting {key} must be at least {setting.minimum}.", setting.help)
+        if setting.maximum is not None and value > setting.maximum:
+            raise SettingsError(f"The setting {key} must be at most {setting.maximum}.", setting.help)
     else:
-        value = str(value)
+        if not isinstance(value, str):
+            raise SettingsError(f"The setting {key} must be text, not {_shown(value)}.", setting.help)
+        if "\0" in value or len(value) > MAX_TEXT:
+            raise SettingsError(f"The setting {key} must be text of at most {MAX_TEXT} characters, "
+                                "without NUL bytes.", setting.help)
     if setting.choices and value not in setting.choices:
-        raise SettingsError(f"The setting {setting.key} must be one of {', '.join(map(str, setting.choices))}.",
+        raise SettingsError(f"The setting {key} must be one of {', '.join(map(str, setting.choices))}.",
                             setting.help)
     return value
+
+
+def _whole_number(setting: Setting, value: Any) -> int:
+    # JSON gives floats (4.0, 1e400, Infinity, NaN) and lists as readily as ints; only
+    # a whole, finite number or its digits will do.
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and len(value.strip()) <= 20:
+        with contextlib.suppress(ValueError):
+            value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(f"The setting {setting.key} must be a whole number, not {_shown(value)}.",
+                            setting.help)
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value as a message may quote it: short, one line."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class Settings:
@@ -104,18 +137,25 @@ class Settings:
         #: Sentences about values in the file that were ignored.
         self.problems: list[str] = []
         self._extra: dict[str, Any] = {}
+        #: Why the file as a whole could not be used (it is moved aside before the next save).
+        self._damage: str | None = None
+        #: Keys whose value in the file was refused (the file is kept as a copy unless each is set anew).
+        self._refused: set[str] = set()
         self._load()
 
     def _load(self) -> None:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = load_json(self.path)
         except FileNotFoundError:
             return
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            self.problems.append(f"The settings file {self.path} could not be read ({exc}); defaults are used.")
+        except JSONFileError as exc:
+            self._damaged(exc.reason)
+            return
+        except OSError as exc:
+            self._damaged(f"it could not be read: {exc.strerror or exc}")
             return
         if not isinstance(data, dict):
-            self.problems.append(f"The settings file {self.path} is not a JSON object; defaults are used.")
+            self._damaged("it is not a JSON object")
             return
         for key, value in data.items():
             setting = BY_KEY.get(key)
@@ -125,7 +165,17 @@ class Settings:
             try:
                 self.values[key] = validate(setting, value)
             except SettingsError as exc:
-                self.problems.append(f"{exc.message} The default ({setting.default!r}) is used.")
+                self._refused.add(key)
+                default = "auto" if setting.default is None else repr(setting.default)
+                self.problems.append(f"{exc.message} The default ({default}) is used until you set it "
+                                     f"with `camelid settings {key} VALUE`.")
+
+    def _damaged(self, reason: str) -> None:
+        self._damage = reason
+        self.problems.append(
+            f"The settings file {self.path} cannot be used ({reason}), so the defaults are used. "
+            "Change a setting (`camelid settings KEY VALUE`, or Settings in the app) to write a fresh file; "
+            "the damaged one is then kept beside it as a copy.")
 
     def __getitem__(self, key: str) -> Any:
         return self.values[BY_KEY[key].key]
@@ -136,19 +186,50 @@ class Settings:
             raise SettingsError(f"There is no setting called {key!r}.",
                                 f"Known settings: {', '.join(BY_KEY)}.")
         self.values[key] = validate(setting, value)
+        self._refused.discard(key)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.values)
 
-    def save(self) -> None:
-        """Write atomically (temp file + rename) so the file is never half-written."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def save(self) -> Path | None:
+        """Write atomically (temp file + rename) so the file is never half-written.
+
+        A file that was damaged, or held values that were refused and not set
+        again, is first moved aside; its new path is returned (None otherwise).
+        Raises SettingsError when the folder cannot be written.
+        """
+        folder = self.path.parent
         data = {**self._extra, **self.values}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".settings-", suffix=".json")
+        kept: Path | None = None
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=2, sort_keys=True)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            folder.mkdir(parents=True, exist_ok=True)
+            if (self._damage is not None or self._refused) and os.path.lexists(self.path):
+                kept = _free_name(self.path, "damaged")
+                os.replace(self.path, kept)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".settings-", suffix=".json")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump(data, f, indent=2, sort_keys=True)
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            where = f" (the old file is kept as {kept})" if kept else ""
+            raise SettingsError(
+                f"The settings could not be saved to {self.path}: {exc.strerror or exc}{where}.",
+                f"Make {folder} writable (or set CAMELID_HOME to a folder you can write to) and try again.") from exc
+        self._damage = None
+        self._refused.clear()
+        return kept
+
+
+def _free_name(path: Path, label: str) -> Path:
+    """`<name>.<label>-<date>` beside `path`, with a counter if that is taken."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = path.with_name(f"{path.name}.{label}-{stamp}")
+    n = 2
+    while os.path.lexists(candidate):
+        candidate = path.with_name(f"{path.name}.{label}-{stamp}-{n}")
+        n += 1
+    return candidate

@@ -14,13 +14,24 @@ serialises the writers. Objects returned are frozen snapshots, safe to pass
 between threads. Call `close()` once, when no thread is using the store.
 
 Schema changes go in `MIGRATIONS`: entry i moves a file from version i to
-i + 1 (`PRAGMA user_version`); a file from a newer Camelid is refused.
+i + 1 (`PRAGMA user_version`).
+
+Opening never writes into a file it cannot trust. A file that is not SQLite,
+fails SQLite's quick check, holds tables Camelid did not make, or comes from a
+newer Camelid is moved aside (with its -wal and -shm) as
+`chats.sqlite3.damaged-<date>` or `.newer-<date>`, a new history is started,
+and `notice` says so. Where the file or its folder cannot be written (read-only
+storage, a full disk), the history is copied into a temporary database that is
+deleted on close: chatting works, nothing is saved, and `notice` says that.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -71,6 +82,52 @@ def _migration_1(db: sqlite3.Connection) -> None:
 #: MIGRATIONS[i] upgrades a database from user_version i to i + 1.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1,)
 SCHEMA_VERSION = len(MIGRATIONS)
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+#: SQLite result codes that mean the file's contents are bad (anything else is the storage or a lock).
+_DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+#: ... and those that mean the storage cannot take writes: the store then runs without saving.
+_UNWRITABLE_CODES = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH", "SQLITE_IOERR",
+                     "SQLITE_FULL")
+
+
+def _code(exc: BaseException) -> str:
+    return str(getattr(exc, "sqlite_errorname", "") or "")
+
+
+def _is_damage(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.DatabaseError) and _code(exc).startswith(_DAMAGE_CODES)
+
+
+def _is_unwritable(exc: BaseException | None) -> bool:
+    if isinstance(exc, OSError):
+        return True
+    if isinstance(exc, sqlite3.Error):
+        code = _code(exc)
+        return code.startswith(_UNWRITABLE_CODES) or (not code and "readonly" in str(exc))
+    return False
+
+
+_expected_columns: dict[int, dict[str, set[str]]] = {}
+
+
+def _schema_at(version: int) -> dict[str, set[str]]:
+    """Tables and their columns after MIGRATIONS[:version], read from a scratch database."""
+    if version not in _expected_columns:
+        db = sqlite3.connect(":memory:")
+        try:
+            for step in range(version):
+                MIGRATIONS[step](db)
+            _expected_columns[version] = _columns(db)
+        finally:
+            db.close()
+    return _expected_columns[version]
+
+
+def _columns(db: sqlite3.Connection) -> dict[str, set[str]]:
+    names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                      " AND name NOT LIKE 'sqlite_%'")]
+    return {name: {r[1] for r in db.execute(f'PRAGMA table_info("{name.replace(chr(34), chr(34) * 2)}")')} for name in names}
 
 
 @dataclass(frozen=True)
@@ -149,11 +206,150 @@ class ChatStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        #: A sentence for the person about how the file was opened (moved aside, not saving), or None.
+        self.notice: str | None = None
+        #: False when conversations live in a temporary copy that is deleted on close.
+        self.saving = True
+        #: The file actually used: `path`, or the temporary copy.
+        self._db_path = self.path
+        self._scratch: Path | None = None
+        #: Set when damage shows up after opening: nothing more is written to the file.
+        self._damage: str | None = None
         try:
-            self._migrate(self._conn())
+            self._open()
         except BaseException:
             self.close()
             raise
+
+    def opening_notice(self) -> str | None:
+        """`notice`, as a call (for front doors that run store methods on a worker thread)."""
+        return self.notice
+
+    # -- opening -------------------------------------------------------------
+    def _open(self) -> None:
+        trouble = self._inspect()
+        if trouble is not None:
+            label, reason = trouble
+            try:
+                kept = self._set_aside(label)
+            except OSError as exc:
+                self._start_scratch(copy=False, why=(
+                    f"The conversation database {self.path} {reason}, and it could not be moved aside "
+                    f"({exc.strerror or exc}). Chats are not saved this time, and the file is left as it is."),
+                    fix="Move it out of the way yourself (or free the folder) to start a new history.")
+                return
+            fix = " Update Camelid and put the copy back to see those chats again." if label == "newer" else ""
+            self.notice = (f"The conversation database {self.path} {reason}. It was kept, unchanged, as "
+                           f"{kept.name} in the same folder, and a new, empty history was started.{fix}")
+        try:
+            self._migrate(self._conn())
+        except ChatStoreError as exc:
+            if not _is_unwritable(exc.__cause__):
+                raise
+            self._close_connections()
+            readable = self.path.is_file() and self.path.stat().st_size > 0
+            self._start_scratch(copy=readable, why=(
+                f"The conversation database {self.path} cannot be written "
+                f"({_storage_reason(self.path.parent, exc.__cause__)}): "
+                "chats work, but nothing is saved after Camelid closes."),
+                fix=f"Make {self.path.parent} writable (or set CAMELID_HOME to a folder you can write to) "
+                    "to keep new chats.")
+
+    def _inspect(self) -> tuple[str, str] | None:
+        """Why the file must not be used as it is, as (label, the rest of a sentence); None if usable."""
+        path = self.path
+        try:
+            size = path.stat().st_size
+            if path.is_dir() or (size > 0 and not path.is_file()):
+                return None  # storage trouble, not damage: opening reports it
+            with open(path, "rb") as f:
+                head = f.read(100)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return None  # unreadable: the store will run without saving and say why
+        if size == 0:
+            wal = Path(f"{path}-wal")
+            if not (wal.is_file() and wal.stat().st_size > 0):
+                return ("damaged", "was empty (0 bytes): whatever it held was lost before Camelid opened it")
+        elif not head.startswith(_SQLITE_MAGIC):
+            return ("damaged", "is not an SQLite database (it may have been overwritten or damaged)")
+        elif size < 100:
+            return ("damaged", "is cut short (truncated)")
+        try:
+            db = sqlite3.connect(path, timeout=self._busy_timeout_s, isolation_level=None)
+        except sqlite3.Error:
+            return None
+        try:
+            rows = db.execute("PRAGMA quick_check").fetchall()
+            if [tuple(r) for r in rows] != [("ok",)]:
+                return ("damaged", f"is damaged (SQLite's check found: {str(rows[0][0])[:120]})")
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                return ("newer", f"was written by a newer Camelid (schema {version}; this version knows "
+                                 f"{SCHEMA_VERSION})")
+            found = _columns(db)
+            if version < 0 or (version == 0 and found):
+                return ("damaged", "holds tables that Camelid did not create")
+            expected = _schema_at(version)
+            missing = [t for t, cols in expected.items() if not cols <= found.get(t, set())]
+            if missing:
+                return ("damaged", f"does not have the tables and columns Camelid expects ({', '.join(missing)})")
+        except sqlite3.Error as exc:
+            if _is_damage(exc):
+                return ("damaged", f"is damaged ({exc})")
+            return None
+        finally:
+            db.close()
+        return None
+
+    def _set_aside(self, label: str) -> Path:
+        """Move the file (and its -wal and -shm, which belong to it) to `<name>.<label>-<date>`."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        kept = self.path.with_name(f"{self.path.name}.{label}-{stamp}")
+        n = 2
+        while os.path.lexists(kept):
+            kept = self.path.with_name(f"{self.path.name}.{label}-{stamp}-{n}")
+            n += 1
+        os.replace(self.path, kept)
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{self.path}{suffix}")
+            if side.exists():
+                os.replace(side, Path(f"{kept}{suffix}"))
+        return kept
+
+    def _start_scratch(self, *, copy: bool, why: str, fix: str) -> None:
+        """Use a temporary database (deleted on close), holding a copy of the file's history if it reads."""
+        try:
+            self._scratch = Path(tempfile.mkdtemp(prefix="camelid-chats-"))
+        except OSError as exc:
+            raise ChatStoreError(f"{why} No temporary folder could be made either ({exc.strerror or exc}).",
+                                 fix) from exc
+        self._db_path = self._scratch / "chats.sqlite3"
+        self.saving = False
+        self.notice = f"{why} {fix}"
+        if copy:
+            self._copy_history_into(self._db_path)
+        self._migrate(self._conn())
+
+    def _copy_history_into(self, target: Path) -> None:
+        # mode=ro still needs the -shm of a WAL file; immutable=1 is for media nobody writes to.
+        for query in ("mode=ro", "immutable=1"):
+            try:
+                source = sqlite3.connect(f"{self.path.resolve().as_uri()}?{query}", uri=True)
+            except sqlite3.Error:
+                continue
+            try:
+                dest = sqlite3.connect(target)
+                try:
+                    source.backup(dest)
+                    return
+                finally:
+                    dest.close()
+            except sqlite3.Error:
+                target.unlink(missing_ok=True)
+            finally:
+                source.close()
 
     # -- connections ---------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -161,16 +357,20 @@ class ChatStore:
         if db is not None:
             return db
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db_path.parent.mkdir(parents=True, exist_ok=True)
             # check_same_thread=False only so close() may close every thread's
             # connection; each connection is still used by its own thread only.
-            db = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None,
+            db = sqlite3.connect(self._db_path, timeout=self._busy_timeout_s, isolation_level=None,
                                  check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=ON")
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA foreign_keys=ON")
+            except BaseException:
+                db.close()
+                raise
         except (sqlite3.Error, OSError) as exc:
-            raise ChatStoreError(f"The conversation database {self.path} could not be opened ({exc}).",
+            raise ChatStoreError(f"The conversation database {self.path} could not be opened ({_reason(exc)}).",
                                  "Check that the folder is writable and the disk is not full.") from exc
         db.row_factory = sqlite3.Row
         self._local.db = db
@@ -180,6 +380,8 @@ class ChatStore:
 
     def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run `fn` in one IMMEDIATE transaction (takes the write lock up front, no upgrade deadlock)."""
+        if self._damage is not None:
+            raise self._damaged_error()
         db = self._conn()
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -191,17 +393,37 @@ class ChatStore:
             db.execute("COMMIT")
             return result
         except sqlite3.Error as exc:
-            raise ChatStoreError(f"The conversation database could not be written ({exc}).",
+            if _is_damage(exc):
+                self._damage = str(exc)
+                raise self._damaged_error() from exc
+            raise ChatStoreError(f"The conversation database could not be written ({_reason(exc)}).",
                                  "Check free disk space; another program may hold the file.") from exc
+
+    def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run a query; SQLite's errors become a ChatStoreError (damage also stops further writes)."""
+        db = self._conn()
+        try:
+            return fn(db)
+        except sqlite3.Error as exc:
+            if _is_damage(exc):
+                self._damage = str(exc)
+                raise self._damaged_error() from exc
+            raise ChatStoreError(f"The conversation database {self.path} could not be read ({_reason(exc)}).",
+                                 "Try again; another program may hold the file.") from exc
+
+    def _damaged_error(self) -> ChatStoreError:
+        return ChatStoreError(
+            f"The conversation database {self.path} is damaged ({self._damage}); nothing more is written to it.",
+            "Quit and start Camelid again: it keeps the damaged file as a copy and starts a new history.")
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         def run(db: sqlite3.Connection) -> None:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
+            if version > SCHEMA_VERSION:  # a newer Camelid wrote it since it was inspected
                 raise ChatStoreError(
                     f"The conversation database {self.path} was written by a newer Camelid "
                     f"(schema {version}, this version knows {SCHEMA_VERSION}).",
-                    "Update Camelid, or move the file away to start with an empty history.")
+                    "Update Camelid, or quit and start again to keep it aside and begin a new history.")
             for step in range(version, SCHEMA_VERSION):
                 MIGRATIONS[step](db)
             if version != SCHEMA_VERSION:
@@ -209,10 +431,16 @@ class ChatStore:
         self._write(run)
 
     def schema_version(self) -> int:
-        return int(self._conn().execute("PRAGMA user_version").fetchone()[0])
+        return int(self._read(lambda db: db.execute("PRAGMA user_version").fetchone()[0]))
 
     def close(self) -> None:
-        """Close every thread's connection; call when no thread is using the store."""
+        """Close every thread's connection (and delete a temporary copy); call when no thread is using it."""
+        self._close_connections()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def _close_connections(self) -> None:
         with self._all_lock:
             connections, self._all = self._all, []
         for db in connections:
@@ -241,23 +469,22 @@ class ChatStore:
 
     def conversation(self, conversation_id: int, *, with_messages: bool = True) -> Conversation:
         """One conversation, with its messages in order unless `with_messages` is False."""
-        db = self._conn()
-        row = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        def run(db: sqlite3.Connection) -> tuple[Any, list[Any]]:
+            row = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            rows = [] if row is None or not with_messages else db.execute(
+                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)).fetchall()
+            return row, rows
+        row, rows = self._read(run)
         if row is None:
             raise ConversationNotFoundError(f"There is no conversation {conversation_id}.",
                                             "List them with `camelid chat --list`.")
-        messages: tuple[Message, ...] = ()
-        if with_messages:
-            rows = db.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id",
-                              (conversation_id,)).fetchall()
-            messages = tuple(_message(r) for r in rows)
-        return _conversation(row, messages)
+        return _conversation(row, tuple(_message(r) for r in rows))
 
     def list_conversations(self, *, limit: int | None = None) -> list[Conversation]:
         """Conversations, most recently active first, without their messages."""
         sql = "SELECT * FROM conversations ORDER BY updated_at DESC, id DESC"
-        rows = self._conn().execute(sql + (" LIMIT ?" if limit else ""),
-                                    (limit,) if limit else ()).fetchall()
+        rows = self._read(lambda db: db.execute(sql + (" LIMIT ?" if limit else ""),
+                                                (limit,) if limit else ()).fetchall())
         return [_conversation(r, ()) for r in rows]
 
     def update_conversation(self, conversation_id: int, *, model: str | None = None,
@@ -324,7 +551,7 @@ class ChatStore:
         return Message(message_id, conversation_id, role, content, state, stats, now, now)
 
     def message(self, message_id: int) -> Message:
-        row = self._conn().execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        row = self._read(lambda db: db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone())
         if row is None:
             raise ChatStoreError(f"There is no message {message_id}.")
         return _message(row)
@@ -363,17 +590,20 @@ class ChatStore:
         if not needle:
             return []
         pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        db = self._conn()
+        def run(db: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            titles = db.execute("SELECT id, title, updated_at FROM conversations WHERE title LIKE ? ESCAPE '\\'"
+                                " ORDER BY updated_at DESC LIMIT ?", (pattern, limit)).fetchall()
+            bodies = db.execute(
+                "SELECT m.id, m.conversation_id, m.content, c.title, c.updated_at FROM messages m"
+                " JOIN conversations c ON c.id = m.conversation_id WHERE m.content LIKE ? ESCAPE '\\'"
+                " ORDER BY c.updated_at DESC, m.id LIMIT ?", (pattern, limit * 4)).fetchall()
+            return titles, bodies
+        titles, rows = self._read(run)
         hits: list[SearchHit] = []
         seen: set[int] = set()
-        for row in db.execute("SELECT id, title, updated_at FROM conversations WHERE title LIKE ? ESCAPE '\\'"
-                              " ORDER BY updated_at DESC LIMIT ?", (pattern, limit)):
+        for row in titles:
             hits.append(SearchHit(row["id"], row["title"], None, row["title"], row["updated_at"]))
             seen.add(row["id"])
-        rows = db.execute(
-            "SELECT m.id, m.conversation_id, m.content, c.title, c.updated_at FROM messages m"
-            " JOIN conversations c ON c.id = m.conversation_id WHERE m.content LIKE ? ESCAPE '\\'"
-            " ORDER BY c.updated_at DESC, m.id LIMIT ?", (pattern, limit * 4))
         for row in rows:
             if row["conversation_id"] in seen or len(hits) >= limit:
                 continue
@@ -473,9 +703,12 @@ def _dumps(value: dict[str, Any] | None) -> str | None:
 
 
 def _message(row: sqlite3.Row) -> Message:
+    try:
+        stats = json.loads(row["stats"]) if row["stats"] else None
+    except ValueError:
+        stats = None  # figures only; a damaged one must not hide the message
     return Message(row["id"], row["conversation_id"], row["role"], row["content"], row["state"],
-                   json.loads(row["stats"]) if row["stats"] else None,
-                   row["created_at"], row["updated_at"])
+                   stats if isinstance(stats, dict) else None, row["created_at"], row["updated_at"])
 
 
 def _conversation(row: sqlite3.Row, messages: Sequence[Message]) -> Conversation:
@@ -485,6 +718,25 @@ def _conversation(row: sqlite3.Row, messages: Sequence[Message]) -> Conversation
         settings = {}
     return Conversation(row["id"], row["title"], row["model"], row["system_prompt"], settings,
                         row["created_at"], row["updated_at"], tuple(messages))
+
+
+def _storage_reason(folder: Path, exc: BaseException | None) -> str:
+    """Why a folder takes no writes, in words: SQLite's own 'unable to open database file' says little."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "the file system is read-only"
+    except (OSError, AttributeError):  # no statvfs on Windows
+        pass
+    if folder.is_dir() and not os.access(folder, os.W_OK):
+        return "no permission to write in its folder"
+    return _reason(exc)
+
+
+def _reason(exc: BaseException | None) -> str:
+    """An OSError or SQLite error in a few words (no errno prefix)."""
+    if isinstance(exc, OSError):
+        return str(exc.strerror or exc)
+    return str(exc)
 
 
 def _snippet(content: str, needle: str, width: int = 80) -> str:

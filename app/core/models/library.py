@@ -15,7 +15,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,10 +137,19 @@ def _scan_camelid() -> list[LibraryModel]:
              if f.is_file() and downloads not in f.parents and not f.name.startswith(".")]
 
     def repo_of(f: Path) -> str | None:
+        # models/<owner>/<name>/[@<revision>/][<repo folders>/]<file> (downloads.local_layouts)
         rel = f.relative_to(root).parts
-        return f"{rel[0]}/{rel[1]}" if len(rel) == 3 else None
+        return f"{rel[0]}/{rel[1]}" if len(rel) >= 3 else None
 
-    return _models_from(files, "camelid", repo_of)
+    def quant_of(model: LibraryModel) -> LibraryModel:
+        # A per-quant folder (Q8_0/model.gguf) names the quant when the file name does not.
+        rel = model.path.relative_to(root).parts
+        if model.quant or len(rel) <= 3:
+            return model
+        inside = "/".join(part for part in rel[2:] if not part.startswith("@"))
+        return replace(model, quant=parse_quant(inside))
+
+    return [quant_of(m) for m in _models_from(files, "camelid", repo_of)]
 
 
 def _scan_lmstudio() -> list[LibraryModel]:
@@ -197,11 +206,17 @@ def _load_cache() -> dict[str, Any]:
 
 
 def _save_cache(entries: dict[str, Any]) -> None:
+    # A disposable speed-up: on read-only storage (or a full disk) the listing is
+    # simply described again next time, never refused.
     target = _cache_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"version": _CACHE_VERSION, "entries": entries}), encoding="utf-8")
-    os.replace(tmp, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"version": _CACHE_VERSION, "entries": entries}), encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _key(path: Path) -> str:

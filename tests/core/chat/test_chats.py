@@ -164,11 +164,13 @@ def test_reader_thread_sees_writer_progress(store: ChatStore) -> None:
     assert seen == ["one two three"]
 
 
-def test_migration_from_empty_file_and_refusal_of_newer(tmp_path: Path) -> None:
+def test_migration_from_a_new_file_and_a_newer_schema_set_aside(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
-    sqlite3.connect(path).close()  # version 0: an empty file
+    db = sqlite3.connect(path)  # version 0: SQLite's header, no tables yet
+    db.execute("VACUUM")
+    db.close()
     with ChatStore(path) as s:
-        assert s.schema_version() == SCHEMA_VERSION
+        assert s.schema_version() == SCHEMA_VERSION and s.notice is None
         s.create_conversation(title="kept")
     with ChatStore(path) as s:  # reopening does not re-run migrations
         assert [c.title for c in s.list_conversations()] == ["kept"]
@@ -176,6 +178,11 @@ def test_migration_from_empty_file_and_refusal_of_newer(tmp_path: Path) -> None:
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.commit()
     db.close()
-    with pytest.raises(ChatStoreError) as err:
-        ChatStore(path)
-    assert "newer Camelid" in str(err.value)
+    with ChatStore(path) as s:
+        assert s.notice is not None and "newer Camelid" in s.notice and s.list_conversations() == []
+    (kept,) = tmp_path.glob("old.sqlite3.newer-*")
+    assert kept.name in s.notice
+    db = sqlite3.connect(kept)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    assert db.execute("SELECT title FROM conversations").fetchall() == [("kept",)]
+    db.close()
