@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="download even when the model will not fit in this machine's memory")
     parser.add_argument("--no-fit-check", action="store_true", help="skip reading the header to judge the fit")
     parser.add_argument("--dry-run", action="store_true", help="show the plan and stop")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="stop at once when another Camelid is downloading the same file "
+                             "(default: wait for it and report the file it saves)")
     add_hardware_flags(parser)
     parser.set_defaults(run=run)
 
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         _print_plan(plan)
     bar = ProgressBar(enabled=sys.stderr.isatty())
     try:
-        result = downloads.download(plan, progress=bar.update)
+        result = downloads.download(plan, progress=bar.update, wait=not args.no_wait)
     except (KeyboardInterrupt, DownloadCancelled):
         bar.close()
         stop = DownloadCancelled(f"Stopped; the partial download of {plan.name} is kept in "
@@ -77,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         report_error(stop, as_json=args.json)
         return 130
     bar.close()
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
         print_json(result.to_dict())
     else:
@@ -116,8 +121,14 @@ class ProgressBar:
         self.enabled = enabled
         self.shown = False
         self.last = 0.0
+        self.waiting_said = False
 
     def update(self, p: downloads.DownloadProgress) -> None:
+        if p.state == "waiting" and not self.waiting_said:
+            # Said once even without a terminal: a second download joins the first instead of writing.
+            self.waiting_said = True
+            self.close()
+            print(f"{p.file}: {p.message}.", file=sys.stderr)
         if not self.enabled:
             return
         now = time.monotonic()

@@ -19,18 +19,20 @@ thread.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
 import os
 import shutil
 import socket
+import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +49,7 @@ from app.core.fit import LoadChoices, plan_with_choices
 from app.core.machine import HardwareProfile, detect
 from app.core.models import hub
 from app.core.models.hub import QuantFile
+from app.core.models.part_lock import PartLock
 from app.core.units import human_bytes
 
 #: Hashing reads the part file in blocks this big. Also the resume granularity
@@ -110,6 +113,8 @@ class DownloadPlan:
     free_bytes: int
     margin_bytes: int
     fit: FitJudgement | None = None
+    #: Which local layout the files use (see :func:`local_layouts`): "tree", "flat" or "@<revision>".
+    layout: str = "tree"
 
     @property
     def destination(self) -> Path:
@@ -125,7 +130,7 @@ class DownloadPlan:
             "repo_id": self.repo_id, "revision": self.revision, "quant": self.quant, "name": self.name,
             "destination": str(self.destination), "total_bytes": self.total_bytes,
             "remaining_bytes": self.remaining_bytes, "free_bytes": self.free_bytes,
-            "margin_bytes": self.margin_bytes, "verdict": self.verdict,
+            "margin_bytes": self.margin_bytes, "verdict": self.verdict, "layout": self.layout,
             "fit": self.fit.plan if self.fit else None,
             "files": [f.to_dict() for f in self.files],
         }
@@ -143,6 +148,98 @@ def _part_folder(repo_id: str) -> Path:
     return paths.downloads_dir() / owner / name
 
 
+def part_path(repo_id: str, repo_path: str) -> Path:
+    """The partial file of one repo file: the repo's folders kept, so two quants never share one."""
+    return _part_folder(repo_id) / f"{hub.validate_filename(repo_path)}.part"
+
+
+#: How many revision slots beside the tree are tried before giving up (each needs a different file
+#: already sitting in every earlier slot).
+MAX_SLOTS = 32
+
+
+def _revision_tag(revision: str) -> str:
+    """A folder name for a revision: a commit's first 12 hex digits, or a branch name made safe."""
+    if _is_commit(revision):
+        return revision[:12].lower()
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in revision)[:40].strip(".")
+    return safe or "rev"
+
+
+def _is_commit(revision: str) -> bool:
+    return len(revision) == 40 and all(c in "0123456789abcdefABCDEF" for c in revision)
+
+
+def local_layouts(repo_id: str, revision: str, repo_paths: Sequence[str]) -> Iterator[tuple[str, tuple[Path, ...]]]:
+    """Where a model's files may lie in the library, in the order they are tried.
+
+    ``tree``: the repo's own folders under ``models/<owner>/<name>/``, what new
+    downloads use, so ``Q4_K_M/model.gguf`` and ``Q8_0/model.gguf`` never meet.
+    ``flat``: the bare file names, where Camelid saved files of repo folders
+    before (found and used when every file is there; never written).
+    ``@<revision>``, ``@<revision>-2``...: a folder beside the tree for a file
+    whose tree path already holds a different file (another revision, or a
+    damaged copy); that file is left exactly as it is.
+    """
+    folder = destination_folder(repo_id)
+    names = [hub.validate_filename(p) for p in repo_paths]
+    tree = tuple(folder / p for p in names)
+    yield "tree", tree
+    flat = tuple(folder / p.name for p in names)
+    if flat != tree:
+        yield "flat", flat
+    tag = _revision_tag(revision)
+    for n in range(1, MAX_SLOTS + 1):
+        slot = f"@{tag}" if n == 1 else f"@{tag}-{n}"
+        yield slot, tuple(folder / slot / p for p in names)
+
+
+def _state(path: Path, size: int) -> str:
+    """``missing``, ``same`` (a file of the right size: verified by hash before use) or ``other``."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "missing" if not path.is_symlink() else "other"
+    except OSError:
+        return "other"
+    return "same" if stat.S_ISREG(st.st_mode) and st.st_size == size else "other"
+
+
+def _resolve(repo_id: str, revision: str, wanted: Sequence[tuple[str, int, str | None]],
+             refused: Iterable[str] = ()) -> tuple[str, tuple[PlannedFile, ...]]:
+    """Pick the layout: one that already holds every file, else the first whose paths hold no
+    other file. ``refused``: layouts whose same-size files turned out to be different files."""
+    refused = set(refused)
+    writable: tuple[str, tuple[Path, ...], list[str]] | None = None
+    for name, dests in local_layouts(repo_id, revision, [w[0] for w in wanted]):
+        states = [_state(d, w[1]) for d, w in zip(dests, wanted, strict=True)]
+        if name in refused:
+            continue
+        if all(s == "same" for s in states):
+            return name, tuple(
+                PlannedFile(path=p, size=size, sha256=sha, destination=d, part=part_path(repo_id, p),
+                            already_bytes=size, installed=True)
+                for (p, size, sha), d in zip(wanted, dests, strict=True))
+        if writable is None and name != "flat" and "other" not in states:
+            writable = (name, dests, states)
+        if writable is not None and name.startswith("@") and all(s == "missing" for s in states):
+            break  # every later slot is free too: nothing installed beyond here
+    if writable is None:
+        raise CamelidError(
+            f"{len(refused) or MAX_SLOTS} folders under {destination_folder(repo_id)} already hold other "
+            f"files named like {PurePosixPath(wanted[0][0]).name}; nothing was downloaded.",
+            "Delete the copies you no longer need with `camelid models`, then run the download again.")
+    name, dests, states = writable
+    planned = []
+    for (p, size, sha), d, s in zip(wanted, dests, states, strict=True):
+        part = part_path(repo_id, p)
+        installed = s == "same"
+        planned.append(PlannedFile(path=p, size=size, sha256=sha, destination=d, part=part,
+                                   already_bytes=size if installed else _usable_part_bytes(part, size),
+                                   installed=installed))
+    return name, tuple(planned)
+
+
 def disk_free_bytes(path: Path) -> int:
     """Free bytes on the disk that holds ``path`` (or its nearest existing parent)."""
     probe = path
@@ -151,31 +248,30 @@ def disk_free_bytes(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
+def disk_margin(total: int) -> int:
+    """Free space kept beyond a download of ``total`` bytes."""
+    return int(max(DISK_MARGIN_FLOOR, DISK_MARGIN_SHARE * total))
+
+
 def plan_download(quant: QuantFile, *, judge: FitJudge | None = None,
                   allow_no_fit: bool = False) -> DownloadPlan:
     """Plan a download; refuse early when the disk is short or the model cannot run here.
 
     ``judge`` is the fit engine (see :func:`judge_remote_fit`); without one the
-    verdict is unknown and nothing is refused on fit grounds.
+    verdict is unknown and nothing is refused on fit grounds. Local paths are
+    unique per (repo, path) and, where a different file already holds that
+    path, per revision (see :func:`local_layouts`): no download ever replaces
+    or deletes a file already in the library.
     """
     if not quant.complete:
         raise RemoteError(
             f"{quant.repo_id} lists {len(quant.files)} of the {quant.shard_count} shards of {quant.name}.",
             "The upload looks unfinished; pick another quant or try again later.")
-    folder = destination_folder(quant.repo_id)
-    parts = _part_folder(quant.repo_id)
-    planned = []
-    for remote in quant.files:
-        base = hub.validate_filename(remote.path).name
-        destination, part = folder / base, parts / f"{base}.part"
-        installed = destination.is_file() and destination.stat().st_size == remote.size
-        already = remote.size if installed else _usable_part_bytes(part, remote.size)
-        planned.append(PlannedFile(path=remote.path, size=remote.size, sha256=remote.sha256,
-                                   destination=destination, part=part, already_bytes=already,
-                                   installed=installed))
+    layout, planned = _resolve(quant.repo_id, quant.revision,
+                               [(f.path, f.size, f.sha256) for f in quant.files])
     total = sum(f.size for f in planned)
     remaining = total - sum(f.already_bytes for f in planned)
-    margin = int(max(DISK_MARGIN_FLOOR, DISK_MARGIN_SHARE * total))
+    margin = disk_margin(total)
     free = disk_free_bytes(paths.downloads_dir())
     if remaining > 0 and free < remaining + margin:
         raise DiskSpaceError(
@@ -189,8 +285,17 @@ def plan_download(quant: QuantFile, *, judge: FitJudge | None = None,
             + (f": {fit.reason}" if fit.reason else "."),
             "Pick a smaller quant (see `camelid files`), or download anyway with --force.")
     return DownloadPlan(repo_id=quant.repo_id, revision=quant.revision, quant=quant.quant, name=quant.name,
-                        files=tuple(planned), total_bytes=total, remaining_bytes=remaining,
-                        free_bytes=free, margin_bytes=margin, fit=fit)
+                        files=planned, total_bytes=total, remaining_bytes=remaining,
+                        free_bytes=free, margin_bytes=margin, fit=fit, layout=layout)
+
+
+def _refreshed(plan: DownloadPlan, refused: Iterable[str] = ()) -> DownloadPlan:
+    """The plan against the disk as it is now (run under the part locks: another writer may have
+    finished, or a file appeared since planning)."""
+    layout, planned = _resolve(plan.repo_id, plan.revision, [(f.path, f.size, f.sha256) for f in plan.files],
+                               refused)
+    remaining = plan.total_bytes - sum(f.already_bytes for f in planned)
+    return dataclasses.replace(plan, files=planned, layout=layout, remaining_bytes=remaining)
 
 
 def _usable_part_bytes(part: Path, size: int) -> int:
@@ -317,6 +422,8 @@ class DownloadResult:
 
     plan: DownloadPlan
     files: tuple[DownloadedFile, ...]
+    #: Sentences for the user: a different file kept where this one would have gone, and where it went.
+    notes: tuple[str, ...] = ()
 
     @property
     def path(self) -> Path:
@@ -333,17 +440,31 @@ class DownloadResult:
     def to_dict(self) -> dict[str, Any]:
         """``path``, ``bytes``, ``sha256`` (of the file to open) and ``verified``, plus every shard."""
         return {"path": str(self.path), "bytes": self.bytes, "sha256": self.files[0].sha256,
-                "verified": self.verified, "files": [f.to_dict() for f in self.files]}
+                "verified": self.verified, "files": [f.to_dict() for f in self.files],
+                "notes": list(self.notes)}
 
 
 class _Retryable(Exception):
     """A transient failure: dropped connection, timeout, 5xx, 429."""
 
 
+class AlreadyDownloading(CamelidError):
+    """Another Camelid (process or thread) is writing the same part file."""
+
+
 def download(plan: DownloadPlan, *, progress: ProgressCallback | None = None,
              cancel: threading.Event | None = None, token: str | None = None,
-             retry: RetryPolicy | None = None) -> DownloadResult:
+             retry: RetryPolicy | None = None, wait: bool = True) -> DownloadResult:
     """Fetch every file of a plan, verify each against its LFS sha256, then move all into the library.
+
+    One writer per part file: when another download (another process, or
+    another thread) is fetching the same file, this one waits for it
+    (progress state ``waiting``) and then reports the file it left, verified;
+    with ``wait=False`` it raises AlreadyDownloading instead.
+
+    Nothing in the library is ever replaced or deleted: a different file
+    already at a destination is left alone and this one is saved beside it
+    (see :func:`local_layouts`, and the result's ``notes``).
 
     Raises DownloadCancelled (the part files stay, a later call resumes),
     ChecksumError (the bad part is deleted), and RemoteError/NotFoundError/
@@ -352,37 +473,139 @@ def download(plan: DownloadPlan, *, progress: ProgressCallback | None = None,
     cancel = cancel or threading.Event()
     retry = retry or RetryPolicy()
     meter = _Meter(plan, progress)
-    digests: list[tuple[PlannedFile, str, bool]] = []
-    for index, planned in enumerate(plan.files):
-        meter.file, meter.file_index, meter.current = planned.path, index, 0
-        if planned.installed and planned.destination.is_file():
-            meter.state = "checking"
-            digest = _hash_file(planned.destination, meter, cancel)
-            verified = planned.sha256 is None or digest == planned.sha256
-            if not verified:
-                planned.destination.unlink()
-                raise ChecksumError(f"{planned.destination.name} in the library is damaged and was deleted.",
-                                    "Run the same download again to fetch it afresh.")
-        else:
-            fetch = _FileFetch(plan, planned, meter, cancel, retry, token)
-            digest, verified = fetch.run()
-        digests.append((planned, digest, verified))
-        meter.done_before += planned.size
-        meter.current = 0
-    # Only now, with every shard verified, does anything enter the library.
-    meter.state = "moving"
-    meter.report(force=True)
-    results = []
-    for planned, digest, verified in digests:
-        planned.destination.parent.mkdir(parents=True, exist_ok=True)
-        if not planned.installed:
-            os.replace(planned.part, planned.destination)
-            _sidecar_path(planned.part).unlink(missing_ok=True)
-        results.append(DownloadedFile(planned.destination, planned.size, digest, verified))
-    _prune_empty(_part_folder(plan.repo_id))
+    locks = [PartLock(part) for part in sorted({f.part for f in plan.files})]
+    try:
+        _acquire(locks, plan, meter, cancel, wait=wait)
+        result = _download_locked(plan, meter, cancel, token, retry)
+    finally:
+        for lock in locks:
+            lock.release()
+        for lock in locks:
+            _prune_empty(lock.path.parent)
     meter.state = "done"
     meter.report(force=True)
-    return DownloadResult(plan=plan, files=tuple(results))
+    return result
+
+
+def _acquire(locks: Sequence[PartLock], plan: DownloadPlan, meter: _Meter, cancel: threading.Event,
+             *, wait: bool) -> None:
+    """Take every part lock, in a fixed order (two downloads of one split model cannot deadlock)."""
+    for lock in locks:
+        while not lock.try_acquire():
+            pid = lock.holder_pid()
+            who = f"another Camelid (pid {pid})" if pid and pid != os.getpid() else "another Camelid download"
+            if not wait:
+                raise AlreadyDownloading(f"{plan.name} is already being downloaded by {who}.",
+                                         "Wait for that download to finish; it saves the same file.")
+            meter.state, meter.message = "waiting", f"already being downloaded by {who}; waiting for it"
+            part = lock.path.with_name(lock.path.name.removesuffix(".lock"))
+            with contextlib.suppress(OSError):
+                meter.current = part.stat().st_size  # the other writer's progress
+            meter.report()
+            if cancel.wait(PROGRESS_INTERVAL):
+                raise DownloadCancelled("Stopped waiting; the other download of this file goes on.",
+                                        "Run the same download again to wait for it or resume it.")
+    meter.message, meter.current = None, 0
+
+
+def _download_locked(plan: DownloadPlan, meter: _Meter, cancel: threading.Event, token: str | None,
+                     retry: RetryPolicy) -> DownloadResult:
+    refused: list[str] = []
+    notes: list[str] = []
+    for planned in plan.files:
+        _adopt_legacy_part(plan.repo_id, planned)
+    while True:
+        # The disk as it is now, under the locks: the writer we waited for may have left the files.
+        plan = _refreshed(plan, refused)
+        meter.plan, meter.done_before, meter.current = plan, 0, 0
+        digests: dict[int, tuple[str, bool, int]] = {}
+        clash = _verify_installed(plan, meter, cancel, digests)
+        if clash is None:
+            for index, planned in enumerate(plan.files):
+                if planned.installed:
+                    continue
+                meter.file, meter.file_index, meter.current = planned.path, index, 0
+                digests[index] = _FileFetch(plan, planned, meter, cancel, retry, token).run()
+                meter.done_before += planned.size
+                meter.current = 0
+            # Only now, with every shard verified, does anything enter the library.
+            meter.state = "moving"
+            meter.report(force=True)
+            clash = _place_all(plan, digests)
+        if clash is None:
+            break
+        refused.append(plan.layout)
+        notes.append(f"{clash} holds a different file of the same name (another revision, or a damaged "
+                     "copy); it was left as it is.")
+    if refused:
+        notes.append(f"{plan.name} was saved in {plan.destination.parent}.")
+    files = tuple(DownloadedFile(f.destination, digests[i][2], digests[i][0], digests[i][1])
+                  for i, f in enumerate(plan.files))
+    return DownloadResult(plan=plan, files=files, notes=tuple(notes))
+
+
+def _verify_installed(plan: DownloadPlan, meter: _Meter, cancel: threading.Event,
+                      digests: dict[int, tuple[str, bool, int]]) -> Path | None:
+    """Hash the files already in place; the first that is not the wanted file is returned."""
+    for index, planned in enumerate(plan.files):
+        if not planned.installed:
+            continue
+        meter.file, meter.file_index, meter.current = planned.path, index, 0
+        meter.state = "checking"
+        digest = _hash_file(planned.destination, meter, cancel)
+        if planned.sha256 is not None and digest != planned.sha256:
+            return planned.destination
+        digests[index] = (digest, planned.sha256 is not None, planned.size)
+        meter.done_before += planned.size
+        meter.current = 0
+    return None
+
+
+def _place_all(plan: DownloadPlan, digests: dict[int, tuple[str, bool, int]]) -> Path | None:
+    """Move the verified parts to their destinations without replacing anything; on a clash
+    (a file appeared there since the plan), the path that is taken."""
+    fresh = [(i, f) for i, f in enumerate(plan.files) if not f.installed]
+    for _, planned in fresh:
+        if _state(planned.destination, -1) != "missing":
+            return planned.destination
+    for _, planned in fresh:
+        try:
+            _place(planned.part, planned.destination)
+        except FileExistsError:
+            return planned.destination
+        _sidecar_path(planned.part).unlink(missing_ok=True)
+    return None
+
+
+def _place(part: Path, destination: Path) -> None:
+    """Rename without ever replacing: a hard link fails when the destination exists."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(part, destination)
+    except FileExistsError:
+        raise
+    except (OSError, NotImplementedError):
+        # A file system without hard links (FAT, some network shares). Windows' rename refuses an
+        # existing destination; elsewhere the part lock keeps other Camelids away from this path.
+        if os.path.lexists(destination):
+            raise FileExistsError(errno.EEXIST, "exists", str(destination)) from None
+        os.rename(part, destination)
+        return
+    part.unlink()
+
+
+def _adopt_legacy_part(repo_id: str, planned: PlannedFile) -> None:
+    """A part left by a Camelid that kept only base names: move it to the per-path name if its
+    sidecar says it is this file (resume instead of starting over)."""
+    legacy = _part_folder(repo_id) / f"{PurePosixPath(planned.path).name}.part"
+    if legacy == planned.part or planned.part.exists() or not legacy.is_file():
+        return
+    sidecar = _read_sidecar(legacy)
+    if sidecar is None or sidecar.get("path") != planned.path:
+        return
+    with contextlib.suppress(OSError):
+        _place(legacy, planned.part)
+        _place(_sidecar_path(legacy), _sidecar_path(planned.part))
 
 
 def _hash_file(path: Path, meter: _Meter, cancel: threading.Event) -> str:
@@ -398,9 +621,14 @@ def _hash_file(path: Path, meter: _Meter, cancel: threading.Event) -> str:
 
 
 def _prune_empty(folder: Path) -> None:
-    for candidate in (folder, folder.parent):
-        with contextlib.suppress(OSError):
-            candidate.rmdir()
+    """Remove empty part folders up to (not including) the downloads folder."""
+    root = paths.downloads_dir()
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
 
 
 def _sidecar_path(part: Path) -> Path:
@@ -425,10 +653,12 @@ def _write_sidecar(part: Path, data: dict[str, Any]) -> None:
 class _BodyReader(threading.Thread):
     """Copies a response body into the part file; nothing else (the caller hashes and reports)."""
 
-    def __init__(self, response: Any, fd: int) -> None:
+    def __init__(self, response: Any, fd: int, limit: int) -> None:
         super().__init__(name="camelid-download-body", daemon=True)
         self.response = response
         self.fd = fd
+        self.limit = limit  # the bytes the Hub announced for this range: never write more
+        self.overflow = False  # the server sent more than that
         self.received = 0
         self.error: BaseException | None = None
         self.news = threading.Event()
@@ -440,11 +670,16 @@ class _BodyReader(threading.Thread):
             for piece in self.response.iter_raw():
                 if self._stopping:
                     break
+                if len(piece) > self.limit - self.received:
+                    self.overflow = True
+                    piece = piece[: self.limit - self.received]
                 view = memoryview(piece)
                 while view:
                     written = os.write(self.fd, view)
                     view = view[written:]
                 self.received += len(piece)
+                if self.overflow:
+                    break
                 if self.received - signalled >= CHUNK_SIZE:
                     signalled = self.received
                     self.news.set()
@@ -481,7 +716,8 @@ class _FileFetch:
 
     # -- the attempt loop --
 
-    def run(self) -> tuple[str, bool]:
+    def run(self) -> tuple[str, bool, int]:
+        """Fetch, hash and verify the part: (sha256, verified against the Hub's, size)."""
         self.part.parent.mkdir(parents=True, exist_ok=True)
         failures = 0
         while True:
@@ -497,7 +733,8 @@ class _FileFetch:
                         f"Downloading {self.planned.path} kept failing ({exc}).",
                         "The partial file is kept: run the same command later to resume.") from exc
                 self._pause(self.retry.delay(failures), f"{exc}; retrying")
-        return self._verify()
+        digest, verified = self._verify()
+        return digest, verified, self.size
 
     def _attempt(self) -> None:
         meta = self._head()
@@ -519,11 +756,27 @@ class _FileFetch:
         except Exception as exc:
             raise self._classify(exc) from exc
         if meta.size is not None and meta.size != self.size:
-            # The file changed on the Hub since the plan; the new one is what we fetch.
+            if _is_commit(self.plan.revision):
+                # A file at one commit cannot change: one of the two answers is false.
+                raise RemoteError(
+                    f"The Hub lists {self.planned.path} at {self.size} bytes but announces {meta.size} "
+                    "when asked for it; nothing was downloaded.",
+                    "Try again later; if it persists, the mirror (HF_ENDPOINT) is answering inconsistently.")
+            # A branch moved since the plan: the new file is what we fetch, if the disk holds it.
+            self._check_disk(meta.size)
             self.size = meta.size
         if meta.etag and len(meta.etag) == 64 and all(c in "0123456789abcdef" for c in meta.etag):
             self.expected_sha = meta.etag  # the LFS sha256 of the file as it is now
         return meta
+
+    def _check_disk(self, size: int) -> None:
+        need = size - min(self._on_disk(), size)
+        free = disk_free_bytes(self.part)
+        if free < need + disk_margin(size):
+            raise DiskSpaceError(
+                f"{self.planned.path} is now {human_bytes(size)} on the Hub: {human_bytes(need)} more is "
+                f"needed (plus {human_bytes(disk_margin(size))} kept free) but only {human_bytes(free)} is free.",
+                "Free some space, or move the models folder to a bigger disk with CAMELID_MODELS_DIR.")
 
     def _prepare_part(self, meta: Any) -> None:
         """Resume a part only if it belongs to the very same remote file; else start over."""
@@ -574,6 +827,9 @@ class _FileFetch:
                 self.meter.current = 0
             elif offset and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
                 raise _Retryable(f"the server answered range {response.headers.get('Content-Range')!r}")
+            length = response.headers.get("Content-Length")
+            if length is not None and (not length.strip().isdigit() or int(length) > self.size - offset):
+                raise self._oversize(f"announces {length.strip()[:20]} bytes", offset)
         except BaseException:
             response.close()
             raise
@@ -581,7 +837,7 @@ class _FileFetch:
 
     def _stream(self, response: Any, offset: int) -> None:
         fd = os.open(self.part, os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0))
-        reader = _BodyReader(response, fd)
+        reader = _BodyReader(response, fd, self.size - offset)
         reader.start()
         network_base = self.meter.network_bytes
         try:
@@ -611,10 +867,21 @@ class _FileFetch:
             # reuse the number and receive the late write.
             if not reader.is_alive():
                 os.close(fd)
+        if reader.overflow:
+            # Nothing of an answer that overran is trusted: the part goes back to where it began.
+            with contextlib.suppress(OSError):
+                os.truncate(self.part, offset)
+            raise self._oversize("kept sending past them", offset)
         if reader.error is not None:
             raise self._classify(reader.error) from reader.error
         if offset + reader.received < self.size:
             raise _Retryable(f"the connection closed after {offset + reader.received} of {self.size} bytes")
+
+    def _oversize(self, what: str, offset: int) -> RemoteError:
+        return RemoteError(
+            f"The server {what} where the Hub announced {self.size - offset} bytes of {self.planned.path}; "
+            f"the download was stopped at the announced size and refused.",
+            "Try again later; if it persists, the mirror (HF_ENDPOINT) is misbehaving: use another.")
 
     # -- hashing and verification --
 
