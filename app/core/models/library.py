@@ -15,7 +15,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,10 +137,19 @@ def _scan_camelid() -> list[LibraryModel]:
              if f.is_file() and downloads not in f.parents and not f.name.startswith(".")]
 
     def repo_of(f: Path) -> str | None:
+        # models/<owner>/<name>/[@<revision>/][<repo folders>/]<file> (downloads.local_layouts)
         rel = f.relative_to(root).parts
-        return f"{rel[0]}/{rel[1]}" if len(rel) == 3 else None
+        return f"{rel[0]}/{rel[1]}" if len(rel) >= 3 else None
 
-    return _models_from(files, "camelid", repo_of)
+    def quant_of(model: LibraryModel) -> LibraryModel:
+        # A per-quant folder (Q8_0/model.gguf) names the quant when the file name does not.
+        rel = model.path.relative_to(root).parts
+        if model.quant or len(rel) <= 3:
+            return model
+        inside = "/".join(part for part in rel[2:] if not part.startswith("@"))
+        return replace(model, quant=parse_quant(inside))
+
+    return [quant_of(m) for m in _models_from(files, "camelid", repo_of)]
 
 
 def _scan_lmstudio() -> list[LibraryModel]:
