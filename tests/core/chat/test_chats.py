@@ -186,3 +186,138 @@ def test_migration_from_a_new_file_and_a_newer_schema_set_aside(tmp_path: Path) 
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
     assert db.execute("SELECT title FROM conversations").fetchall() == [("kept",)]
     db.close()
+
+
+# --- F10: a damaged database is set aside, kept unchanged, and never written to --------------------------------------
+
+def _history(path: Path, conversations: int = 60, messages: int = 20) -> bytes:
+    """A real history (60 x 20 by default), checkpointed into the main file; its bytes."""
+    with ChatStore(path) as s:
+        for i in range(conversations):
+            conv = s.create_conversation(title=f"chat {i}")
+            for j in range(messages):
+                s.add_message(conv.id, "user" if j % 2 == 0 else "assistant", f"message {i}.{j} " * 10)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    for side in ("-wal", "-shm"):
+        Path(f"{path}{side}").unlink(missing_ok=True)
+    return path.read_bytes()
+
+
+def _overwrite_pages(data: bytes, first: int, count: int) -> bytes:
+    page = 4096
+    junk = bytes((i * 131 + 7) % 256 for i in range(page * count))
+    return data[:first * page] + junk + data[(first + count) * page:]
+
+
+def _foreign(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE recipes (name TEXT)")
+    db.commit()
+    db.close()
+
+
+def _missing_columns(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE conversations (id INTEGER PRIMARY KEY)")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+
+
+def _newer(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    db.commit()
+    db.close()
+
+
+DAMAGE = {
+    # name: (how to damage a 60 x 20 history, a fragment of the sentence, the copy's label)
+    "garbage": (lambda p, d: p.write_bytes(bytes(range(256)) * 40), "is not an SQLite database", "damaged"),
+    "zero bytes": (lambda p, d: p.write_bytes(b""), "was empty (0 bytes)", "damaged"),
+    "truncated": (lambda p, d: p.write_bytes(d[:len(d) // 2]), "is damaged", "damaged"),
+    "header wiped": (lambda p, d: p.write_bytes(b"\0" * 100 + d[100:]), "is not an SQLite database", "damaged"),
+    "pages overwritten": (lambda p, d: p.write_bytes(_overwrite_pages(d, 3, 20)), "is damaged", "damaged"),
+    "cut inside the header": (lambda p, d: p.write_bytes(d[:60]), "truncated", "damaged"),
+    "foreign tables": (lambda p, d: (p.unlink(), _foreign(p)), "did not create", "damaged"),
+    "missing columns": (lambda p, d: (p.unlink(), _missing_columns(p)), "tables and columns", "damaged"),
+    "newer schema": (lambda p, d: _newer(p), "newer Camelid", "newer"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGE))
+def test_a_damaged_database_is_kept_aside_and_a_new_history_started(name: str) -> None:
+    path = paths.chats_db_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    damage, fragment, label = DAMAGE[name]
+    damage(path, _history(path))
+    before = path.read_bytes()
+    with ChatStore() as store:
+        assert store.notice is not None and fragment in store.notice and "new, empty history" in store.notice
+        assert store.saving and store.list_conversations() == []
+        conv = store.create_conversation(title="after")
+        store.add_message(conv.id, "user", "still works")
+    (kept,) = path.parent.glob(f"chats.sqlite3.{label}-*")
+    assert kept.name in store.notice
+    assert kept.read_bytes() == before  # kept exactly as found: never written to
+    with ChatStore() as again:
+        assert again.notice is None and [c.title for c in again.list_conversations()] == ["after"]
+
+
+def test_the_wal_travels_with_the_copy() -> None:
+    path = paths.chats_db_path()
+    with ChatStore() as store:
+        store.create_conversation(title="only in the WAL")
+        wal = Path(f"{path}-wal")
+        assert wal.stat().st_size > 0
+        _newer(path)  # while the first connection keeps the WAL from being checkpointed
+    with ChatStore() as store:
+        assert store.notice and "newer" in store.notice
+    (kept,) = path.parent.glob("chats.sqlite3.newer-*")
+    db = sqlite3.connect(kept)
+    assert db.execute("SELECT title FROM conversations").fetchall() == [("only in the WAL",)]
+    db.close()
+
+
+def test_damage_found_after_opening_is_a_sentence_and_stops_writes() -> None:
+    path = paths.chats_db_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _history(path)
+    with ChatStore() as store:
+        store.list_conversations()
+        damaged = _overwrite_pages(path.read_bytes(), 1, 60)
+        path.write_bytes(damaged)
+        outcome: list[BaseException] = []
+
+        def fresh_connection() -> None:  # a new thread reads through a connection with an empty cache
+            try:
+                store.search("message")
+                store.list_conversations()
+            except BaseException as exc:
+                outcome.append(exc)
+        t = threading.Thread(target=fresh_connection)
+        t.start()
+        t.join()
+        assert outcome and isinstance(outcome[0], ChatStoreError), outcome
+        assert "damaged" in str(outcome[0]) and "start Camelid again" in str(outcome[0])
+        with pytest.raises(ChatStoreError, match="nothing more is written"):
+            store.create_conversation(title="must not land in the damaged file")
+    assert path.read_bytes() == damaged
+
+
+def test_chat_list_on_a_damaged_database_is_a_note_not_a_traceback(camelid_home: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.fixtures import REPO_ROOT
+
+    path = paths.chats_db_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x00garbage" * 1000)
+    out = subprocess.run([sys.executable, "-m", "app", "chat", "--list"], capture_output=True, text=True,
+                         cwd=REPO_ROOT, timeout=60)
+    assert out.returncode == 0 and "Traceback" not in out.stderr
+    assert "camelid: note: The conversation database" in out.stderr and "No saved conversations" in out.stdout
+    assert len(list(camelid_home.glob("chats.sqlite3.damaged-*"))) == 1
