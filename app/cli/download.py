@@ -1,6 +1,8 @@
 """`camelid download REPO[:QUANT] | REPO/FILE`: plan, fetch, verify, add to the library.
 
 Ctrl-C stops the download and keeps the partial file; the same command resumes it.
+A second download of a file that is being downloaded (another terminal, the GUI)
+waits for the first and reports the file it saved; ``--no-wait`` stops at once.
 """
 
 from __future__ import annotations

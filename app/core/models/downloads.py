@@ -226,8 +226,8 @@ def _resolve(repo_id: str, revision: str, wanted: Sequence[tuple[str, int, str |
             break  # every later slot is free too: nothing installed beyond here
     if writable is None:
         raise CamelidError(
-            f"{len(refused) or MAX_SLOTS} folders under {destination_folder(repo_id)} already hold other "
-            f"files named like {PurePosixPath(wanted[0][0]).name}; nothing was downloaded.",
+            f"Every folder Camelid may use under {destination_folder(repo_id)} already holds another file "
+            f"named {PurePosixPath(wanted[0][0]).name}; nothing was downloaded.",
             "Delete the copies you no longer need with `camelid models`, then run the download again.")
     name, dests, states = writable
     planned = []
@@ -272,12 +272,7 @@ def plan_download(quant: QuantFile, *, judge: FitJudge | None = None,
     total = sum(f.size for f in planned)
     remaining = total - sum(f.already_bytes for f in planned)
     margin = disk_margin(total)
-    free = disk_free_bytes(paths.downloads_dir())
-    if remaining > 0 and free < remaining + margin:
-        raise DiskSpaceError(
-            f"{quant.name} needs {human_bytes(remaining)} more on disk (plus {human_bytes(margin)} kept "
-            f"free) but only {human_bytes(free)} is free at {paths.downloads_dir()}.",
-            "Free some space, or move the models folder to a bigger disk with CAMELID_MODELS_DIR.")
+    free = _check_space(quant.name, remaining, margin)
     fit = judge(quant) if judge else None
     if fit and fit.verdict == "no_fit" and not allow_no_fit:
         raise WontFitError(
@@ -289,13 +284,25 @@ def plan_download(quant: QuantFile, *, judge: FitJudge | None = None,
                         free_bytes=free, margin_bytes=margin, fit=fit, layout=layout)
 
 
+def _check_space(name: str, remaining: int, margin: int) -> int:
+    """The free bytes, or DiskSpaceError when ``remaining`` plus the margin would not fit."""
+    free = disk_free_bytes(paths.downloads_dir())
+    if remaining > 0 and free < remaining + margin:
+        raise DiskSpaceError(
+            f"{name} needs {human_bytes(remaining)} more on disk (plus {human_bytes(margin)} kept "
+            f"free) but only {human_bytes(free)} is free at {paths.downloads_dir()}.",
+            "Free some space, or move the models folder to a bigger disk with CAMELID_MODELS_DIR.")
+    return free
+
+
 def _refreshed(plan: DownloadPlan, refused: Iterable[str] = ()) -> DownloadPlan:
     """The plan against the disk as it is now (run under the part locks: another writer may have
-    finished, or a file appeared since planning)."""
+    finished, a file appeared, or a file thought installed was another), space checked again."""
     layout, planned = _resolve(plan.repo_id, plan.revision, [(f.path, f.size, f.sha256) for f in plan.files],
                                refused)
     remaining = plan.total_bytes - sum(f.already_bytes for f in planned)
-    return dataclasses.replace(plan, files=planned, layout=layout, remaining_bytes=remaining)
+    free = _check_space(plan.name, remaining, plan.margin_bytes)
+    return dataclasses.replace(plan, files=planned, layout=layout, remaining_bytes=remaining, free_bytes=free)
 
 
 def _usable_part_bytes(part: Path, size: int) -> int:

@@ -9,6 +9,7 @@ Across all of them: nothing already in the library is ever replaced or deleted.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from app import paths
-from app.core.errors import RemoteError
+from app.core.errors import DiskSpaceError, RemoteError
 from app.core.models import downloads, hub, library
 from app.core.models.downloads import AlreadyDownloading, RetryPolicy, download, plan_download
 from app.core.models.part_lock import PartLock
@@ -199,6 +200,31 @@ def test_an_overrun_on_resume_keeps_only_the_bytes_from_before(loopback_hub: Loo
     loopback_hub.reset_faults()
     result = download(_plan("Q4_K_M"), retry=FAST)
     assert result.path.read_bytes() == data and result.verified
+
+
+def test_a_head_size_that_contradicts_the_listing_at_a_commit_is_refused(loopback_hub: LoopbackHub) -> None:
+    loopback_hub.add_file(REPO, "Tiny-Q4_K_M.gguf", _payload(1_000_000, seed=15))
+    loopback_hub.announce_size(REPO, "Tiny-Q4_K_M.gguf", 10 * 1024**4)  # 10 TiB, the listing says 1 MB
+    plan = _plan("Q4_K_M")
+    with pytest.raises(RemoteError) as err:
+        download(plan, retry=FAST)
+    assert "lists Tiny-Q4_K_M.gguf at 1000000 bytes" in str(err.value)
+    assert loopback_hub.requests(method="GET", path_contains="/cdn/") == []
+    assert not plan.files[0].part.exists() or plan.files[0].part.stat().st_size == 0
+
+
+def test_a_branch_that_grew_past_the_free_space_is_refused_before_any_byte(
+        loopback_hub: LoopbackHub, tmp_path: Path) -> None:
+    loopback_hub.add_file(REPO, "Tiny-Q4_K_M.gguf", _payload(1_000_000, seed=16))
+    plan = dataclasses.replace(_plan("Q4_K_M"), revision="main")  # a branch may move
+    huge = tmp_path / "huge.gguf"
+    with huge.open("wb") as f:
+        f.truncate(downloads.disk_free_bytes(paths.downloads_dir()) + 10 * 1024**3)  # sparse
+    loopback_hub.add_file(REPO, "Tiny-Q4_K_M.gguf", huge, sha256="0" * 64)
+    with pytest.raises(DiskSpaceError) as err:
+        download(plan, retry=FAST)
+    assert "is now" in str(err.value) and "free" in str(err.value)
+    assert loopback_hub.requests(method="GET", path_contains="/cdn/") == []
 
 
 # -- F6: one writer per part file --------------------------------------------------------

@@ -170,13 +170,13 @@ def test_disk_space_refusal_before_any_byte(loopback_hub: LoopbackHub, tmp_path:
 
 
 def test_hostile_file_names_are_refused(loopback_hub: LoopbackHub) -> None:
-    loopback_hub.add_repo(REPO)
-    for name in ("../../evil-Q4_K_M.gguf", "dir/../../evil-Q8_0.gguf", "/etc/evil-Q6_K.gguf"):
-        loopback_hub.add_file(REPO, name, b"GGUF" * 4)
-    files = hub.repo_files(REPO)
-    for quant in files.quants:
+    names = ("../../evil-Q4_K_M.gguf", "dir/../../evil-Q8_0.gguf", "/etc/evil-Q6_K.gguf")
+    for i, name in enumerate(names):
+        repo = f"org/Evil{i}-GGUF"
+        loopback_hub.add_file(repo, name, b"GGUF" * 4)
+        # Refused where it is first seen: the listing, or at the latest the plan.
         with pytest.raises(RemoteError) as err:
-            plan_download(quant)
+            plan_download(hub.select_quant(hub.repo_files(repo), None))
         assert "unsafe name" in str(err.value)
     assert not (paths.models_dir().parent / "evil-Q4_K_M.gguf").exists()
 
