@@ -146,7 +146,7 @@ class Settings:
     def _load(self) -> None:
         try:
             data = load_json(self.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no file (a file in place of its folder: save says so)
             return
         except JSONFileError as exc:
             self._damaged(exc.reason)
