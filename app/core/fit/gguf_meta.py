@@ -584,22 +584,39 @@ _RESOLVE_RE = re.compile(r"^https?://[^/]+/(?:(?:models|datasets|spaces)/)?([^/]
 
 
 class _RangeSource:
-    """Pulls a remote file's bytes in growing Range chunks, counting what it downloads."""
+    """Pulls a remote file's bytes in growing Range chunks under the HTTP policy, counting what it downloads.
 
-    def __init__(self, url: str, headers: dict[str, str], session: Any) -> None:
+    Each answer is read raw (a compressed one is refused: its bytes would not be
+    the file's) and only up to the length asked for, so a server that goes on is
+    cut off; at most `budget` bytes arrive in all; the call's deadline and cancel
+    check run between pieces.
+    """
+
+    def __init__(self, url: str, headers: dict[str, str], call: Any, budget: int) -> None:
         self.url = url
         self.headers = headers
-        self.session = session
+        self.call = call
+        self.budget = budget
         self.offset = 0
         self.chunk = FIRST_CHUNK
         self.bytes_fetched = 0
         self.total_size: int | None = None
         self.eof = False
+        self.exhausted = False
 
     def pull(self, need: int) -> bytes:
+        from app.core.http_policy import HeaderTooLargeError
+
         if self.eof:
             return b""
-        length = max(self.chunk, need)
+        left = self.budget - self.bytes_fetched
+        if left <= 0:
+            self.exhausted = True
+            label = self.url.split("?")[0].rsplit("/", 1)[-1]
+            raise HeaderTooLargeError(
+                f"The header of {_RangeSource.label(label)} is larger than {self.budget / 2**20:g} MiB, "
+                "so Camelid stopped reading it.", "It is not a model Camelid can plan; if it should be, report the repository.")
+        length = min(max(self.chunk, need), left)
         self.chunk = min(self.chunk * 2, MAX_CHUNK)
         start, end = self.offset, self.offset + length - 1
         data = self._get(start, end)
@@ -609,38 +626,55 @@ class _RangeSource:
         return data
 
     def _get(self, start: int, end: int) -> bytes:
-        import httpx2
+        from app.core.http_policy import MalformedAnswerError
 
-        headers = {**self.headers, "Range": f"bytes={start}-{end}"}
-        try:
-            with self.session.stream("GET", self.url, headers=headers, follow_redirects=True) as response:
-                status = response.status_code
-                if status == 416:
-                    return b""  # the file ends before `start`
-                if status >= 400:
-                    response.read()
-                    raise _http_error(response, self.url)
-                if status == 200:
-                    length = response.headers.get("Content-Length")
-                    if length is None or int(length) > end - start + 1 or start > 0:
-                        # Reading on would download the whole model to see its header.
-                        raise RangeNotSupportedError(
-                            f"The server of {self.url} ignores byte ranges: it would send the whole file "
-                            "to show its header, so Camelid stopped.",
-                            "Try again later, or use a mirror that supports Range requests (HF_ENDPOINT).")
-                content_range = response.headers.get("Content-Range", "")
-                if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
-                    self.total_size = int(content_range.rsplit("/", 1)[1])
-                chunks = []
-                for piece in response.iter_bytes():
-                    chunks.append(piece)
-                    self.bytes_fetched += len(piece)
-                return b"".join(chunks)
-        except CamelidError:
-            raise
-        except httpx2.HTTPError as exc:
-            raise RemoteError(f"Could not read {self.url} ({type(exc).__name__}: {exc}).",
-                              "Check your connection (or HF_ENDPOINT), then try again.") from exc
+        length = end - start + 1
+        headers = {**self.headers, "Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"}
+        label = _RangeSource.label(self.url.split("?")[0].rsplit("/", 1)[-1])
+        with self.call.stream(self.url, headers=headers) as response:
+            status = response.status_code
+            if status == 416:
+                return b""  # the file ends before `start`
+            if status not in (200, 206):
+                raise _http_error(response, self.url)  # the error body is never read
+            if response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+                raise MalformedAnswerError(f"The server of {label} answered a byte range compressed, which "
+                                           "Camelid did not ask for, so it stopped.",
+                                           "Try again later, or use another mirror (HF_ENDPOINT).")
+            if status == 200:
+                announced = response.headers.get("Content-Length", "")
+                if not announced.strip().isdigit() or int(announced) > length or start > 0:
+                    # Reading on would download the whole model to see its header.
+                    raise RangeNotSupportedError(
+                        f"The server of {label} ignores byte ranges: it would send the whole file "
+                        "to show its header, so Camelid stopped.",
+                        "Try again later, or use a mirror that supports Range requests (HF_ENDPOINT).")
+            elif status == 206:
+                self._check_content_range(response.headers.get("Content-Range"), start, label)
+            data = self.call.read(response, limit=length, truncate=True)
+            self.bytes_fetched += len(data)
+            return data
+
+    def _check_content_range(self, value: str | None, start: int, label: str) -> None:
+        """A 206 must be the range asked for; its total size, when given, must be a plausible size."""
+        from app.core.http_policy import MalformedAnswerError
+
+        if value is None:
+            return
+        found = re.fullmatch(r"\s*bytes\s+(\d{1,16})-(\d{1,16})/(\d{1,16}|\*)\s*", value)
+        if not found or int(found.group(1)) != start or int(found.group(2)) < start or (
+                found.group(3) != "*" and int(found.group(3)) <= int(found.group(2))):
+            raise MalformedAnswerError(f"The server of {label} answered another byte range than the one asked for.",
+                                       "Try again later, or use another mirror (HF_ENDPOINT).")
+        if found.group(3) != "*":
+            self.total_size = int(found.group(3))
+
+    @staticmethod
+    def label(text: str) -> str:
+        """A file name or URL from a server, fit for a message (no raw control characters)."""
+        from app.core.http_policy import safe_text
+
+        return safe_text(text, 120)
 
 
 def _http_error(response: Any, url: str) -> CamelidError:
@@ -666,15 +700,24 @@ def _http_error(response: Any, url: str) -> CamelidError:
                        "Try again in a moment; if it persists, check HF_ENDPOINT and your connection.")
 
 
-def read_gguf_url(url: str, *, headers: dict[str, str] | None = None, session: Any = None) -> ModelMeta:
+def read_gguf_url(url: str, *, headers: dict[str, str] | None = None, call: Any = None,
+                  budget: int | None = None, cancel: Any = None, session: Any = None) -> ModelMeta:
     """Read a remote GGUF's header with HTTP Range requests; `meta.bytes_fetched` counts the download.
 
     For a split GGUF's first shard, every shard's header is read the same way.
+    Everything runs under one `HubCall` (`app.core.http_policy`; the current
+    policy's when none is given): its timeouts, deadline and cancel check, and
+    at most `budget` bytes in all (the policy's ``max_header_bytes`` by default),
+    beyond which the header is a `HeaderTooLargeError`. `session`: an `httpx2.Client`
+    to send through instead of the call's own (the policy's bounds still apply).
     """
-    if session is None:
-        from huggingface_hub import get_session
+    from app.core.http_policy import HttpPolicy
 
-        session = get_session()
+    label = _RangeSource.label(url.split("?")[0].rsplit("/", 1)[-1])
+    if call is None:
+        with HttpPolicy.current().start(f"the header of {label}", cancel=cancel, client=session) as own:
+            return read_gguf_url(url, headers=headers, call=own, budget=budget)
+    left = call.policy.max_header_bytes if budget is None else budget
     names = shard_paths(url.split("?")[0]) or [url]
     if len(names) > 1 and "?" in url:
         query = url.split("?", 1)[1]
@@ -684,29 +727,38 @@ def read_gguf_url(url: str, *, headers: dict[str, str] | None = None, session: A
     fetched = 0
     total = 0
     for i, shard_url in enumerate(names):
-        source = _RangeSource(shard_url, dict(headers or {}), session)
-        label = shard_url.split("?")[0].rsplit("/", 1)[-1]
+        source = _RangeSource(shard_url, dict(headers or {}), call, left)
+        shard_label = _RangeSource.label(shard_url.split("?")[0].rsplit("/", 1)[-1])
         try:
-            header = _parse(source.pull, label)
+            header = _parse(source.pull, shard_label)
         finally:
             fetched += source.bytes_fetched
+            left -= source.bytes_fetched
         size = source.total_size
         parsed.append(header)
         tensors += _tensor_infos(header, i, size - header.data_offset if size else None)
         total += size or 0
-    meta = _meta_from_headers(parsed, tensors, names[0].split("?")[0].rsplit("/", 1)[-1])
+    meta = _meta_from_headers(parsed, tensors, label)
     meta.shards = names
     meta.file_size = total or None
     meta.bytes_fetched = fetched
     return meta
 
 
-def read_gguf_remote(repo_id: str, filename: str, *, revision: str = "main", token: str | None = None) -> ModelMeta:
-    """Read the header of ``filename`` in the Hub repo ``repo_id`` (all shards of a split model)."""
+def read_gguf_remote(repo_id: str, filename: str, *, revision: str = "main", token: str | None = None,
+                     cancel: Any = None, policy: Any = None) -> ModelMeta:
+    """Read the header of ``filename`` in the Hub repo ``repo_id`` (all shards of a split model).
+
+    Bounded by `policy` (an `app.core.http_policy.HttpPolicy`, the current one by
+    default); `cancel` (an Event or a callable) stops it between pieces.
+    """
     # hub.file_url reads HF_ENDPOINT at call time: huggingface_hub reads it only
     # at import, and a mirror (or a test server) set later must still win.
+    from app.core.http_policy import HttpPolicy
     from app.core.models import hub
 
     hub.validate_repo_id(repo_id)
     url = hub.file_url(repo_id, filename, revision=revision)
-    return read_gguf_url(url, headers=hub.auth_headers(token))
+    what = f"the header of {_RangeSource.label(repo_id + '/' + filename)}"
+    with (policy or HttpPolicy.current()).start(what, cancel=cancel) as call:
+        return read_gguf_url(url, headers=hub.auth_headers(token), call=call)

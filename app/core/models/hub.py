@@ -1,14 +1,24 @@
 """The Hugging Face Hub as Camelid sees it: GGUF repos, their quant files, sizes and hashes.
 
-Everything goes through huggingface_hub. The endpoint is read at call time
-(``HF_ENDPOINT``, else huggingface_hub's default) because huggingface_hub
-reads it only once, at import, and a mirror or test server set later must
-still win. The token comes from the caller, else ``HF_TOKEN``, else the token
-the user saved with ``hf auth login``.
+Every call goes through the one HTTP policy (`app.core.http_policy`): timeouts,
+a byte cap per answer, a deadline per call and cancellation. The API routes
+are the ones huggingface_hub's `HfApi` builds, and its own `ModelInfo` and
+`hf_raise_for_status` read the answers; HfApi itself is not used because its
+shared client has no timeout, reads answers whole and retries with back-off
+(http_policy says more). Each answer is then checked field by field, so a
+malformed one is a `MalformedAnswerError` with a sentence, and a file name that
+is unsafe on any platform (controls, terminal escapes, newlines, over-long,
+Windows device names) is refused before it is printed or written.
+
+The endpoint is read at call time (``HF_ENDPOINT``, else huggingface_hub's
+default) because huggingface_hub reads it only once, at import, and a mirror or
+test server set later must still win. The token comes from the caller, else
+``HF_TOKEN``, else the token the user saved with ``hf auth login``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -18,6 +28,15 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from app.core.errors import CamelidError, GatedRepoError, NotFoundError, RemoteError
+from app.core.http_policy import (
+    Cancel,
+    HttpPolicy,
+    MalformedAnswerError,
+    parse_json,
+    request_headers,
+    safe_text,
+    unsafe_char,
+)
 
 #: Quant names as they appear in file names (bartowski, unsloth, Qwen, lmstudio-community, ggml-org).
 _QUANT_RE = re.compile(
@@ -48,11 +67,18 @@ def repo_page(repo_id: str) -> str:
     return f"{endpoint()}/{repo_id}"
 
 
-def _api(token: str | None) -> Any:
-    from huggingface_hub import HfApi
+def _get_json(url: str, what: str, *, params: Any = None, token: str | None = None,
+              repo_id: str | None = None, cancel: Cancel = None, policy: HttpPolicy | None = None) -> Any:
+    """One API call under the HTTP policy: the answer's JSON, or a typed error."""
+    from huggingface_hub.utils import hf_raise_for_status
 
-    # token=False stops HfApi from looking for a token on its own: we already did.
-    return HfApi(endpoint=endpoint(), token=resolve_token(token) or False)
+    with (policy or HttpPolicy.current()).start(what, cancel=cancel) as call:
+        response = call.get(url, params=params, headers=auth_headers(token))
+    try:
+        hf_raise_for_status(response)
+    except Exception as exc:
+        raise translate_error(exc, repo_id=repo_id) from exc
+    return parse_json(response.content, what)
 
 
 # -- search -------------------------------------------------------------------------
@@ -87,31 +113,68 @@ class RepoSummary:
         }
 
 
-def search_models(query: str, *, limit: int = 20, sort: str = "downloads",
-                  token: str | None = None) -> list[RepoSummary]:
-    """GGUF repos whose name matches ``query``, most downloaded first."""
-    api = _api(token)
-    try:
-        hits = api.list_models(
-            search=query or None, filter="gguf", sort=sort, limit=limit,
-            expand=["downloads", "likes", "gated", "private", "lastModified", "pipeline_tag", "gguf"],
-        )
-        results = []
-        for info in hits:
-            modified = getattr(info, "last_modified", None)
-            results.append(RepoSummary(
-                repo_id=info.id,
-                downloads=info.downloads or 0,
-                likes=info.likes or 0,
-                gated=info.gated or False,
-                private=bool(info.private),
-                last_modified=modified.isoformat() if isinstance(modified, datetime) else modified,
-                pipeline_tag=info.pipeline_tag,
-                gguf=getattr(info, "gguf", None),
-            ))
-        return results
-    except Exception as exc:
-        raise translate_error(exc, repo_id=None) from exc
+_SORTS = {"last_modified": "lastModified", "trending_score": "trendingScore", "created_at": "createdAt"}
+
+
+def search_models(query: str, *, limit: int = 20, sort: str = "downloads", token: str | None = None,
+                  cancel: Cancel = None, policy: HttpPolicy | None = None) -> list[RepoSummary]:
+    """GGUF repos whose name matches ``query``, most downloaded first (HfApi.list_models' query)."""
+    from huggingface_hub.hf_api import ModelInfo
+
+    params: list[tuple[str, str]] = [("filter", "gguf"), ("sort", _SORTS.get(sort, sort)), ("limit", str(limit))]
+    if query:
+        params.append(("search", query))
+    params += [("expand", e) for e in ("downloads", "likes", "gated", "private", "lastModified",
+                                       "pipeline_tag", "gguf")]
+    items = _get_json(f"{endpoint()}/api/models", "the Hub's search", params=params, token=token,
+                      cancel=cancel, policy=policy)
+    if not isinstance(items, list):
+        raise MalformedAnswerError("The Hub's search answer is not a list of models.", "Try again later.")
+    results = []
+    for item in items[:limit]:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not _REPO_ID_RE.match(item["id"]):
+            continue  # one odd hit never spoils the others
+        try:
+            info = ModelInfo(**{**item, "siblings": None})
+        except Exception:
+            continue
+        modified = getattr(info, "last_modified", None)
+        results.append(RepoSummary(
+            repo_id=info.id,
+            downloads=_count(info.downloads),
+            likes=_count(info.likes),
+            gated=info.gated if isinstance(info.gated, (bool, str)) else False,
+            private=info.private is True,
+            last_modified=modified.isoformat() if isinstance(modified, datetime) else None,
+            pipeline_tag=info.pipeline_tag if isinstance(info.pipeline_tag, str) else None,
+            gguf=_gguf_summary(getattr(info, "gguf", None)),
+        ))
+    return results
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else 0
+
+
+def _gguf_summary(value: Any) -> dict[str, Any] | None:
+    """The Hub's GGUF summary with only plausible values kept (it is shown and used as a number)."""
+    if not isinstance(value, dict):
+        return None
+    kept: dict[str, Any] = {}
+    total = value.get("total")
+    if isinstance(total, int) and not isinstance(total, bool) and 0 < total < 10**15:
+        kept["total"] = total
+    arch = value.get("architecture")
+    if isinstance(arch, str) and len(arch) <= 64 and not any(unsafe_char(c) for c in arch):
+        kept["architecture"] = arch
+    ctx = value.get("context_length")
+    if isinstance(ctx, int) and not isinstance(ctx, bool) and 0 < ctx < 2**31:
+        kept["context_length"] = ctx
+    for key, v in value.items():
+        if key not in kept and key not in ("total", "architecture", "context_length") and isinstance(key, str) \
+                and isinstance(v, (int, float, bool)) and not (isinstance(v, float) and not math.isfinite(v)):
+            kept[key] = v
+    return kept
 
 
 # -- files of a repo ------------------------------------------------------------------
@@ -240,27 +303,82 @@ def group_gguf_files(repo_id: str, files: Iterable[RemoteFile], *, revision: str
     return result
 
 
+#: Larger than any file the Hub stores (its limit is 50 GB per file; a PiB leaves room for mirrors).
+MAX_FILE_BYTES = 2**50
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
 def repo_files(repo_id: str, *, revision: str = "main", include_mmproj: bool = False,
-               token: str | None = None) -> RepoFiles:
-    """The GGUF models in a repo, grouped by quant, with sizes and LFS hashes."""
+               token: str | None = None, cancel: Cancel = None, policy: HttpPolicy | None = None) -> RepoFiles:
+    """The GGUF models in a repo, grouped by quant, with sizes and LFS hashes (HfApi.model_info's route)."""
+    from urllib.parse import quote
+
+    from huggingface_hub.hf_api import ModelInfo
+
     validate_repo_id(repo_id)
-    api = _api(token)
+    url = f"{endpoint()}/api/models/{repo_id}"
+    if revision != "main":
+        url += f"/revision/{quote(revision, safe='')}"
+    data = _get_json(url, f"{repo_id}'s files", params={"blobs": "true"}, token=token, repo_id=repo_id,
+                     cancel=cancel, policy=policy)
+    bad = _malformed(repo_id)
+    if not isinstance(data, dict):
+        raise bad("it is not a model")
+    siblings = data.get("siblings")
+    if siblings is not None and not (isinstance(siblings, list) and all(isinstance(x, dict) for x in siblings)):
+        raise bad("its file list is not a list of files")
+    remote = [f for f in (_remote_file(repo_id, x) for x in siblings or []) if f is not None]
+    sha = data.get("sha")
+    if sha is None:
+        sha = revision
+    elif not isinstance(sha, str) or not _REVISION_RE.match(sha):
+        raise bad("its commit id is not one")
     try:
-        info = api.model_info(repo_id, revision=None if revision == "main" else revision,
-                              files_metadata=True)
+        info = ModelInfo(**{**data, "siblings": None})
     except Exception as exc:
-        raise translate_error(exc, repo_id=repo_id) from exc
-    remote = [
-        RemoteFile(path=s.rfilename, size=int(s.size or (s.lfs.size if s.lfs else 0) or 0),
-                   sha256=s.lfs.sha256 if s.lfs else None)
-        for s in (info.siblings or [])
-    ]
-    sha = info.sha or revision
+        raise bad("its fields have the wrong types") from exc
     return RepoFiles(
-        repo_id=repo_id, sha=sha, gated=info.gated or False, private=bool(info.private),
-        gguf=getattr(info, "gguf", None),
+        repo_id=repo_id, sha=sha, gated=info.gated if isinstance(info.gated, (bool, str)) else False,
+        private=info.private is True, gguf=_gguf_summary(getattr(info, "gguf", None)),
         quants=group_gguf_files(repo_id, remote, revision=sha, include_mmproj=include_mmproj),
     )
+
+
+def _malformed(repo_id: str) -> Any:
+    def make(why: str) -> MalformedAnswerError:
+        return MalformedAnswerError(f"The Hub's answer for {repo_id} is malformed: {why}.",
+                                    "Try again later; if it persists, report the repository or the mirror.")
+    return make
+
+
+def _remote_file(repo_id: str, item: dict[str, Any]) -> RemoteFile | None:
+    """One sibling of the Hub's answer, every field checked (and its name, if it is a model file)."""
+    bad = _malformed(repo_id)
+    name = item.get("rfilename")
+    if not isinstance(name, str):
+        raise bad("a file has no name")
+    lfs = item.get("lfs")
+    if lfs is not None and not isinstance(lfs, dict):
+        raise bad(f"the LFS details of {safe_text(name, 80)} are not an object")
+    size = item.get("size")
+    if size is None and lfs:
+        size = lfs.get("size")
+    if size is None:
+        size = 0
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FILE_BYTES:
+        raise bad(f"the size of {safe_text(name, 80)} is not a plausible number of bytes")
+    sha256 = lfs.get("sha256") if lfs else None
+    if sha256 is not None and not (isinstance(sha256, str) and _SHA256_RE.match(sha256)):
+        raise bad(f"the sha256 of {safe_text(name, 80)} is not one")
+    if any(unsafe_char(c) for c in name):
+        if name.lower().endswith(".gguf"):
+            # A model file whose name would be a terminal escape or a line break where it is shown:
+            # refused before anything prints it. (Names unsafe on disk are refused by
+            # `validate_filename` when a download is planned, before anything is written.)
+            validate_filename(name)
+        return None  # another file (a README, a config) Camelid never shows or fetches: left out
+    return RemoteFile(path=name, size=size, sha256=sha256)
 
 
 def select_quant(files: RepoFiles, wanted: str | None = None) -> QuantFile:
@@ -315,10 +433,12 @@ def file_url(repo_id: str, filename: str, *, revision: str = "main") -> str:
 
 
 def auth_headers(token: str | None = None) -> dict[str, str]:
-    """huggingface_hub's request headers (user agent, and the token when there is one)."""
-    from huggingface_hub.utils import build_hf_headers
+    """Camelid's request headers: a user agent, and the token when there is one.
 
-    return build_hf_headers(token=resolve_token(token) or False)
+    Not huggingface_hub's `build_hf_headers`: it also fetches the Hub's agent
+    registry once a day, from the endpoint it read at import (http_policy says more).
+    """
+    return request_headers(resolve_token(token))
 
 
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -331,16 +451,49 @@ def validate_repo_id(repo_id: str) -> None:
                            "Use the form owner/name, e.g. bartowski/Qwen_Qwen3-8B-GGUF.")
 
 
-def validate_filename(filename: str) -> PurePosixPath:
-    """A repo file name is trusted only if it stays inside the destination folder."""
+#: Longest file name (one path part) accepted, in UTF-8 bytes: file systems stop at 255, and a
+#: download adds a suffix (``.part``, a sidecar) to it.
+MAX_NAME_BYTES = 200
+#: Longest repo path accepted, in characters (Windows paths stop near 260 without long-path support).
+MAX_PATH_CHARS = 400
+_WINDOWS_DEVICES = frozenset({"con", "prn", "aux", "nul", "conin$", "conout$",
+                              *(f"{p}{n}" for p in ("com", "lpt") for n in "0123456789¹²³")})
+_WINDOWS_FORBIDDEN = set('<>:"|?*')
+
+
+def unsafe_name(filename: object) -> str | None:
+    """Why a repo file name cannot be used on every platform Camelid ships for, or None when it can."""
+    if not isinstance(filename, str) or not filename:
+        return "it is empty"
+    if any(unsafe_char(c) for c in filename):
+        return "it holds control characters (terminal escapes, newlines)"
+    if len(filename) > MAX_PATH_CHARS:
+        return f"it is longer than {MAX_PATH_CHARS} characters"
     path = PurePosixPath(filename)
-    bad = (not filename or "\\" in filename or "\x00" in filename or path.is_absolute()
-           or any(part in ("..", ".", "") for part in filename.split("/"))
-           or re.match(r"^[A-Za-z]:", filename) is not None)
-    if bad:
-        raise RemoteError(f"The Hub listed a file with an unsafe name: {filename!r}.",
+    if "\\" in filename or path.is_absolute() or re.match(r"^[A-Za-z]:", filename):
+        return "it points outside the models folder"
+    for part in filename.split("/"):
+        if part in ("..", ".", ""):
+            return "it points outside the models folder"
+        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+            return f"a part of it is longer than {MAX_NAME_BYTES} bytes"
+        if _WINDOWS_FORBIDDEN & set(part):
+            return "it holds characters Windows does not allow in file names (such as : or ?)"
+        if part[-1] in ". ":
+            return "a part of it ends in a dot or a space, which Windows drops"
+        if part.split(".")[0].rstrip(" ").lower() in _WINDOWS_DEVICES:
+            return f"{part.split('.')[0]} is a device name on Windows"
+    return None
+
+
+def validate_filename(filename: str) -> PurePosixPath:
+    """A repo file name is trusted only if it stays inside the destination folder and is a plain
+    file name on Linux, macOS and Windows; else a `RemoteError` that shows the name escaped."""
+    why = unsafe_name(filename)
+    if why is not None:
+        raise RemoteError(f"The Hub listed a file with an unsafe name ({why}): {safe_text(repr(filename), 100)}.",
                           "Nothing was written. Report the repository; pick another one meanwhile.")
-    return path
+    return PurePosixPath(filename)
 
 
 def translate_error(exc: BaseException, *, repo_id: str | None, filename: str | None = None) -> CamelidError:
@@ -376,4 +529,5 @@ def translate_error(exc: BaseException, *, repo_id: str | None, filename: str | 
     if isinstance(exc, (httpx2.TransportError, OSError)):
         return RemoteError(f"Could not reach {endpoint()} ({type(exc).__name__}).",
                            "Check your internet connection (or HF_ENDPOINT), then try again.")
-    return RemoteError(f"Unexpected answer from the Hub for {what}: {exc}.", "Try again.")
+    return RemoteError(f"Unexpected answer from the Hub for {safe_text(what)} ({type(exc).__name__}).",
+                       "Try again.")

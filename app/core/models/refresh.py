@@ -13,10 +13,11 @@ replaced in one rename, so it is never half-written.
 Why not `HfApi.list_models`: huggingface_hub 2.x's shared client has no timeout
 and its pagination retries connection errors with back-off, so an unplugged
 cable would hang or repeat. The listing here sends the same ``/api/models``
-query HfApi builds, through a client with a timeout and a size cap, parses each
-item into huggingface_hub's own `ModelInfo`, and raises its errors through
-`hf_raise_for_status` (then `hub.translate_error`), so the answers mean what they
-mean to HfApi.
+query HfApi builds through Camelid's one HTTP policy (app.core.http_policy:
+timeouts, a size cap per answer, a deadline, the refresh's cancel event),
+parses each item into huggingface_hub's own `ModelInfo`, and raises its errors
+through `hf_raise_for_status` (then `hub.translate_error`), so the answers mean
+what they mean to HfApi.
 
 Only models whose repo belongs to a watched lab are added: third-party
 fine-tunes and merges never are, whoever quantized them. The first connection
@@ -34,14 +35,25 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from app import paths
-from app.core.errors import CamelidError, GatedRepoError, ModelFileError, NotFoundError, RemoteError
+from app.core.errors import CamelidError, GatedRepoError, NotFoundError, RemoteError
+from app.core.http_policy import (
+    HeaderTooLargeError,
+    HttpPolicy,
+    HttpTimeoutError,
+    HubCall,
+    HubCallCancelled,
+    MalformedAnswerError,
+    ResponseTooLargeError,
+    parse_json,
+    request_headers,
+)
 from app.core.models import hub
 from app.core.models.catalog import Architecture, load_catalog, snapshot_date, user_catalog_info
 
@@ -53,9 +65,7 @@ HEADER_MAX_BYTES = 16 * 1024 * 1024
 HEADER_DEADLINE_S = 60.0
 #: The most one listing answer may be (a listing of 100 repos with their file names is ~100 KB).
 LISTING_MAX_BYTES = 8 * 1024 * 1024
-#: Per request: seconds to connect and between bytes; and the whole refresh's deadline.
-CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 30.0
+#: The whole refresh's deadline (connect and read timeouts are the HTTP policy's, app.core.http_policy).
 REFRESH_DEADLINE_S = 600.0
 #: Newest repos asked for per lab (the Hub sorts by creation date, newest first).
 LAB_LIMIT = 100
@@ -215,85 +225,75 @@ class _Stop(Exception):
         self.error = error
 
 
-def _unreachable(exc: BaseException) -> RemoteError:
-    return RemoteError(f"Could not reach {hub.endpoint()} ({type(exc).__name__}); the catalog was not changed.",
-                       "Check your internet connection (or HF_ENDPOINT), then try again.")
+def _unchanged(error: RemoteError) -> RemoteError:
+    """The same error, saying that the user catalog was left as it was."""
+    return type(error)(f"{error.message.rstrip('.')}; the catalog was not changed.", error.fix)
 
 
 def _stops(error: CamelidError) -> bool:
-    """Whether an error ends the refresh: the Hub unreachable or failing, not one repo's problem."""
-    return isinstance(error, RemoteError) and not isinstance(error, NotFoundError | GatedRepoError)
+    """Whether an error ends the refresh: the Hub unreachable, too slow or failing, not one repo's problem."""
+    return isinstance(error, RemoteError) and not isinstance(error, NotFoundError | GatedRepoError
+                                                             | MalformedAnswerError)
 
 
 def _request_headers(token: str | None) -> dict[str, str]:
-    """A user agent and the token, if any. Not huggingface_hub's `build_hf_headers`: it would also fetch
-    the Hub's agent registry (a request outside this refresh's count and bounds) once a day."""
-    from app import __version__
-
-    headers = {"user-agent": f"camelid/{__version__} (catalog refresh)"}
-    found = hub.resolve_token(token)
-    if found:
-        headers["authorization"] = f"Bearer {found}"
-    return headers
+    """A user agent and the token, if any (the policy's headers: no agent-registry request)."""
+    return request_headers(hub.resolve_token(token), purpose="catalog refresh")
 
 
 class _HubClient:
-    """One httpx2 client for a refresh: timeouts, a request counter, bounded bodies, a deadline."""
+    """The refresh's calls under the one HTTP policy: a deadline for the whole refresh, a request
+    counter, the listing and header caps, and the refresh's cancel event."""
 
-    def __init__(self, *, deadline: float, result: RefreshResult, token: str | None) -> None:
-        import httpx2
-
-        self._httpx = httpx2
+    def __init__(self, *, deadline: float, result: RefreshResult, token: str | None,
+                 cancel: threading.Event | None = None) -> None:
         self.result = result
         self.deadline = deadline
+        self.cancel = cancel
         self.headers = _request_headers(token)
-        self.client = httpx2.Client(
-            timeout=httpx2.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-            follow_redirects=True, event_hooks={"request": [self._count]})
+        # Read now, so a test (or a caller) that changes the caps sees them used.
+        self.policy = HttpPolicy.current().with_(max_json_bytes=LISTING_MAX_BYTES,
+                                                 max_header_bytes=HEADER_MAX_BYTES,
+                                                 deadline=HEADER_DEADLINE_S)
 
-    def _count(self, _request: Any) -> None:
+    def _count(self) -> None:
         self.result.requests += 1
 
     def close(self) -> None:
-        self.client.close()
+        """Nothing to close: the policy's connection pool is shared."""
 
     def check_deadline(self) -> None:
         if time.monotonic() > self.deadline:
             raise _Stop(RemoteError("The Hub was too slow: the refresh ran past its time limit and stopped; "
                                     "the catalog was not changed.", "Try again later."))
 
+    def call(self, what: str) -> HubCall:
+        self.check_deadline()
+        return self.policy.start(what, cancel=self.cancel, deadline_at=self.deadline, on_request=self._count)
+
     def list_models(self, params: Any) -> list[Any]:
         """GET /api/models with `params` (HfApi.list_models' query), as huggingface_hub ModelInfo."""
         from huggingface_hub.hf_api import ModelInfo
         from huggingface_hub.utils import hf_raise_for_status
 
-        self.check_deadline()
         url = f"{hub.endpoint()}/api/models"
         try:
-            with self.client.stream("GET", url, params=params, headers=self.headers) as response:
-                body = bytearray()
-                for piece in response.iter_bytes():
-                    body += piece
-                    if len(body) > LISTING_MAX_BYTES:
-                        raise RemoteError(f"The Hub's listing at {url} was larger than "
-                                          f"{LISTING_MAX_BYTES >> 20} MiB, so Camelid stopped reading it.",
-                                          "Try again later.")
-                self.result.listing_bytes += len(body)
-                # hf_raise_for_status reads the error body: hand it a response that holds it.
-                hf_raise_for_status(self._httpx.Response(response.status_code, headers=response.headers,
-                                                         content=bytes(body), request=response.request))
-        except CamelidError:
-            raise
-        except self._httpx.TransportError as exc:
-            raise _Stop(_unreachable(exc)) from exc
+            with self.call("the Hub's model listing") as call:
+                response = call.get(url, params=params, headers=self.headers)
+        except HubCallCancelled:
+            raise _cancelled() from None
+        except RemoteError as exc:
+            if isinstance(exc, MalformedAnswerError | ResponseTooLargeError):
+                raise
+            raise _Stop(_unchanged(exc)) from exc
+        self.result.listing_bytes += len(response.content)
+        try:
+            hf_raise_for_status(response)
         except Exception as exc:
             raise hub.translate_error(exc, repo_id=None) from exc
-        try:
-            items = json.loads(bytes(body))
-        except json.JSONDecodeError as exc:
-            raise RemoteError(f"The Hub's listing at {url} was not JSON.", "Try again later.") from exc
+        items = parse_json(response.content, "the Hub's model listing")
         if not isinstance(items, list):
-            raise RemoteError(f"The Hub's listing at {url} was not a list of models.", "Try again later.")
+            raise MalformedAnswerError(f"The Hub's listing at {url} was not a list of models.", "Try again later.")
         models = []
         for item in items:
             if isinstance(item, dict) and isinstance(item.get("id"), str):
@@ -302,75 +302,9 @@ class _HubClient:
                     models.append(ModelInfo(**item))
         return models
 
-    def header_session(self) -> _BoundedSession:
-        return _BoundedSession(self, budget=HEADER_MAX_BYTES,
-                               deadline=min(self.deadline, time.monotonic() + HEADER_DEADLINE_S))
-
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:g} MiB"
-
-
-class HeaderTooLargeError(ModelFileError):
-    code = "header_too_large"
-
-
-class _BoundedSession:
-    """What `read_gguf_url` needs of a session (`stream`), with a byte budget and a deadline.
-
-    A Range that would pass the budget is cut short, so at most `budget` bytes
-    ever arrive; the reader then meets the end of what it may read.
-    """
-
-    def __init__(self, owner: _HubClient, *, budget: int, deadline: float) -> None:
-        self.owner = owner
-        self.budget = budget
-        self.deadline = deadline
-        self.fetched = 0
-        self.exhausted = False
-
-    def _check(self) -> None:
-        self.owner.check_deadline()
-        if time.monotonic() > self.deadline:
-            raise HeaderTooLargeError("Reading its header took longer than "
-                                      f"{HEADER_DEADLINE_S:.0f} s.", None)
-
-    @contextlib.contextmanager
-    def stream(self, method: str, url: str, **kwargs: Any) -> Iterator[_BoundedResponse]:
-        self._check()
-        left = self.budget - self.fetched
-        if left <= 0:
-            self.exhausted = True
-            raise HeaderTooLargeError(f"Its header is larger than {_mib(self.budget)}.", None)
-        headers = dict(kwargs.pop("headers", None) or {})
-        found = re.match(r"^bytes=(\d+)-(\d+)$", headers.get("Range", ""))
-        if found and int(found.group(2)) - int(found.group(1)) + 1 > left:
-            headers["Range"] = f"bytes={found.group(1)}-{int(found.group(1)) + left - 1}"
-            self.exhausted = True
-        try:
-            with self.owner.client.stream(method, url, headers=headers, **kwargs) as response:
-                yield _BoundedResponse(response, self)
-        except self.owner._httpx.TransportError as exc:
-            raise _Stop(_unreachable(exc)) from exc
-
-
-class _BoundedResponse:
-    def __init__(self, response: Any, session: _BoundedSession) -> None:
-        self._response = response
-        self._session = session
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._response, name)
-
-    def iter_bytes(self) -> Iterator[bytes]:
-        s = self._session
-        for piece in self._response.iter_bytes():
-            s.fetched += len(piece)
-            if s.fetched > s.budget:
-                s.exhausted = True
-                raise HeaderTooLargeError(f"Its header is larger than {_mib(s.budget)}.", None)
-            s._check()
-            yield piece
 
 
 # -- the refresh ---------------------------------------------------------------------------------
@@ -405,7 +339,7 @@ def refresh_catalog(*, settings: Any = None, labs: WatchedLabs | None = None, si
     catalog = load_catalog()
     known = {m.model.lower() for m in catalog} | {m.repo.lower() for m in catalog}
     taken_ids = {m.id.lower() for m in catalog}
-    client = _HubClient(deadline=began + REFRESH_DEADLINE_S, result=result, token=token)
+    client = _HubClient(deadline=began + REFRESH_DEADLINE_S, result=result, token=token, cancel=cancel)
     added: list[dict[str, Any]] = []
     try:
         candidates: list[_Candidate] = []
@@ -433,9 +367,13 @@ def refresh_catalog(*, settings: Any = None, labs: WatchedLabs | None = None, si
     return result
 
 
+def _cancelled() -> RefreshCancelled:
+    return RefreshCancelled("The catalog refresh was cancelled; the catalog was not changed.", None)
+
+
 def _check_cancel(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
-        raise RefreshCancelled("The catalog refresh was cancelled; the catalog was not changed.", None)
+        raise _cancelled()
 
 
 def _lab_candidates(client: _HubClient, watched: WatchedLabs, lab: str, since: str, known: set[str],
@@ -596,22 +534,30 @@ def _pick_mmproj(info: Any) -> str | None:
 def _read_header(client: _HubClient, repo_id: str, filename: str, result: RefreshResult) -> ModelMeta:
     from app.core.fit.gguf_meta import read_gguf_url
 
-    session = client.header_session()
+    call = client.call(f"the header of {repo_id}/{filename}")
     result.header_reads += 1
     try:
-        meta = read_gguf_url(hub.file_url(repo_id, filename), headers=client.headers, session=session)
-    except _Stop:
+        return read_gguf_url(hub.file_url(repo_id, filename), headers=client.headers, call=call)
+    except HubCallCancelled:
+        raise _cancelled() from None
+    except HeaderTooLargeError as exc:
+        raise HeaderTooLargeError(f"Its header is larger than {_mib(call.policy.max_header_bytes)}.",
+                                  None) from exc
+    except HttpTimeoutError as exc:
+        if time.monotonic() > client.deadline:
+            raise _Stop(_unchanged(exc)) from exc
+        raise HeaderTooLargeError(f"Reading its header took longer than {HEADER_DEADLINE_S:.0f} s.",
+                                  None) from exc
+    except MalformedAnswerError:
         raise
-    except HeaderTooLargeError:
-        raise
-    except CamelidError as exc:
-        if session.exhausted:
-            raise HeaderTooLargeError(f"Its header is larger than {_mib(HEADER_MAX_BYTES)}.", None) from exc
+    except RemoteError as exc:
+        if _stops(exc):
+            raise _Stop(_unchanged(exc)) from exc
         raise
     finally:
-        result.header_bytes += session.fetched
-        result.max_header_bytes = max(result.max_header_bytes, session.fetched)
-    return meta
+        call.close()
+        result.header_bytes += call.bytes_received
+        result.max_header_bytes = max(result.max_header_bytes, call.bytes_received)
 
 
 # -- the entry ------------------------------------------------------------------------------------
