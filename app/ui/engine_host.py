@@ -67,13 +67,17 @@ class EngineHost(QObject):
              finished: Handler = None) -> Job:
         """Add `text` as the user's turn (None: answer the stored conversation again) and stream the reply.
 
-        `progress` receives text chunks; `result` gets (Reply, stored Message).
+        `progress` receives text chunks; `result` gets (Reply, stored Message). A `stop()` from now
+        on stops this reply, even before its job starts.
         """
+        ticket = self.engine.reserve_reply()
+
         def run(progress: Any) -> Any:
             store = self.store()
             if text is None:
-                return answer(self.engine, store, conversation_id, sampling, on_text=progress)
-            return send_message(self.engine, store, conversation_id, text, sampling, on_text=progress)
+                return answer(self.engine, store, conversation_id, sampling, on_text=progress, ticket=ticket)
+            return send_message(self.engine, store, conversation_id, text, sampling, on_text=progress,
+                                ticket=ticket)
 
         return run_job(run, result=result, error=error, progress=progress, finished=finished,
                        where=self.engine_thread)

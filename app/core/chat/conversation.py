@@ -3,6 +3,9 @@
 The CLI and the GUI's engine worker both call `send_message()` on the thread
 that owns the engine; the reply row exists from the first token and is saved
 at least every `flush_interval` seconds (see `chats.ReplyWriter`).
+
+Callers on another thread take `engine.reserve_reply()` when the user presses
+Send and pass it as `ticket`, so a Stop pressed before the job starts is kept.
 """
 
 from __future__ import annotations
@@ -12,22 +15,30 @@ from collections.abc import Callable
 from app.core.chat.chats import ChatStore, Message
 from app.core.chat.engine import Engine, Reply
 from app.core.chat.sampling import SamplingSettings
+from app.core.chat.text import clean_text, invalid_text_notice
 
 
 def send_message(engine: Engine, store: ChatStore, conversation_id: int, text: str,
                  sampling: SamplingSettings | None = None, *,
                  on_text: Callable[[str], None] | None = None,
-                 flush_interval: float = 1.0) -> tuple[Reply, Message]:
-    """Append the user's `text` to the conversation and answer it."""
+                 flush_interval: float = 1.0, ticket: int | None = None) -> tuple[Reply, Message]:
+    """Append the user's `text` to the conversation and answer it.
+
+    Bytes that are not valid UTF-8 (a lone surrogate from argv or a paste) are
+    replaced before the message is stored, and the reply's notices say so.
+    """
+    text, replaced = clean_text(text)
     store.add_message(conversation_id, "user", text)
+    notices = [invalid_text_notice(replaced)] if replaced else []
     return answer(engine, store, conversation_id, sampling, on_text=on_text,
-                  flush_interval=flush_interval)
+                  flush_interval=flush_interval, ticket=ticket, notices=notices)
 
 
 def answer(engine: Engine, store: ChatStore, conversation_id: int,
            sampling: SamplingSettings | None = None, *,
            on_text: Callable[[str], None] | None = None,
-           flush_interval: float = 1.0) -> tuple[Reply, Message]:
+           flush_interval: float = 1.0, ticket: int | None = None,
+           notices: list[str] | None = None) -> tuple[Reply, Message]:
     """Answer the conversation as stored (its last message is the user's).
 
     Returns the engine's reply and the stored assistant message. A reply cut
@@ -43,10 +54,12 @@ def answer(engine: Engine, store: ChatStore, conversation_id: int,
             on_text(chunk)
 
     try:
-        reply = engine.chat(messages, sampling, on_text=emit)
+        reply = engine.chat(messages, sampling, on_text=emit, ticket=ticket)
     except BaseException:
         writer.finish(state="error")
         raise
+    if notices:
+        reply.notices[:0] = notices
     state = "stopped" if reply.stats.stop_reason == "cancelled" else "complete"
     stats = {**reply.stats.to_dict(), "notices": reply.notices}
     if engine.model_path is not None:

@@ -11,7 +11,15 @@
   performance counters.
 - `stop()` (any thread) ends a reply within one llama.cpp graph node: it sets
   a flag that llama.cpp's abort callback reads, so even a long prompt
-  evaluation stops; the model stays loaded and usable.
+  evaluation stops; the model stays loaded and usable. It also ends a chat
+  template that is still rendering (`chat_template`), and a reply that was
+  requested but has not started yet (`reserve_reply()`): Send then Stop is
+  never lost. A stop while nothing is running or requested does nothing.
+- A fixed seed (`SamplingSettings.seed`) makes a reply repeatable: the prompt
+  is then evaluated from an empty cache, the path a fresh process takes, so the
+  same seed, conversation, settings and load parameters give the same reply,
+  within one session or in a new process (on the same machine and llama.cpp
+  build: other CPUs round differently).
 
 Threads (house rule 4): the thread that calls `load()` owns the model; `chat()`,
 `count_tokens()` and `unload()` must come from that thread (checked). Only
@@ -39,8 +47,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from app.core.chat.chat_template import (
+    ChatTemplate,
+    RenderStopped,
+    TemplateLimits,
+    TemplateRejected,
+)
 from app.core.chat.context_window import WindowFit, fit_to_window, reply_reserve
 from app.core.chat.sampling import SamplingSettings
+from app.core.chat.text import clean_text, invalid_text_notice
 from app.core.errors import (
     ChatTemplateError,
     GenerationError,
@@ -372,7 +387,16 @@ class Engine:
         self._stop = threading.Event()
         self._abort_flag = ctypes.create_string_buffer(2)
         self._abort_cb: Any = None
-        self._formatter: Any = None
+        # Tickets latch a stop before its reply starts: every reply numbered <= _stopped_upto is stopped.
+        self._ticket_lock = threading.Lock()
+        self._issued = 0
+        self._stopped_upto = 0
+        self._running: int | None = None
+        self._template: ChatTemplate | None = None
+        #: Time and size limits for rendering the chat template (per reply).
+        self.template_limits = TemplateLimits()
+        #: Bytes of the longest token piece: no text of more characters than budget x this fits.
+        self._max_piece: int | None = None
         self._fold_system = False
         self._fold_noticed = False
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -479,8 +503,9 @@ class Engine:
             return
         self._check_owner()
         llm, self._llm = self._llm, None
-        self._formatter = None
+        self._template = None
         self._vocab = None
+        self._max_piece = None
         close = getattr(llm, "close", None)
         if close is not None:
             close()
@@ -502,10 +527,45 @@ class Engine:
         self._llm.reset()
 
     # -- stop ----------------------------------------------------------------
+    def reserve_reply(self) -> int:
+        """A ticket for a reply about to be requested (any thread); pass it to `chat(ticket=...)`.
+
+        A `stop()` after this and before the reply starts stops that reply as it
+        starts, before its prompt is formatted or evaluated.
+        """
+        with self._ticket_lock:
+            self._issued += 1
+            return self._issued
+
     def stop(self) -> None:
-        """End the current reply as soon as possible. Safe from any thread."""
-        self._stop.set()
-        self._abort_flag[0] = b"\x01"
+        """End the current reply, and every reply reserved before now, as soon as possible. Safe from any thread."""
+        with self._ticket_lock:
+            self._stopped_upto = self._issued
+            if self._running is not None:
+                self._stop.set()
+                self._abort_flag[0] = b"\x01"
+
+    def _begin_reply(self, ticket: int | None) -> bool:
+        """Mark a reply running; True when it was stopped before it began."""
+        with self._ticket_lock:
+            if ticket is None:
+                self._issued += 1
+                ticket = self._issued
+            self._running = ticket
+            stopped = ticket <= self._stopped_upto
+            if stopped:
+                self._stop.set()
+                self._abort_flag[0] = b"\x01"
+            else:
+                self._stop.clear()
+                self._abort_flag[0] = b"\x00"
+            return stopped
+
+    def _end_reply(self) -> None:
+        with self._ticket_lock:
+            self._running = None
+            self._stop.clear()
+            self._abort_flag[0] = b"\x00"
 
     def _install_abort_callback(self) -> None:
         import llama_cpp
@@ -534,47 +594,49 @@ class Engine:
 
     # -- chat template -------------------------------------------------------
     def _setup_template(self, notices: list[str]) -> str:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        import llama_cpp
 
         llm = self._llm
         metadata = getattr(llm, "metadata", {}) or {}
         template = metadata.get("tokenizer.chat_template")
         source = "gguf"
-        if not template:
-            template, source = FALLBACK_TEMPLATE, "chatml (fallback)"
+        self._template = None
+        if template:
+            try:
+                self._template = self._compile(template)
+            except ChatTemplateError as exc:
+                notices.append(f"{exc.message} Camelid uses the common ChatML format instead, which may "
+                               "suit it poorly.")
+                source = "chatml (fallback: the model's template is not valid Jinja)"
+        else:
+            source = "chatml (fallback)"
             notices.append("This model has no chat template in its file; Camelid uses the common "
                            "ChatML format, which may suit it poorly.")
-        eos, bos = llm.token_eos(), llm.token_bos()
-        self._formatter = Jinja2ChatFormatter(
-            template=template, eos_token=self._token_text(eos), bos_token=self._token_text(bos),
-            stop_token_ids=[eos])
+        if self._template is None:
+            self._template = self._compile(FALLBACK_TEMPLATE)
         self._fold_system = False
         self._fold_noticed = False
-        import llama_cpp
-
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model) if hasattr(llm, "model") else None
         return source
+
+    def _compile(self, template: str) -> ChatTemplate:
+        eos, bos = self._llm.token_eos(), self._llm.token_bos()
+        model = self.model_path.name if self.model_path is not None else "this model"
+        return ChatTemplate(template, eos_token=self._token_text(eos), bos_token=self._token_text(bos),
+                            model=model, limits=self.template_limits)
 
     def set_chat_template(self, template: str | None) -> None:
         """Use this Jinja chat template instead of the GGUF's (None: back to the GGUF's).
 
-        For models whose file carries a broken or missing template.
+        For models whose file carries a broken or missing template. ChatTemplateError when it is not
+        valid Jinja (the current template stays).
         """
         self._require_model()
         self._check_owner()
         if template is None:
             self._setup_template([])
             return
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        eos, bos = self._llm.token_eos(), self._llm.token_bos()
-        try:
-            self._formatter = Jinja2ChatFormatter(
-                template=template, eos_token=self._token_text(eos), bos_token=self._token_text(bos),
-                stop_token_ids=[eos])
-        except Exception as exc:
-            raise ChatTemplateError(f"The chat template is not valid Jinja ({exc}).",
-                                    "Fix the template, or go back to the model's own.") from exc
+        self._template = self._compile(template)
         self._fold_system = False
         self._fold_noticed = False
 
@@ -586,27 +648,33 @@ class Engine:
     def render(self, messages: Sequence[dict[str, str]]) -> str:
         """The prompt text for `messages` with the model's template (system folded if it must be)."""
         self._require_model()
+        return self._render(messages)
+
+    def _render(self, messages: Sequence[dict[str, str]], *, stop: threading.Event | None = None,
+                deadline: float | None = None) -> str:
+        assert self._template is not None
+        template = self._template
+        template.limits = self.template_limits
         msgs = [dict(m) for m in messages]
         if self._fold_system:
             msgs = _fold_system(msgs)
         try:
-            return self._formatter(messages=msgs).prompt
-        except Exception as exc:  # jinja2 and the template's raise_exception use many types
+            return template.render(msgs, stop=stop, deadline=deadline)
+        except TemplateRejected as exc:
             if self._fold_system or not msgs or msgs[0]["role"] != "system":
-                raise ChatTemplateError(f"The model's chat template rejected the conversation ({exc}).",
-                                        "Start a new chat; if it persists, try another model.") from exc
+                raise _rejected(template.model, exc) from exc
         # The template refused the system role (Gemma, Mistral and others): put
         # the system prompt at the start of the first user turn from now on.
         try:
-            prompt = self._formatter(messages=_fold_system(msgs)).prompt
-        except Exception as exc:
-            raise ChatTemplateError(f"The model's chat template rejected the conversation ({exc}).",
-                                    "Start a new chat; if it persists, try another model.") from exc
+            prompt = template.render(_fold_system(msgs), stop=stop, deadline=deadline)
+        except TemplateRejected as exc:
+            raise _rejected(template.model, exc) from exc
         self._fold_system = True
         return prompt
 
-    def tokenize_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        prompt = self.render(messages)
+    def tokenize_prompt(self, messages: Sequence[dict[str, str]], *, stop: threading.Event | None = None,
+                        deadline: float | None = None) -> list[int]:
+        prompt = self._render(messages, stop=stop, deadline=deadline)
         # The template writes BOS itself where the model wants it.
         return self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
 
@@ -615,48 +683,92 @@ class Engine:
         self._check_owner()
         return len(self.tokenize_prompt(messages))
 
+    def _template_model(self) -> str:
+        return self._template.model if self._template is not None else "this model"
+
+    def _longest_piece(self) -> int:
+        """Bytes of the longest token piece (special tokens included), measured once per load."""
+        if self._max_piece is None:
+            import llama_cpp
+
+            longest = 1
+            if self._vocab is not None:
+                buf = ctypes.create_string_buffer(1024)
+                for token in range(int(self._llm.n_vocab())):
+                    n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, True)
+                    longest = max(longest, abs(int(n)))
+            else:
+                longest = 256
+            self._max_piece = longest
+        return self._max_piece
+
     def _cut_head(self, text: str, n: int) -> str:
         tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
         return self._llm.detokenize(tokens[n:]).decode("utf-8", errors="ignore")
 
     # -- chat ----------------------------------------------------------------
     def chat(self, messages: Sequence[dict[str, str]], sampling: SamplingSettings | None = None, *,
-             on_text: OnText | None = None) -> Reply:
+             on_text: OnText | None = None, ticket: int | None = None) -> Reply:
         """Answer the conversation `messages` ({"role", "content"} dicts, oldest first).
 
         Text is passed to `on_text` as it is generated (on this thread).
-        `stop()` ends the reply early (stop_reason "cancelled"). Too long a
-        conversation is trimmed per `context_window` and the reply says so in
-        `notices`.
+        `stop()` ends the reply early (stop_reason "cancelled"), also while the
+        chat template renders; with a `ticket` from `reserve_reply()`, a stop
+        that came after the ticket and before this call stops it at once. Too
+        long a conversation is trimmed per `context_window` and the reply says
+        so in `notices`; text that is not valid UTF-8 is replaced, with a notice.
         """
-        import llama_cpp
-
         self._require_model()
         self._check_owner()
         sampling = sampling or SamplingSettings()
         started = time.perf_counter()
-        self._stop.clear()
-        self._abort_flag[0] = b"\x00"
+        stopped = self._begin_reply(ticket)
+        try:
+            if not messages or messages[-1]["role"] != "user":
+                raise UsageError("A reply needs a conversation that ends with a user message.")
+            if stopped:
+                return _cancelled(started, sampling)
+            try:
+                return self._reply(messages, sampling, on_text, started)
+            except RenderStopped:
+                return _cancelled(started, sampling)
+        finally:
+            self._end_reply()
+
+    def _reply(self, messages: Sequence[dict[str, str]], sampling: SamplingSettings, on_text: OnText | None,
+               started: float) -> Reply:
+        import llama_cpp
+
         llm = self._llm
         n_ctx = int(llm.n_ctx())
-        if not messages or messages[-1]["role"] != "user":
-            raise UsageError("A reply needs a conversation that ends with a user message.")
+        messages, notices = _clean_messages(messages)
+        # One time limit for every render of this reply's template (fitting may render several times).
+        deadline = time.monotonic() + self.template_limits.time_s
         counted: dict[str, Any] = {}
 
         def count(msgs: list[dict[str, str]]) -> int:
-            counted["messages"], counted["tokens"] = msgs, self.tokenize_prompt(msgs)
+            counted["messages"] = msgs
+            counted["tokens"] = self.tokenize_prompt(msgs, stop=self._stop, deadline=deadline)
             return len(counted["tokens"])
 
-        window = fit_to_window(messages, budget=n_ctx - reply_reserve(n_ctx, sampling.max_tokens),
-                               count=count, cut_head=self._cut_head)
-        notices = window.notices()
+        budget = n_ctx - reply_reserve(n_ctx, sampling.max_tokens)
+        chars = sum(len(m["content"]) for m in messages)
+        # Only a conversation that might not fit pays for measuring the longest token.
+        max_chars = budget * self._longest_piece() if chars > budget * 4 else None
+        window = fit_to_window(messages, budget=budget, count=count, cut_head=self._cut_head,
+                               max_chars=max_chars)
+        notices += window.notices()
         if self._fold_system and not self._fold_noticed:
             self._fold_noticed = True
             notices.append("This model's chat template has no system role, so the system prompt "
                            "is sent at the start of the first user message.")
         # The last count is usually of exactly the messages kept: reuse its tokens.
         same = counted.get("messages") == window.messages
-        tokens = counted["tokens"] if same else self.tokenize_prompt(window.messages)
+        tokens = counted["tokens"] if same else self.tokenize_prompt(window.messages, stop=self._stop,
+                                                                     deadline=deadline)
+        if not tokens:
+            raise ChatTemplateError(f"The chat template of {self._template_model()} gave an empty prompt.",
+                                    "Use a different model, or give it a chat template of your own.")
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31 - 1)
         llm.set_seed(seed)
         stats = ReplyStats(prompt_tokens=len(tokens), seed=seed)
@@ -664,7 +776,13 @@ class Engine:
         # the next sync; sync first so they are not billed to this reply.
         llama_cpp.llama_synchronize(llm.ctx)
         llama_cpp.llama_perf_context_reset(llm.ctx)
-        self._drop_unusable_cache(tokens)
+        if sampling.seed is not None:
+            # A fixed seed promises a repeatable reply: evaluate the whole prompt from an empty
+            # cache, as a fresh process does. A reused prefix changes the batch shapes llama.cpp
+            # evaluates, and with them the rounding of the logits (findings F19).
+            llm.reset()
+        else:
+            self._drop_unusable_cache(tokens)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         parts: list[str] = []
         max_tokens = sampling.max_tokens
@@ -818,7 +936,9 @@ class EngineThread:
     def chat(self, messages: Sequence[dict[str, str]], sampling: SamplingSettings | None = None, *,
              on_text: OnText | None = None) -> Future[Reply]:
         messages = [dict(m) for m in messages]
-        return self.submit(lambda e: e.chat(messages, sampling, on_text=on_text))
+        # Reserved now, so a stop() right after this call stops the reply even before it starts.
+        ticket = self.engine.reserve_reply()
+        return self.submit(lambda e: e.chat(messages, sampling, on_text=on_text, ticket=ticket))
 
     def unload(self) -> Future[None]:
         return self.submit(lambda e: e.unload())
@@ -974,6 +1094,30 @@ def _libc_strlen() -> Any:
         return ctypes.CDLL(name).strlen if name else ctypes.CDLL(None).strlen
     except (OSError, AttributeError):
         return None
+
+
+def _cancelled(started: float, sampling: SamplingSettings) -> Reply:
+    """The reply to a conversation stopped before any of its prompt was evaluated."""
+    stats = ReplyStats(stop_reason="cancelled", seed=sampling.seed,
+                       total_s=time.perf_counter() - started)
+    return Reply(text="", stats=stats)
+
+
+def _rejected(model: str, exc: TemplateRejected) -> ChatTemplateError:
+    return ChatTemplateError(f"The chat template of {model} rejected the conversation ({exc}).",
+                             "Start a new chat; if it persists, try another model.")
+
+
+def _clean_messages(messages: Sequence[dict[str, str]]) -> tuple[list[dict[str, str]], list[str]]:
+    """Messages whose text is valid UTF-8 (invalid bytes and lone surrogates replaced), and a notice if any were."""
+    out: list[dict[str, str]] = []
+    replaced = 0
+    for m in messages:
+        content, n = clean_text(str(m.get("content") or ""))
+        role, _ = clean_text(str(m.get("role") or "user"))
+        replaced += n
+        out.append({**m, "role": role, "content": content})
+    return out, [invalid_text_notice(replaced, "The conversation")] if replaced else []
 
 
 def _fold_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -43,7 +43,8 @@ from tests.fixtures.greedy import require_wide_margin, settle
 
 pytestmark = pytest.mark.slow
 
-GREEDY = SamplingSettings(temperature=0.0, seed=1, max_tokens=48)
+# No seed: a fixed seed evaluates every prompt afresh (F19), and these tests compare cache paths.
+GREEDY = SamplingSettings(temperature=0.0, max_tokens=48)
 QUESTION = [{"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "What is the capital of France?"}]
 # Every greedy token of SmolLM2's answer to this one wins by > 2 logits on the
@@ -82,7 +83,7 @@ def test_one_shot_answer_with_stats(engine: Engine, reference: str) -> None:
     assert s.stop_reason in ("stop", "length")
     assert s.prompt_tokens > 10 and 0 < s.completion_tokens <= 48
     assert s.ttft_s is not None and s.tokens_per_s and s.tokens_per_s > 0
-    assert s.seed == 1 and reply.notices == []
+    assert s.seed is not None and reply.notices == []
     # The settled cache holds the whole prompt: at most its last token is evaluated again.
     assert s.prompt_tokens_evaluated <= 1
 
