@@ -232,6 +232,9 @@ class ChatView(QWidget):
         if not state.demo:
             self.refresh_list()
             self.refresh_models()
+            # Said once, when the store opens: a damaged history set aside, or storage that keeps nothing.
+            self.host.store_call("opening_notice", result=lambda text: text and self.notice.show_text(text),
+                                 error=self.error.show_text)
 
     # ------------------------------------------------------------------ list
     def refresh_list(self, select: int | None = None) -> None:

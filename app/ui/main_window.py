@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 from app import __version__, paths
 from app.core.machine import HardwareProfile, detect
 from app.core.models import should_show_wizard
+from app.core.settings import SettingsError
 from app.ui import text, theme
 from app.ui.hardware_view import HardwareView
 from app.ui.settings_dialog import SettingsDialog
@@ -234,9 +235,12 @@ class MainWindow(QMainWindow):
     def set_theme(self, choice: str) -> None:
         self.state.settings.set("theme", choice)
         try:
-            self.state.settings.save()
-        except OSError as exc:
-            self.statusBar().showMessage(f"The theme could not be saved ({exc.strerror}).", 8000)
+            kept = self.state.settings.save()
+        except SettingsError as exc:
+            self.statusBar().showMessage(str(exc), 8000)
+        else:
+            if kept is not None:
+                self.statusBar().showMessage(f"The old settings file could not be used; it is kept as {kept}.")
         self.state.settings_changed.emit(["theme"])
 
     def _settings_changed(self, keys: list[str]) -> None:
@@ -305,13 +309,17 @@ def build_app(argv: list[str] | None = None) -> QApplication:
     return app
 
 
-def create_window(state: AppState | None = None) -> MainWindow:
+def create_window(state: AppState | None = None, *, startup_problems: list[str] | None = None) -> MainWindow:
     """A main window over `state` (a fresh AppState on this machine by default), theme applied."""
     app = build_app()
     state = state or AppState()
     theme.apply_theme(app, state.settings["theme"])
     theme.follow_system(app)
     window = MainWindow(state)
+    # What could not be used or created at start-up stays in the status bar until the next message.
+    startup = [*state.settings.problems, *(startup_problems or [])]
+    if startup:
+        window.statusBar().showMessage(" ".join(startup))
     if state.profile is None:
         # Detection imports llama.cpp and asks the drivers: never on the GUI thread.
         run_job(lambda: detect(models_dir=paths.models_dir()), result=state.set_profile)
@@ -320,9 +328,9 @@ def create_window(state: AppState | None = None) -> MainWindow:
 
 def run_app() -> int:
     """Open Camelid and run until the window closes."""
-    paths.ensure_dirs()
+    problems = paths.ensure_dirs()  # read-only storage still opens the app, saying what is not kept
     app = build_app()
-    window = create_window()
+    window = create_window(startup_problems=problems)
     window.show()
     if should_show_wizard(window.state.settings, demo=window.state.demo):
         window.open_wizard()

@@ -49,6 +49,7 @@ from app.core.models import (
     recommend,
     released_words,
 )
+from app.core.settings import SettingsError
 from app.ui import text
 from app.ui.hardware_view import HardwareView, memory_card
 from app.ui.state import AppState
@@ -780,10 +781,9 @@ class HardwareFitWizard(QWizard):
             return
         try:
             settings.save()
-        except OSError as exc:
-            self.state.status_message.emit(
-                f"Your answers could not be saved ({exc.strerror or exc}); the wizard will open again next "
-                "time. Check that Camelid's settings folder is writable.")
+        except SettingsError as exc:
+            self.state.status_message.emit(f"Your answers could not be saved; the wizard will open again next "
+                                           f"time. {exc}")
         self.state.settings_changed.emit(changed)
 
     # --- demo (screenshots) ---------------------------------------------------------------------
