@@ -49,7 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-k", type=int, metavar="K")
     parser.add_argument("--min-p", type=float, metavar="P")
     parser.add_argument("--repeat-penalty", type=float, metavar="R")
-    parser.add_argument("--seed", type=int, metavar="S", help="fixed seed for repeatable replies")
+    parser.add_argument("--seed", type=int, metavar="S",
+                        help="fixed seed for repeatable replies: the same seed, conversation, settings and "
+                             "model give the same reply, in this session or a new one, on this machine "
+                             "(each prompt is then evaluated afresh, without reusing the cache)")
     parser.add_argument("--ctx", type=int, metavar="N", help="context window in tokens")
     parser.add_argument("--resume", type=int, metavar="ID", help="continue a saved conversation")
     parser.add_argument("--list", action="store_true", help="list saved conversations and exit")
@@ -125,6 +128,8 @@ def load_params(args: argparse.Namespace, path: Path) -> tuple[Any, Any, list[st
 def chat(args: argparse.Namespace, store: Any) -> int:
     from app.core.chat import EngineThread
 
+    if args.system is not None:
+        args.system = _clean(args.system, "The system prompt")
     sampling = sampling_from_args(args)
     path = resolve_model(args.model)
     params, plan, notices = load_params(args, path)
@@ -166,9 +171,11 @@ def one_shot(worker: Any, store: Any, conversation_id: int, prompt: str, samplin
         sys.stdout.write(text)
         sys.stdout.flush()
 
+    # Reserved before the job is queued, so a Ctrl-C at once still stops this reply.
+    ticket = worker.engine.reserve_reply()
     reply, _message = wait(worker.submit(
         lambda e: send_message(e, store, conversation_id, prompt, sampling,
-                               on_text=None if as_json else show)), worker)
+                               on_text=None if as_json else show, ticket=ticket)), worker)
     if as_json:
         s = reply.stats
         print_json({"reply": reply.text,
@@ -204,6 +211,10 @@ def interactive_chat(worker: Any, store: Any, conversation: Any, sampling: Any, 
           "Type /help for commands; Ctrl-C stops a reply.")
     if conversation.messages:
         print(f"(resumed: {conversation.title}, {len(conversation.messages)} messages)")
+    # A byte that is not UTF-8 must reach send_message (which replaces it), not end the chat in input().
+    reconfigure = getattr(sys.stdin, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="surrogateescape")
     current = conversation
     while True:
         try:
@@ -225,9 +236,10 @@ def interactive_chat(worker: Any, store: Any, conversation: Any, sampling: Any, 
             sys.stdout.flush()
 
         conversation_id = current.id
+        ticket = worker.engine.reserve_reply()
         reply, _message = wait(worker.submit(
-            lambda e, cid=conversation_id, t=text: send_message(e, store, cid, t, sampling,
-                                                                 on_text=show)), worker)
+            lambda e, cid=conversation_id, t=text, k=ticket: send_message(e, store, cid, t, sampling,
+                                                                           on_text=show, ticket=k)), worker)
         print(_ending(reply.stats.stop_reason))
         for notice in reply.notices:
             print(f"note: {notice}", file=sys.stderr)
@@ -247,7 +259,7 @@ def command(text: str, store: Any, current: Any) -> tuple[Any, bool]:
         print(f"New conversation {current.id}.")
     elif name == "/system":
         if rest:
-            current = store.update_conversation(current.id, system_prompt=rest)
+            current = store.update_conversation(current.id, system_prompt=_clean(rest, "The system prompt"))
             print("System prompt set; it applies from the next reply.")
         else:
             current = store.conversation(current.id)
@@ -290,6 +302,16 @@ def wait(future: Future[T], worker: Any, cancel: threading.Event | None = None) 
                 continue
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _clean(text: str, where: str) -> str:
+    """`text` safe to store (invalid UTF-8 replaced), with a note on stderr when something was replaced."""
+    from app.core.chat.text import clean_text, invalid_text_notice
+
+    cleaned, replaced = clean_text(text)
+    if replaced:
+        print(f"note: {invalid_text_notice(replaced, where)}", file=sys.stderr)
+    return cleaned
 
 
 def _progress_printer(name: str) -> Any:

@@ -82,6 +82,8 @@ class ChatView(QWidget):
         self.conversation: Conversation | None = None
         self.bubbles: list[MessageBubble] = []
         self.reply_job: Job | None = None
+        #: Reserved at Send (before the conversation exists), so a Stop at once is not lost.
+        self._ticket: int | None = None
         # Edit-and-resend deletes messages on the store thread while a reply
         # writes from the engine thread: a send waits for the delete to land,
         # or the delete (id >= edited) would also remove the new message.
@@ -472,12 +474,13 @@ class ChatView(QWidget):
             return
         self.input.clear()
         self.error.show_text("")
+        self._ticket = self.host.engine.reserve_reply()
         if self.conversation is None:
             model = self.host.engine.model_path.name if self.host.engine.model_path else None
             self.host.store_call("create_conversation", model=model,
                                  system_prompt=self.system_prompt.toPlainText().strip(),
                                  result=lambda conv: self._start_reply(conv, text),
-                                 error=self.error.show_text)
+                                 error=self._send_failed)
         else:
             self._start_reply(self.conversation, text)
 
@@ -492,8 +495,9 @@ class ChatView(QWidget):
         self._stream_dirty = False
         self.notice.show_text("")
         self._at_bottom = True
+        ticket, self._ticket = self._ticket, None
         self.reply_job = self.host.send(conversation.id, text, self.sampling(), progress=self._on_chunk,
-                                        result=self._reply_done, error=self._reply_failed)
+                                        result=self._reply_done, error=self._reply_failed, ticket=ticket)
         self._repaint_timer.start()
         self._update_buttons()
         if new:
@@ -548,9 +552,13 @@ class ChatView(QWidget):
         self._stream_bubble = None
         self.reply_job = None
 
+    def _send_failed(self, message: str) -> None:
+        self._ticket = None
+        self.error.show_text(message)
+
     def stop(self) -> None:
-        """Esc / Stop: end the reply now; what was shown stays (stored as "stopped")."""
-        if self.reply_job is not None:
+        """Esc / Stop: end the reply now, or the one just sent; what was shown stays (stored as "stopped")."""
+        if self.reply_job is not None or self._ticket is not None:
             self.host.stop()
 
     def regenerate(self) -> None:

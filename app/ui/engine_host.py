@@ -64,13 +64,14 @@ class EngineHost(QObject):
 
     def send(self, conversation_id: int, text: str | None, sampling: SamplingSettings, *,
              result: Handler = None, error: Handler = None, progress: Handler = None,
-             finished: Handler = None) -> Job:
+             finished: Handler = None, ticket: int | None = None) -> Job:
         """Add `text` as the user's turn (None: answer the stored conversation again) and stream the reply.
 
         `progress` receives text chunks; `result` gets (Reply, stored Message). A `stop()` from now
-        on stops this reply, even before its job starts.
+        on stops this reply, even before its job starts (`ticket`: one reserved when Send was pressed).
         """
-        ticket = self.engine.reserve_reply()
+        if ticket is None:
+            ticket = self.engine.reserve_reply()
 
         def run(progress: Any) -> Any:
             store = self.store()
