@@ -79,3 +79,59 @@ def test_reply_reserve() -> None:
     assert reply_reserve(4096, 8000) == 1024
     assert reply_reserve(4096, None) == 1024
     assert reply_reserve(512, 64) == 64
+
+
+# -- max_chars: what cannot fit is left out before it is counted -----------------------------
+class Counting:
+    """count_words that remembers the biggest text it was asked to count."""
+
+    def __init__(self) -> None:
+        self.largest = 0
+
+    def __call__(self, messages: list[dict[str, str]]) -> int:
+        self.largest = max(self.largest, sum(len(m["content"]) for m in messages))
+        return count_words(messages)
+
+
+def test_a_huge_last_message_is_cut_by_characters_before_counting() -> None:
+    count = Counting()
+    msgs = [{"role": "system", "content": "be kind"}, {"role": "user", "content": "w " * 10_000_000}]
+    # Words here are at most 2 characters ("w "), so 60 tokens can never hold more than 120.
+    fit = fit_to_window(msgs, budget=60, count=count, cut_head=cut_words, max_chars=120)
+    assert count.largest <= 120 + len("be kind")  # the 20 MB were never counted
+    assert fit.cut_chars == 20_000_000 - 120 and fit.prompt_tokens <= 60
+    assert fit.messages[0]["content"] == "be kind" and fit.original_tokens is not None
+    (notice,) = fit.notices()
+    assert "its first 19,999,880 characters" in notice and "left out" in notice
+
+
+def test_old_turns_too_long_to_fit_are_dropped_without_counting_them() -> None:
+    count = Counting()
+    msgs = [{"role": "system", "content": "be kind"},
+            {"role": "user", "content": "old " * 5_000_000}, {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "recent question"}, {"role": "assistant", "content": "recent answer"},
+            {"role": "user", "content": "last question"}]
+    fit = fit_to_window(msgs, budget=40, count=count, cut_head=cut_words, max_chars=200)
+    assert count.largest < 200
+    assert [d.index for d in fit.dropped] == [1, 2]
+    assert fit.messages == [msgs[0], *msgs[3:]] and fit.cut_chars == 0
+    assert fit.original_tokens is None
+    (notice,) = fit.notices()
+    assert "(20,000,050 characters)" in notice and "the 2 oldest messages" in notice
+
+
+def test_a_system_prompt_too_long_to_fit_is_refused_without_counting() -> None:
+    count = Counting()
+    msgs = [{"role": "system", "content": "rule " * 4_000_000}, {"role": "user", "content": "hi"}]
+    with pytest.raises(ContextOverflowError, match="system prompt alone"):
+        fit_to_window(msgs, budget=40, count=count, cut_head=cut_words, max_chars=200)
+    assert count.largest == 0
+
+
+def test_a_long_fixed_template_text_is_not_blamed_on_the_system_prompt() -> None:
+    def with_preamble(messages: list[dict[str, str]]) -> int:
+        return 100 + count_words(messages)  # the template's own text: 100 tokens
+
+    msgs = [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hello there"}]
+    with pytest.raises(ContextOverflowError, match="chat template's own fixed text"):
+        fit_to_window(msgs, budget=50, count=with_preamble, cut_head=cut_words)
