@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return open_app()
     try:
+        if args.command != "settings":  # which shows them itself
+            _settings_notes()
         return int(args.run(args) or 0)
     except CamelidError as exc:
         report_error(exc, as_json=getattr(args, "json", False))
@@ -66,6 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         return 130
+
+
+def _settings_notes() -> None:
+    """Values in settings.json that are not honoured, one sentence each, so no command ignores them silently."""
+    from app.core.settings import Settings
+
+    for problem in Settings().problems:
+        print(f"camelid: note: {problem}", file=sys.stderr)
 
 
 def report_error(exc: CamelidError, *, as_json: bool) -> None:
