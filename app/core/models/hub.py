@@ -426,10 +426,17 @@ def _default_quant(models: list[QuantFile]) -> QuantFile:
 
 
 def file_url(repo_id: str, filename: str, *, revision: str = "main") -> str:
-    """The resolve URL of a file on the current endpoint."""
-    from huggingface_hub import hf_hub_url
+    """The resolve URL of a file on the current endpoint (as huggingface_hub's `hf_hub_url` builds it).
 
-    return hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint())
+    Built here because `hf_hub_url` starts from a template made of the endpoint read
+    at import, and swaps in the one given only when that template still starts
+    with ``constants.ENDPOINT``.
+    """
+    from urllib.parse import quote
+
+    if not isinstance(revision, str):
+        raise MalformedAnswerError(f"The Hub gave {repo_id} a commit id that is not one.", "Try again later.")
+    return f"{endpoint()}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(filename)}"
 
 
 def auth_headers(token: str | None = None) -> dict[str, str]:

@@ -50,7 +50,6 @@ from app.core.http_policy import (
     HubCall,
     HubCallCancelled,
     MalformedAnswerError,
-    ResponseTooLargeError,
     parse_json,
     request_headers,
 )
@@ -252,9 +251,9 @@ class _HubClient:
         self.cancel = cancel
         self.headers = _request_headers(token)
         # Read now, so a test (or a caller) that changes the caps sees them used.
-        self.policy = HttpPolicy.current().with_(max_json_bytes=LISTING_MAX_BYTES,
-                                                 max_header_bytes=HEADER_MAX_BYTES,
-                                                 deadline=HEADER_DEADLINE_S)
+        base = HttpPolicy.current()
+        self.policy = base.with_(max_json_bytes=LISTING_MAX_BYTES, max_header_bytes=HEADER_MAX_BYTES,
+                                 deadline=min(base.deadline, HEADER_DEADLINE_S))
 
     def _count(self) -> None:
         self.result.requests += 1
@@ -283,8 +282,8 @@ class _HubClient:
         except HubCallCancelled:
             raise _cancelled() from None
         except RemoteError as exc:
-            if isinstance(exc, MalformedAnswerError | ResponseTooLargeError):
-                raise
+            if isinstance(exc, MalformedAnswerError):
+                raise  # that lab's listing is skipped
             raise _Stop(_unchanged(exc)) from exc
         self.result.listing_bytes += len(response.content)
         try:
