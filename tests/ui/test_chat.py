@@ -165,3 +165,29 @@ def test_a_broken_model_file_fails_with_a_sentence(qtbot) -> None:
     assert chat.error.text() and "Traceback" not in chat.error.text()
     assert not chat.host.engine.loaded
     close_window(window)
+
+
+def test_stop_pressed_right_after_send_is_not_lost(qtbot, installed_model: Path) -> None:
+    """Esc in the same moment as Enter, before the conversation even exists: the reply stops at once."""
+    window = open_window(qtbot)
+    chat: ChatView = window.pages["Chat"]
+    load(qtbot, chat, installed_model)
+    chat.preset.setCurrentIndex(chat.preset.findData("creative"))
+    type_and_send(qtbot, chat, "Write a very long story about a llama who travels the world.")
+    qtbot.keyClick(chat.input, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: chat.list.count() == 1 and chat.reply_job is None
+                    and chat.bubbles and chat.bubbles[-1].role == "assistant"
+                    and "stopped" in chat.bubbles[-1].stats.text(), timeout=60_000)
+    with ChatStore() as store:
+        conv = store.list_conversations()[0]
+        messages = store.conversation(conv.id).messages
+    assert [m.role for m in messages] == ["user", "assistant"]
+    assert messages[-1].state == "stopped" and messages[-1].content == ""
+    # A Stop with nothing running is not kept: the next Send gets its whole reply.
+    short_replies(chat, 8)
+    qtbot.keyClick(chat.input, Qt.Key.Key_Escape)
+    type_and_send(qtbot, chat, "Say hello.")
+    qtbot.waitUntil(lambda: chat.reply_job is None and len(chat.bubbles) == 4
+                    and bool(chat.bubbles[-1].stats.text()), timeout=120_000)
+    assert chat.bubbles[-1].text.strip() and "stopped" not in chat.bubbles[-1].stats.text()
+    close_window(window)
