@@ -146,6 +146,9 @@ class ModelsView(QWidget):
         self._quants: list[QuantFile] = []
         self._fits: dict[str, FitJudgement | None] = {}
         self._refresh_job: Job | None = None
+        #: The running search and repo listing: a new one cancels the one it replaces (the Hub
+        #: policy checks the event between pieces), and shutdown cancels both.
+        self._hub_jobs: dict[str, Job] = {}
         self._daily_timer: QTimer | None = None
         if not state.demo:
             self.refresh_installed()
@@ -376,8 +379,14 @@ class ModelsView(QWidget):
     def search(self) -> None:
         self.error.show_text("")
         self.search_button.setEnabled(False)
-        run_job(hub.search_models, self.query.text().strip(), result=self._show_results,
-                error=self._search_failed)
+        self._hub_job("search", run_job(hub.search_models, self.query.text().strip(), result=self._show_results,
+                                        error=self._search_failed))
+
+    def _hub_job(self, key: str, job: Job) -> None:
+        previous = self._hub_jobs.get(key)
+        if previous is not None:
+            previous.cancel()
+        self._hub_jobs[key] = job
 
     def _search_failed(self, message: str) -> None:
         self.search_button.setEnabled(True)
@@ -406,7 +415,7 @@ class ModelsView(QWidget):
         self.quant_table.setRowCount(0)
         self.fit_bars.set_plan(None)
         self.fit_label.setText("")
-        run_job(hub.repo_files, repo_id, result=self._show_repo, error=self._repo_failed)
+        self._hub_job("repo", run_job(hub.repo_files, repo_id, result=self._show_repo, error=self._repo_failed))
 
     def _repo_failed(self, message: str) -> None:
         self.repo_title.setText("")
@@ -548,6 +557,8 @@ class ModelsView(QWidget):
             self._daily_timer.stop()
         if self._refresh_job is not None:
             self._refresh_job.cancel()
+        for job in self._hub_jobs.values():
+            job.cancel()
         self.downloads.shutdown()
 
     def show_demo(self) -> None:
