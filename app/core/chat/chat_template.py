@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import CodeType, FrameType
-from typing import Any, ClassVar
+from typing import Any
 
 from app.core.errors import ChatTemplateError
 
@@ -147,7 +147,7 @@ def _environment() -> Any:
     class IgnoreGenerationTags(jinja2.ext.Extension):
         """Pass-through for Hugging Face's ``{% generation %}`` tag (as llama-cpp-python and Transformers)."""
 
-        tags: ClassVar[set[str]] = {"generation"}
+        tags = {"generation"}  # noqa: RUF012 (jinja2.ext.Extension declares it an instance attribute)
 
         def parse(self, parser: Any) -> Any:
             parser.stream.skip(1)
