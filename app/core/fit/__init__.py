@@ -5,7 +5,7 @@ plan, load settings, the speed model and llama.cpp's own buffer report. The door
 of Camelid imports fit facts from here.
 """
 
-from app.core.fit import quants
+from app.core.fit import header_limits, quants
 from app.core.fit.architectures import ArchConstants
 from app.core.fit.gguf_meta import ModelMeta, read_gguf, read_gguf_remote
 from app.core.fit.llama_log import BufferSizes, LlamaLogCapture, parse_buffer_sizes
@@ -25,6 +25,6 @@ from app.core.fit.speed import (
 __all__ = [
     "CACHE_TYPES", "ArchConstants", "Bandwidth", "BufferSizes", "LlamaLogCapture", "LoadChoices",
     "MemoryPlan", "ModelMeta", "SpeedEstimate", "apple_bandwidth", "cpu_bandwidth", "estimate_speed",
-    "gpu_bandwidth", "load_notices", "parse_buffer_sizes", "plan_memory", "plan_with_choices",
+    "gpu_bandwidth", "header_limits", "load_notices", "parse_buffer_sizes", "plan_memory", "plan_with_choices",
     "predict_file_size", "quants", "read_gguf", "read_gguf_remote", "token_cost",
 ]

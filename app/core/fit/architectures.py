@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.core.fit.header_limits import quote
+
 #: Architectures whose memory follows the plain transformer rules this planner
 #: implements (per-layer attention with a KV cache, dense or MoE FFN). Anything
 #: else is planned with the same rules but marked approximate.
@@ -179,7 +181,7 @@ UNPRICED_HYBRIDS = frozenset({"plamo2", "bailingmoe3", "kimi-k3", "glm5-next", "
 STATEFUL_ARCHITECTURES = RECURRENT_ARCHITECTURES | INTERVAL_HYBRIDS | KV_ZERO_HYBRIDS | NEMOTRON_HYBRIDS | {
     "falcon-h1"}
 
-#: No real model comes near these; a header that claims more is damaged.
+#: No real model comes near these; a header that claims more is damaged (header_limits bounds each key).
 _MAX_SSM = 1 << 20
 _MAX_STATE_ELEMENTS = 1 << 31
 
@@ -213,7 +215,7 @@ def _int(get: Any, key: str, default: int = 0) -> int:
     if value is None:
         return default
     if isinstance(value, list | bool) or not isinstance(value, int | float):
-        raise LayerMetaError(f"its {key} is {value!r}, not a number")
+        raise LayerMetaError(f"its {key} is {quote(value)}, not a number")
     return int(value)
 
 
@@ -226,10 +228,10 @@ def _per_layer(raw: Any, n_layer: int, key: str) -> list[int] | None:
             raise LayerMetaError(f"its {key} array has {len(raw)} entries for {n_layer} layers "
                                  "(llama.cpp refuses it: wrong array length)")
         if any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in raw):
-            raise LayerMetaError(f"its {key} array holds values that are not layer counts: {raw[:8]}")
+            raise LayerMetaError(f"its {key} array holds values that are not layer counts: {quote(raw)}")
         return [int(x) for x in raw]
     if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
-        raise LayerMetaError(f"its {key} is {raw!r}")
+        raise LayerMetaError(f"its {key} is {quote(raw)}")
     return [int(raw)] * n_layer
 
 
@@ -260,7 +262,8 @@ def layer_rules(arch: str, get: Any, n_layer: int, n_embd: int) -> LayerRules:
             flags = _per_layer(recr, n_layer, "attention.recurrent_layers")
             assert flags is not None
             if any(f not in (0, 1) for f in flags):
-                raise LayerMetaError(f"its attention.recurrent_layers holds values other than 0 and 1: {flags[:8]}")
+                raise LayerMetaError("its attention.recurrent_layers holds values other than 0 and 1: "
+                                     f"{quote(flags)}")
             recurrent = [bool(f) for f in flags]
         else:
             interval = _int(get, "full_attention_interval", 4)
@@ -302,6 +305,13 @@ def layer_rules(arch: str, get: Any, n_layer: int, n_embd: int) -> LayerRules:
     for il, kind in enumerate(rules.kinds):
         if kind in (ATTENTION, BOTH) and heads_kv[il] == 0 and arch in STATEFUL_ARCHITECTURES:
             raise LayerMetaError(f"its layer {il} is an attention layer with 0 KV heads")
+        if heads[il] and heads_kv[il] > heads[il]:
+            # Grouped-query attention shares each KV head among query heads; ggml cannot broadcast the other way.
+            raise LayerMetaError(f"its layer {il} has {heads_kv[il]} KV heads for {heads[il]} query heads")
+    if arch not in STATEFUL_ARCHITECTURES and any(heads) and not any(heads_kv[:n_main]):
+        # A transformer whose every layer has query heads and no KV heads: no real model, and llama.cpp
+        # cannot build its attention (per-layer zeros, as in Nemotron-51B's skipped layers, are fine).
+        raise LayerMetaError("it has attention heads but 0 KV heads in every layer")
 
     if any(k in (RECURRENT, BOTH) for k in rules.kinds):
         rules.state_r, rules.state_s = _state_elements(arch, get, n_embd, heads[0])

@@ -21,7 +21,7 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from app.core.errors import (
     CamelidError,
@@ -33,7 +33,7 @@ from app.core.errors import (
     RemoteError,
     TruncatedGGUFError,
 )
-from app.core.fit import quants
+from app.core.fit import header_limits, quants
 from app.core.fit.architectures import (
     ATTENTION,
     BOTH,
@@ -183,7 +183,7 @@ class ModelMeta:
 
     @property
     def n_head_kv_max(self) -> int:
-        return max(self.kv_heads(i) for i in range(self.n_layer)) if self.n_layer else 0
+        return max((self.kv_heads(i) for i in range(self.n_layer)), default=0)
 
     def kv_heads(self, layer: int) -> int:
         """KV heads of one layer (0 for a layer without attention)."""
@@ -279,20 +279,25 @@ class ModelMeta:
             kv = dict(record["metadata"])
             raw = [(str(n), tuple(int(d) for d in shape), int(ty)) for n, shape, ty in record["tensors"]]
             header_bytes = int(record.get("header_bytes") or 0)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"The model header stored in {where} is malformed ({exc}).",
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ModelFileError(f"The model header stored in {header_limits.name(where)} is malformed "
+                                 f"({header_limits.name(str(exc), 120)}).",
                                  "Refresh the catalog, or reinstall Camelid.") from exc
+        if len(raw) > header_limits.MAX_TENSOR_COUNT:
+            raise header_limits.implausible(where, "tensor count", len(raw),
+                                            f"no real model has more than {header_limits.MAX_TENSOR_COUNT:,}")
         offsets, offset = [], 0
         for _name, shape, ty in raw:
             offsets.append(offset)
             try:
                 offset += -(-quants.tensor_nbytes(ty, shape) // 32) * 32
             except (ValueError, KeyError) as exc:
-                raise ModelFileError(f"The model header stored in {where} names an unknown tensor type {ty}.",
+                raise ModelFileError(f"The model header stored in {header_limits.name(where)} names an unknown "
+                                     f"tensor type {ty}.",
                                      "Refresh the catalog, or update Camelid.") from exc
         header = _Header(version=3, kv=kv, array_lengths={},
                          tensors=[(n, sh, ty, off) for (n, sh, ty), off in zip(raw, offsets, strict=True)],
-                         data_offset=header_bytes)
+                         data_offset=header_bytes, label=header_limits.name(where))
         meta = _meta_from_headers([header], _tensor_infos(header, 0, offset), where)
         size = record.get("file_size")
         meta.file_size = int(size) if isinstance(size, int) else header_bytes + offset
@@ -342,17 +347,18 @@ class _Reader:
         self.pos += size
         return value
 
-    def string(self) -> str:
+    def string(self, limit: int = header_limits.MAX_STRING_BYTES, what: str = "a string") -> str:
         n = self.unpack("<Q")
-        if n > MAX_HEADER_BYTES:
-            raise ValueError("string length out of range")
+        if n > limit:
+            raise ValueError(f"{what} claims {n:,} bytes, more than the {limit:,} any real header has")
         return self.take(n).decode("utf-8", errors="replace")
 
     def skip_strings(self, count: int) -> None:
         for _ in range(count):
             n = self.unpack("<Q")
-            if n > MAX_HEADER_BYTES:
-                raise ValueError("string length out of range")
+            if n > header_limits.MAX_STRING_BYTES:
+                raise ValueError(f"a string claims {n:,} bytes, more than the "
+                                 f"{header_limits.MAX_STRING_BYTES:,} any real header has")
             self._ensure(n)
             self.pos += n
 
@@ -364,6 +370,9 @@ class _Header:
     array_lengths: dict[str, int]
     tensors: list[tuple[str, tuple[int, ...], int, int]]  # name, shape, type, offset
     data_offset: int
+    alignment: int = quants.GGUF_ALIGNMENT
+    #: The file's name, for messages.
+    label: str = "The model file"
 
 
 def _parse_header(reader: _Reader) -> _Header:
@@ -374,16 +383,28 @@ def _parse_header(reader: _Reader) -> _Header:
         raise NotGGUFError(f"GGUF version {version}")
     n_tensors = reader.unpack("<Q")
     n_kv = reader.unpack("<Q")
-    if n_tensors > 1_000_000 or n_kv > 1_000_000:
-        raise ValueError("implausible tensor or key count")
+    if n_tensors > header_limits.MAX_TENSOR_COUNT:
+        raise ValueError(f"it claims {n_tensors:,} tensors; no real model has more than "
+                         f"{header_limits.MAX_TENSOR_COUNT:,}")
+    if n_kv > header_limits.MAX_KV_COUNT:
+        raise ValueError(f"it claims {n_kv:,} metadata keys; no real header has more than "
+                         f"{header_limits.MAX_KV_COUNT:,}")
     kv: dict[str, Any] = {}
     lengths: dict[str, int] = {}
+    seen: set[str] = set()
     for _ in range(n_kv):
-        key = reader.string()
+        key = reader.string(header_limits.MAX_KEY_BYTES, "a key")
+        if key in seen:
+            # gguf.cpp refuses the file; taking the last value would plan a model llama.cpp never loads.
+            raise ValueError(f"the key {header_limits.quote(key)} appears twice, which llama.cpp refuses")
+        seen.add(key)
         vtype = reader.unpack("<I")
         if vtype == _ARRAY:
             itype = reader.unpack("<I")
             count = reader.unpack("<Q")
+            if count > header_limits.MAX_ARRAY_LENGTH:
+                raise ValueError(f"the array {header_limits.quote(key)} claims {count:,} entries; no real "
+                                 f"header has more than {header_limits.MAX_ARRAY_LENGTH:,}")
             lengths[key] = count
             if itype == _STRING:
                 if count <= _KEEP_ARRAY_MAX:
@@ -397,32 +418,47 @@ def _parse_header(reader: _Reader) -> _Header:
                 if count <= _KEEP_ARRAY_MAX:
                     kv[key] = [v[0] for v in struct.iter_unpack(fmt, raw)]
             else:
-                raise ValueError(f"unsupported array item type {itype} for {key}")
+                raise ValueError(f"unsupported array item type {itype} for {header_limits.quote(key)}")
         elif vtype == _STRING:
             kv[key] = reader.string()
         elif vtype in _SCALARS:
             kv[key] = reader.unpack(_SCALARS[vtype])
         else:
-            raise ValueError(f"unknown value type {vtype} for {key}")
+            raise ValueError(f"unknown value type {vtype} for {header_limits.quote(key)}")
     tensors = []
+    names: set[str] = set()
     for _ in range(n_tensors):
-        name = reader.string()
+        name = reader.string(header_limits.MAX_TENSOR_NAME_BYTES, "a tensor name")
+        if name in names:
+            raise ValueError(f"the tensor {header_limits.quote(name)} appears twice, which llama.cpp refuses")
+        names.add(name)
         n_dims = reader.unpack("<I")
-        if n_dims > 8:
-            raise ValueError(f"tensor {name} has {n_dims} dimensions")
+        if n_dims > header_limits.MAX_TENSOR_DIMS:
+            raise ValueError(f"tensor {header_limits.quote(name)} has {n_dims:,} dimensions "
+                             f"(ggml allows {header_limits.MAX_TENSOR_DIMS})")
         shape = tuple(reader.unpack("<Q") for _ in range(n_dims))
         ggml_type = reader.unpack("<I")
         offset = reader.unpack("<Q")
         tensors.append((name, shape, ggml_type, offset))
-    alignment = int(kv.get("general.alignment", quants.GGUF_ALIGNMENT) or quants.GGUF_ALIGNMENT)
+    alignment = _alignment(kv.get("general.alignment", quants.GGUF_ALIGNMENT))
     data_offset = -(-reader.pos // alignment) * alignment
-    return _Header(version, kv, lengths, tensors, data_offset)
+    return _Header(version, kv, lengths, tensors, data_offset, alignment)
+
+
+def _alignment(value: Any) -> int:
+    """general.alignment as gguf.cpp takes it: a power of two (a u32 in real files)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value & (value - 1) \
+            or value > header_limits.MAX_ALIGNMENT:
+        raise ValueError(f"its general.alignment is {header_limits.quote(value)}, not a power of two up to "
+                         f"{header_limits.MAX_ALIGNMENT:,}")
+    return value
 
 
 def _parse(pull: Callable[[int], bytes], where: str) -> _Header:
+    where = header_limits.name(where)  # a name from a URL or a file system may be long or hold escapes
     reader = _Reader(pull)
     try:
-        return _parse_header(reader)
+        header = _parse_header(reader)
     except NotGGUFError as exc:
         raise NotGGUFError(f"{where} is not a GGUF model file ({exc}).",
                            "Choose a .gguf file; other formats (safetensors, .bin) must be converted first.") from exc
@@ -432,44 +468,93 @@ def _parse(pull: Callable[[int], bytes], where: str) -> _Header:
                                "Choose a complete .gguf file.") from exc
         raise TruncatedGGUFError(f"{where} ends inside its GGUF header (after {len(reader.buf):,} bytes).",
                                  "The file is incomplete: download it again.") from exc
-    except (ValueError, UnicodeDecodeError, struct.error) as exc:
-        raise ModelFileError(f"{where} has a damaged GGUF header ({exc}).",
+    except (ValueError, UnicodeDecodeError, struct.error, OverflowError) as exc:
+        raise ModelFileError(f"{where} has a damaged GGUF header ({header_limits.name(str(exc), 200)}).",
                              "Download the file again; if it persists, the file itself is broken.") from exc
+    header.label = where
+    return header
 
 
 def _tensor_infos(header: _Header, shard: int, data_size: int | None) -> list[TensorInfo]:
-    """Tensor infos with bytes from type and shape (from offsets for a type this gguf does not know)."""
+    """Tensor infos with bytes from type and shape (from offsets for a type this gguf does not know).
+
+    Checked as gguf.cpp and llama.cpp's loader check them: plausible names and shapes, each
+    tensor's data right after the previous one's (padded to the alignment), and all of it inside
+    the file when its size is known; a file that fails is one llama.cpp refuses to load.
+    """
+    where = header.label
+    for name, shape, _ty, _off in header.tensors:
+        header_limits.check_tensor(where, name, shape)
+    if len({t[0] for t in header.tensors}) != len(header.tensors):
+        raise ModelFileError(f"{where} is damaged: two of its tensors have the same name (llama.cpp refuses it).",
+                             "Download the file again; if it persists, the file itself is broken.")
     out = []
     ordered = sorted(header.tensors, key=lambda t: t[3])
     next_offset = {t[0]: (ordered[i + 1][3] if i + 1 < len(ordered) else data_size) for i, t in enumerate(ordered)}
+    expected: int | None = 0  # where the next tensor's data must start, while every size is known
+    end_of_data = 0
     for name, shape, ggml_type, offset in header.tensors:
         try:
             n_bytes = quants.tensor_nbytes(ggml_type, shape)
         except (ValueError, KeyError):
             end = next_offset[name]
             n_bytes = max(0, end - offset) if end is not None else 0
+            expected = None  # a type this version does not know: its size, and so the next offset, is a guess
+        else:
+            if expected is not None and offset != expected:
+                raise ModelFileError(
+                    f"{where} is damaged: the data of tensor {header_limits.quote(name)} is said to start at "
+                    f"byte {offset:,} of the data section, but the tensors before it end at {expected:,} "
+                    "(llama.cpp refuses the file).",
+                    "Download the file again; if it persists, the file itself is broken.")
+            if expected is not None:
+                expected += -(-n_bytes // header.alignment) * header.alignment
+        end_of_data = max(end_of_data, offset + n_bytes)
         out.append(TensorInfo(name, tuple(int(d) for d in shape), int(ggml_type), n_bytes, int(offset), shard))
+    if data_size is not None and end_of_data > max(data_size, 0):
+        raise TruncatedGGUFError(
+            f"{where} is incomplete: its tensors need {end_of_data:,} bytes of data but the file holds "
+            f"{max(data_size, 0):,} after its header (llama.cpp refuses it).",
+            "Download the file again.")
     return out
 
 
 def _meta_from_headers(headers: list[_Header], tensors: list[TensorInfo], where: str) -> ModelMeta:
+    """The planner's view of a header, after every number it will use is checked against
+    `header_limits` (so a hostile header costs microseconds and never a per-layer loop)."""
+    where = header_limits.name(where)
     kv = headers[0].kv
     lengths = headers[0].array_lengths
-    arch = str(kv.get("general.architecture") or "")
-    if not arch:
+    arch_raw = kv.get("general.architecture")
+    if not arch_raw:
         raise ModelFileError(f"{where} does not say which model architecture it holds.",
                              "The GGUF is incomplete or not a language model; choose another file.")
+    if not isinstance(arch_raw, str) or len(arch_raw) > header_limits.MAX_ARCH_NAME:
+        raise header_limits.implausible(where, "general.architecture", arch_raw,
+                                        f"it must be a name of at most {header_limits.MAX_ARCH_NAME} characters")
+    arch = arch_raw
 
     def get(key: str, default: Any = None) -> Any:
         return kv.get(f"{arch}.{key}", default)
 
-    n_layer = int(get("block_count", 0) or 0)
+    # Every number the planner reads, checked before anything is derived from it: block_count
+    # first, since per-layer arrays are checked against it.
+    block = get("block_count")
+    if block is not None:
+        header_limits.check_arch_value(where, arch, "block_count", block, None,
+                                       lengths.get(f"{arch}.block_count"))
+    n_layer = int(block or 0)
+    for key in header_limits.ARCH_LIMITS:
+        full = f"{arch}.{key}"
+        if key != "block_count" and (full in kv or full in lengths):
+            header_limits.check_arch_value(where, arch, key, kv.get(full), n_layer or None, lengths.get(full))
+
     n_embd = int(get("embedding_length", 0) or 0)
     n_head_raw = get("attention.head_count", 0)
     n_head = int(max(n_head_raw) if isinstance(n_head_raw, list) else n_head_raw or 0)
     kv_raw = get("attention.head_count_kv", None)
     if kv_raw is None:
-        n_head_kv: int | list[int] = n_head_raw if isinstance(n_head_raw, list) else n_head
+        n_head_kv: int | list[int] = [int(x) for x in n_head_raw] if isinstance(n_head_raw, list) else n_head
     elif isinstance(kv_raw, list):
         n_head_kv = [int(x) for x in kv_raw]
         if len(set(n_head_kv)) == 1:
@@ -482,36 +567,51 @@ def _meta_from_headers(headers: list[_Header], tensors: list[TensorInfo], where:
     if not n_vocab:
         embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
         n_vocab = embd.shape[1] if embd and len(embd.shape) > 1 else 0
+        if n_vocab > header_limits.MAX_VOCAB:
+            raise header_limits.implausible(where, "vocabulary (token_embd.weight's rows)", n_vocab,
+                                            f"no real model has more than {header_limits.MAX_VOCAB:,} tokens")
     window = int(get("attention.sliding_window", 0) or 0)
     pattern_raw = get("attention.sliding_window_pattern", None)
     if isinstance(pattern_raw, list):
         swa = [bool(x) for x in pattern_raw][:n_layer]
-    elif isinstance(pattern_raw, int) and pattern_raw > 1 and window:
+    elif _is_count(pattern_raw) and pattern_raw > 1 and window:
         swa = [i % pattern_raw < pattern_raw - 1 for i in range(n_layer)]
     else:
         swa = swa_layers(arch, n_layer, window)
     n_ff = get("feed_forward_length", 0)
     ftype = kv.get("general.file_type")
     if not n_layer or not n_embd or (not n_head and arch not in RECURRENT_ARCHITECTURES):
-        raise ModelFileError(f"{where} lacks the layer count, width or heads of its {arch} model.",
+        raise ModelFileError(f"{where} lacks the layer count, width or heads of its "
+                             f"{header_limits.name(arch, 40)} model.",
                              "The GGUF metadata is incomplete; choose another file.")
+    _check_layers_have_tensors(where, tensors, n_layer)
+    n_expert, n_expert_used = int(get("expert_count", 0) or 0), int(get("expert_used_count", 0) or 0)
+    if n_expert_used > n_expert or (n_expert > 0 and not n_expert_used):
+        # llama.cpp asserts 0 < expert_used_count <= expert_count for a mixture of experts.
+        bound = (f"a model with {n_expert} experts must use between 1 and {n_expert} of them" if n_expert
+                 else "a model without experts cannot use any")
+        raise header_limits.implausible(where, f"{arch}.expert_used_count", n_expert_used,
+                                        f"{bound} (llama.cpp refuses the file)")
     try:
         rules = layer_rules(arch, get, n_layer, n_embd)
     except LayerMetaError as exc:
-        raise ModelFileError(f"{where} has contradictory layer metadata for its {arch} model: {exc}.",
-                             exc.fix) from exc
+        raise ModelFileError(f"{where} has contradictory layer metadata for its "
+                             f"{header_limits.name(arch, 40)} model: {exc}.", exc.fix) from exc
+    name, size_label, template = kv.get("general.name"), kv.get("general.size_label"), kv.get("tokenizer.chat_template")
     meta = ModelMeta(
         architecture=arch, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv,
         head_dim_k=head_k, head_dim_v=head_v, n_vocab=n_vocab,
         n_ctx_train=int(get("context_length", 0) or 0),
         n_ff=[int(x) for x in n_ff] if isinstance(n_ff, list) else int(n_ff or 0),
         sliding_window=window if any(swa) else 0, swa_pattern=swa,
-        n_expert=int(get("expert_count", 0) or 0), n_expert_used=int(get("expert_used_count", 0) or 0),
+        n_expert=n_expert, n_expert_used=n_expert_used,
         n_ff_exp=int(get("expert_feed_forward_length", 0) or 0),
         tied_embeddings=not any(t.name == "output.weight" for t in tensors),
-        chat_template=kv.get("tokenizer.chat_template"),
-        file_type=int(ftype) if isinstance(ftype, int) else None,
-        name=kv.get("general.name"), size_label=kv.get("general.size_label"),
+        # Shown, never computed with: text of another type is left out rather than refused.
+        chat_template=template if isinstance(template, str) else None,
+        file_type=int(ftype) if _is_count(ftype) else None,
+        name=header_limits.name(name, 200) if isinstance(name, str) else None,
+        size_label=header_limits.name(size_label, 40) if isinstance(size_label, str) else None,
         tensors=tensors, header_bytes=headers[0].data_offset, gguf_version=headers[0].version,
         metadata={k: v for k, v in kv.items() if k != "tokenizer.chat_template"},
         layer_kinds=rules.kinds, state_r=rules.state_r, state_s=rules.state_s, mla=rules.mla,
@@ -519,6 +619,29 @@ def _meta_from_headers(headers: list[_Header], tensors: list[TensorInfo], where:
     )
     _mark_unknown(meta)
     return meta
+
+
+def _check_layers_have_tensors(where: str, tensors: list[TensorInfo], n_layer: int) -> None:
+    """The block count and the tensor table must describe the same blocks: llama.cpp refuses a file
+    with a block that has no tensors (a missing tensor) or tensors of a block past the count (it
+    counts the tensors it used). A table with no block tensors at all (a metadata-only header) passes."""
+    layers = {t.layer for t in tensors} - {None}
+    if not layers:
+        return
+    beyond = max(layer for layer in layers if layer is not None)
+    if beyond >= n_layer:
+        raise ModelFileError(f"{where} is damaged: it has tensors of block {beyond:,} but says it has "
+                             f"{n_layer} blocks (llama.cpp refuses the file).",
+                             "Download the file again; if it persists, the file itself is broken.")
+    missing = next((il for il in range(n_layer) if il not in layers), None)
+    if missing is not None:
+        raise ModelFileError(f"{where} is damaged: it says it has {n_layer} blocks but has no tensors for "
+                             f"block {missing} (llama.cpp refuses the file).",
+                             "Download the file again; if it persists, the file itself is broken.")
+
+
+def _is_count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _mark_unknown(meta: ModelMeta) -> None:
@@ -541,6 +664,12 @@ def shard_paths(first: str) -> list[str] | None:
     if not match:
         return None
     total = int(match.group(2))
+    if total > header_limits.MAX_SHARDS:
+        # Each part is a file to open or a request to make: a name is not allowed to ask for 99,999.
+        raise ModelFileError(
+            f"{header_limits.name(first.rsplit('/', 1)[-1])} says it is part of a model split into {total:,} "
+            f"files; no real model has more than {header_limits.MAX_SHARDS}, so Camelid does not look for them.",
+            "Check the file name; a split model's parts are named -00001-of-0000N.gguf.")
     stem = first[: match.start()]
     return [f"{stem}-{i:05d}-of-{total:05d}.gguf" for i in range(1, total + 1)]
 

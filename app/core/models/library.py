@@ -21,7 +21,7 @@ from typing import Any
 
 from app import paths
 from app.core.errors import CamelidError, ModelFileError
-from app.core.fit import LoadChoices, ModelMeta, plan_with_choices, read_gguf
+from app.core.fit import LoadChoices, ModelMeta, header_limits, plan_with_choices, read_gguf
 from app.core.machine import HardwareProfile
 from app.core.models.hub import parse_quant
 
@@ -281,9 +281,13 @@ def _describe_all(models: list[LibraryModel], describe: Describe, hw_key: str) -
                     entry = {"meta": summary, "problem": None,
                              "verdicts": {**entry.get("verdicts", {}), hw_key: verdict}}
                 except CamelidError as exc:
-                    entry = {"meta": None, "problem": str(exc), "verdicts": {hw_key: None}}
-                except (OSError, ValueError) as exc:
-                    entry = {"meta": None, "problem": f"Unreadable GGUF header: {exc}", "verdicts": {hw_key: None}}
+                    entry = {"meta": None, "problem": _clip(str(exc)), "verdicts": {hw_key: None}}
+                except Exception as exc:  # one bad file must not hide the others
+                    # Not a typed error: a Camelid bug or a transient one (MemoryError), so it is shown
+                    # and not cached, and the next listing tries the file again.
+                    problem = f"Unreadable GGUF header ({type(exc).__name__}: {_clip(str(exc), 200)})"
+                    out.append(LibraryModel(**{**_fields(model), "problem": problem}))
+                    continue
                 changed = True
             fresh[key] = entry
             out.append(LibraryModel(**{**_fields(model), "meta": entry["meta"],
@@ -293,6 +297,11 @@ def _describe_all(models: list[LibraryModel], describe: Describe, hw_key: str) -
         if changed or set(fresh) != set(cache):
             _save_cache({**{k: v for k, v in cache.items() if _still_there(k)}, **fresh})
     return out
+
+
+def _clip(text: str, limit: int = 400) -> str:
+    """A problem sentence short enough for a listing (a damaged header can make a long one)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _still_there(key: str) -> bool:
@@ -321,7 +330,11 @@ def scan_models(sources: Iterable[str] = SOURCES) -> list[LibraryModel]:
     if "hf-cache" in wanted:
         models.extend(_scan_hf_cache())
     for i, model in enumerate(models):
-        if not model.complete:
+        if model.shard_count > header_limits.MAX_SHARDS:
+            models[i] = LibraryModel(**{**_fields(model), "problem":
+                                        f"its name says it is split into {model.shard_count:,} files; no real "
+                                        f"model has more than {header_limits.MAX_SHARDS}"})
+        elif not model.complete:
             models[i] = LibraryModel(**{**_fields(model), "problem":
                                         f"{len(model.files)} of {model.shard_count} shards present"})
     models.sort(key=lambda m: (SOURCES.index(m.source), m.name.lower()))

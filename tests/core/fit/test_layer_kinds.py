@@ -137,7 +137,7 @@ _SSM = {"ssm.conv_kernel": 4, "ssm.inner_size": 128, "ssm.state_size": 16, "ssm.
     ("qwen3next", {**_SSM, "full_attention_interval": 8}, "larger than its 4 layers"),
     ("qwen3next", {**_SSM, "full_attention_interval": 0}, "full_attention_interval is 0"),
     ("qwen3next", {**_SSM, "attention.recurrent_layers": [1, 1, 0]}, "3 entries for 4 layers"),
-    ("qwen3next", {**_SSM, "attention.recurrent_layers": [1, 2, 1, 0]}, "other than 0 and 1"),
+    ("qwen3next", {**_SSM, "attention.recurrent_layers": [1, 2, 1, 0]}, "every entry must be a whole number from 0 to 1"),
     ("granitehybrid", {**_SSM, "attention.head_count_kv": [0, 0, 2]}, "3 entries for 4 layers"),
     ("nemotron_h", {**_SSM, "feed_forward_length": [0, 0, 0, 0, 0]}, "5 entries for 4 layers"),
     ("mamba2", {**_SSM, "ssm.state_size": 1 << 24}, "outside any real model's range"),
