@@ -10,7 +10,13 @@ from app.core.errors import UsageError
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How the next token is picked. `seed=None` draws a fresh seed per reply."""
+    """How the next token is picked. `seed=None` draws a fresh seed per reply.
+
+    A fixed `seed` promises a repeatable reply: the same seed, conversation,
+    settings and load parameters give the same reply within a session and in a
+    new process, on the same machine and llama.cpp build (the engine then
+    evaluates the whole prompt afresh instead of reusing the cached prefix).
+    """
 
     temperature: float = 0.7
     top_p: float = 0.9
