@@ -597,8 +597,10 @@ class Engine:
         import llama_cpp
 
         llm = self._llm
-        metadata = getattr(llm, "metadata", {}) or {}
-        template = metadata.get("tokenizer.chat_template")
+        templates = getattr(llm, "_camelid_chat_templates", None)
+        if templates is None:  # a loader of its own: the Llama kept its metadata
+            templates = getattr(llm, "metadata", {}) or {}
+        template = templates.get("tokenizer.chat_template")
         source = "gguf"
         self._template = None
         if template:
@@ -1044,6 +1046,13 @@ def _load_llama(path: str, kwargs: dict[str, Any], progress: Callable[[float], b
 
     class _LlamaWithProgress(Llama):
         def __setattr__(self, name: str, value: Any) -> None:
+            if name == "metadata" and isinstance(value, dict):
+                # Llama() compiles every chat template in the metadata with an unbounded Jinja
+                # environment (whose optimizer runs filters on constants) and lets a syntax error
+                # escape. The engine compiles the template itself, under limits (chat_template.py).
+                object.__setattr__(self, "_camelid_chat_templates",
+                                   {k: v for k, v in value.items() if k.startswith("tokenizer.chat_template")})
+                value = {k: v for k, v in value.items() if not k.startswith("tokenizer.chat_template")}
             if name == "model_params":
                 value.progress_callback = c_progress
                 value.use_extra_bufts = extra_bufts
