@@ -531,6 +531,8 @@ def save_case(case: Case, outcome: Outcome, seeds: dict[str, Header], folder: Pa
 
 
 def _run_all(cases: list[Case], seeds: dict[str, Header], folder: Path) -> tuple[Counter, list[str], Outcome, int]:
+    """Run every case; (outcome counts, failures, the slowest case, the longest message).
+    counts["peak MiB"] holds the largest memory peak of a case."""
     counts: Counter = Counter()
     failures, slowest, longest = [], Outcome("plan", "", seconds=0.0), 0
     save = os.environ.get("CAMELID_FUZZ_SAVE")
@@ -540,6 +542,7 @@ def _run_all(cases: list[Case], seeds: dict[str, Header], folder: Path) -> tuple
         if out.seconds > slowest.seconds:
             slowest = Outcome(out.kind, case.label, seconds=out.seconds)
         longest = max(longest, out.message_len)
+        counts["peak MiB"] = max(counts["peak MiB"], -(-out.peak_bytes // 2**20))
         if out.kind not in ("plan", "typed"):
             failures.append(f"{case.label}: {out.kind} ({out.detail})")
             if save:
@@ -555,6 +558,7 @@ def test_fuzzed_headers_plan_or_fail_typed(seeds: dict[str, Header], tmp_path: P
     assert not failures, "\n".join(failures)
     # The run exercises both sides: real plans and each kind of refusal.
     assert counts["plan"] >= 30 and sum(v for k, v in counts.items() if k.startswith("typed")) >= 100
+    assert len(cases) == 340
 
 
 def test_corpus_replays_as_plans_or_typed_errors(seeds: dict[str, Header], tmp_path: Path) -> None:
@@ -785,3 +789,36 @@ def test_untyped_failures_in_one_file_are_listed_not_raised(tmp_path: Path, monk
     # Not cached: the next listing tries the file again.
     again = {m.name: m for m in library.list_models(describe=lambda p: ({"architecture": "llama"}, "partial"))}
     assert again["a-Q4_0"].verdict == "partial" and again["b-Q4_0"].verdict == "cpu"
+
+
+def test_the_same_bounds_hold_for_a_header_read_over_http(loopback_hub: Any, tmp_path: Path) -> None:
+    """F1/F7/F14 files served by a Hub (a hostile mirror) are refused by the remote reader too, and a
+    name claiming 99,999 shards makes no request at all (F15)."""
+    from app.core.fit import read_gguf_remote
+
+    repo = "hostile/Header-GGUF"
+    loopback_hub.add_repo(repo)
+    files = {"bc-Q4_0.gguf": (raw_llama(**{"llama.block_count": (U32, 10**6)}), "llama.block_count is 1000000"),
+             "align-Q4_0.gguf": (raw_llama(**{"general.alignment": (F32, 0.5)}), "alignment is 0.5"),
+             "kv-Q4_0.gguf": (raw_llama(**{"llama.attention.head_count_kv": (I32, -2)}), "head_count_kv is -2")}
+    for name, (header, _says) in files.items():
+        path = tmp_path / name
+        gb.write_file(path, header.to_bytes(), header.data_bytes)
+        loopback_hub.add_file(repo, name, path.read_bytes())
+    for name, (_header, says) in files.items():
+        with pytest.raises(ModelFileError, match=re.escape(says)) as info:
+            read_gguf_remote(repo, name)
+        assert len(str(info.value)) <= MESSAGE_LIMIT
+    loopback_hub.clear_log()
+    with pytest.raises(ModelFileError, match="99,999 files"):
+        read_gguf_remote(repo, "m-00001-of-99999.gguf")
+    assert not loopback_hub.requests(path_contains="of-99999")
+
+
+def test_the_memory_gauge_sees_what_a_case_allocates() -> None:
+    """The fuzz run's memory bound is only as good as its gauge: 300 MiB held inside it must show."""
+    with _Peak() as peak:
+        block = bytearray(300 * 2**20)
+        block[::4096] = b"x" * len(block[::4096])  # touch every page
+        del block
+    assert peak.peak > MEMORY_LIMIT
