@@ -17,6 +17,7 @@ def camelid_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     home = tmp_path_factory.mktemp("camelid-home")
     monkeypatch.setenv("CAMELID_HOME", str(home))
     monkeypatch.delenv("CAMELID_MODELS_DIR", raising=False)
+    monkeypatch.setenv("OLLAMA_MODELS", str(home / "ollama-store"))  # never the user's real Ollama store
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")

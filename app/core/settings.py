@@ -73,8 +73,39 @@ SETTINGS: tuple[Setting, ...] = (
             "Work offline: Camelid does not contact the Hugging Face Hub to check for new models."),
     Setting("catalog_daily_check", bool, True,
             "Check the Hub for new models from the watched labs once a day (never when offline)."),
+    Setting("model_folders", str, "",
+            "Other folders whose GGUF files are listed and used where they are, never copied or deleted "
+            f"(several separated by {os.pathsep!r})."),
+    Setting("load_last_model", bool, True,
+            "Load the last model when the app starts (or on the first message)."),
+    Setting("last_model", str, "", "The model loaded last (a path; empty: none yet)."),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def models_dir_problem(value: str) -> str | None:
+    """Why ``value`` cannot be the models folder, as a sentence; None when it can (empty: the default).
+
+    A folder that does not exist yet is fine when it can be created, i.e. its nearest existing
+    parent is a folder Camelid may write to.
+    """
+    if not value.strip():
+        return None
+    folder = Path(value).expanduser()
+    if not folder.is_absolute():
+        return f"{value} is not a full path. Choose a folder with the Browse button, or type a path from the root."
+    if folder.exists():
+        if not folder.is_dir():
+            return f"{folder} is a file, not a folder. Choose a folder for the models."
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"Camelid may not write into {folder}. Choose a folder you own."
+        return None
+    parent = folder.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"{folder} does not exist and cannot be created here ({parent} is not writable). Choose another folder."
+    return None
 
 
 def validate(setting: Setting, value: Any) -> Any:

@@ -1,5 +1,10 @@
 """The models on disk: Camelid's models folder, plus GGUFs found in the Hugging Face
-cache and in LM Studio's folder (read-only: shown with where they are, never deleted).
+cache, LM Studio's folder, Ollama's store and any folder the user added (all read-only:
+shown with where they are, used in place, never copied and never deleted).
+
+Ollama keeps each model as a content-addressed blob (``blobs/sha256-<hex>``, a plain
+GGUF without the extension) named by a manifest (``manifests/<registry>/<namespace>/
+<model>/<tag>``, JSON whose ``application/vnd.ollama.image.model`` layer is the GGUF).
 
 Each model carries a summary of its GGUF header and its fit verdict on this
 machine. Reading headers is the slow part, so summaries are cached in
@@ -25,7 +30,7 @@ from app.core.fit import LoadChoices, ModelMeta, header_limits, plan_with_choice
 from app.core.machine import HardwareProfile
 from app.core.models.hub import parse_quant
 
-SOURCES = ("camelid", "lmstudio", "hf-cache")
+SOURCES = ("camelid", "lmstudio", "hf-cache", "ollama", "folder")
 _SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})$")
 _CACHE_VERSION = 1
 _cache_lock = threading.Lock()
@@ -39,7 +44,7 @@ class LibraryModel:
     path: Path  # the file to open (first shard)
     files: tuple[Path, ...]
     size_bytes: int
-    source: str  # camelid | lmstudio | hf-cache
+    source: str  # camelid | lmstudio | hf-cache | ollama | folder
     repo_id: str | None = None
     quant: str | None = None
     shard_count: int = 1
@@ -87,6 +92,27 @@ def lmstudio_dirs() -> list[Path]:
     """LM Studio's models folders (current and older layouts)."""
     home = Path.home()
     return [home / ".lmstudio" / "models", home / ".cache" / "lm-studio" / "models"]
+
+
+def ollama_dirs() -> list[Path]:
+    """Ollama's model stores: OLLAMA_MODELS if set, else the user's and the Linux service's."""
+    if os.environ.get("OLLAMA_MODELS"):
+        return [Path(os.environ["OLLAMA_MODELS"]).expanduser()]
+    return [Path.home() / ".ollama" / "models", Path("/usr/share/ollama/.ollama/models")]
+
+
+def extra_folders(value: str | None = None) -> list[Path]:
+    """The folders the user added (setting ``model_folders``: paths separated by os.pathsep)."""
+    if value is None:
+        from app.core.settings import Settings
+
+        value = str(Settings()["model_folders"] or "")
+    found: list[Path] = []
+    for part in value.split(os.pathsep):
+        part = part.strip()
+        if part and Path(part).expanduser() not in found:
+            found.append(Path(part).expanduser())
+    return found
 
 
 def _group(files: Iterable[Path]) -> dict[tuple[Path, str], list[tuple[int, int, Path]]]:
@@ -164,6 +190,93 @@ def _scan_lmstudio() -> list[LibraryModel]:
             return f"{rel[0]}/{rel[1]}" if len(rel) >= 3 else None
 
         models.extend(_models_from(files, "lmstudio", repo_of))
+    return models
+
+
+#: The manifest layer that holds the GGUF (projectors, templates and licences are other layers).
+_OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
+#: Larger than any real manifest (a few hundred bytes); a bigger file is not read.
+_MAX_MANIFEST = 1 << 20
+_DIGEST_RE = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
+
+
+def _ollama_name(parts: tuple[str, ...]) -> tuple[str, str | None]:
+    """(name as `ollama run` takes it, repo id for Hub models) from registry/namespace/model/tag."""
+    registry, *middle, model, tag = parts
+    if registry == "hf.co" or registry == "huggingface.co":
+        repo = "/".join([*middle, model])
+        return f"hf.co/{repo}:{tag}", repo
+    if registry == "registry.ollama.ai" and middle == ["library"]:
+        return f"{model}:{tag}", None
+    return f"{'/'.join([registry, *middle, model])}:{tag}", None
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        if path.stat().st_size > _MAX_MANIFEST:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _ollama_quant(store: Path, manifest: dict[str, Any], tag: str) -> str | None:
+    config = manifest.get("config")
+    digest = _DIGEST_RE.match(str(config.get("digest", ""))) if isinstance(config, dict) else None
+    if digest:
+        data = _read_manifest(store / "blobs" / f"sha256-{digest.group(1)}")
+        if data and isinstance(data.get("file_type"), str):
+            return parse_quant(data["file_type"]) or data["file_type"][:32]
+    return parse_quant(tag)
+
+
+def _scan_ollama() -> list[LibraryModel]:
+    models: list[LibraryModel] = []
+    seen: set[Path] = set()
+    for store in ollama_dirs():
+        manifests = store / "manifests"
+        try:
+            if not manifests.is_dir():
+                continue
+            found = sorted(p for p in manifests.rglob("*") if p.is_file())
+        except OSError:  # the service's store may not be readable by this user
+            continue
+        for manifest_path in found:
+            parts = manifest_path.relative_to(manifests).parts
+            if len(parts) < 3 or any(part.startswith(".") for part in parts):
+                continue
+            manifest = _read_manifest(manifest_path)
+            layers = manifest.get("layers") if manifest else None
+            if not isinstance(layers, list):
+                continue
+            layer = next((x for x in layers if isinstance(x, dict) and x.get("mediaType") == _OLLAMA_MODEL_LAYER),
+                         None)
+            digest = _DIGEST_RE.match(str(layer.get("digest", ""))) if layer else None
+            if digest is None or manifest is None:
+                continue
+            blob = store / "blobs" / f"sha256-{digest.group(1)}"
+            if blob in seen or not blob.is_file():
+                continue  # several tags (latest, 3b) name the same blob: listed once
+            seen.add(blob)
+            name, repo = _ollama_name(parts)
+            models.append(LibraryModel(name=name, path=blob, files=(blob,), size_bytes=_size(blob),
+                                       source="ollama", repo_id=repo,
+                                       quant=_ollama_quant(store, manifest, parts[-1])))
+    return models
+
+
+def _scan_folders(folders: Iterable[Path] | None = None) -> list[LibraryModel]:
+    models: list[LibraryModel] = []
+    own = paths.models_dir()
+    for root in (extra_folders() if folders is None else folders):
+        try:
+            if not root.is_dir() or root == own or own in root.parents:
+                continue  # Camelid's own folder is listed (and deletable) as camelid
+            files = [f for f in root.rglob("*.gguf") if f.is_file() and not f.name.startswith(".")]
+        except OSError:
+            continue
+        models.extend(_models_from(files, "folder", lambda _f: None))
     return models
 
 
@@ -319,8 +432,11 @@ def _fields(model: LibraryModel) -> dict[str, Any]:
 # -- the public calls --------------------------------------------------------------------
 
 
-def scan_models(sources: Iterable[str] = SOURCES) -> list[LibraryModel]:
-    """Every model on disk without reading headers (instant), Camelid's own first."""
+def scan_models(sources: Iterable[str] = SOURCES, *, folders: Iterable[Path] | None = None) -> list[LibraryModel]:
+    """Every model on disk without reading headers (instant), Camelid's own first.
+
+    ``folders``: the extra folders to list as source ``folder`` (default: the ``model_folders`` setting).
+    """
     wanted = set(sources)
     models: list[LibraryModel] = []
     if "camelid" in wanted:
@@ -329,6 +445,10 @@ def scan_models(sources: Iterable[str] = SOURCES) -> list[LibraryModel]:
         models.extend(_scan_lmstudio())
     if "hf-cache" in wanted:
         models.extend(_scan_hf_cache())
+    if "ollama" in wanted:
+        models.extend(_scan_ollama())
+    if "folder" in wanted:
+        models.extend(_scan_folders(folders))
     for i, model in enumerate(models):
         if model.shard_count > header_limits.MAX_SHARDS:
             models[i] = LibraryModel(**{**_fields(model), "problem":
@@ -342,7 +462,8 @@ def scan_models(sources: Iterable[str] = SOURCES) -> list[LibraryModel]:
 
 
 def list_models(*, describe: Describe | None = None, hardware: HardwareProfile | None = None,
-                choices: LoadChoices | None = None, sources: Iterable[str] = SOURCES) -> list[LibraryModel]:
+                choices: LoadChoices | None = None, sources: Iterable[str] = SOURCES,
+                folders: Iterable[Path] | None = None) -> list[LibraryModel]:
     """Every model on disk, each with its header summary and its fit verdict on ``hardware``.
 
     Verdicts are planned with ``choices`` (default: the saved settings), as the
@@ -352,7 +473,7 @@ def list_models(*, describe: Describe | None = None, hardware: HardwareProfile |
     """
     if choices is None and hardware is not None:
         choices = LoadChoices.current()
-    return _describe_all(scan_models(sources),
+    return _describe_all(scan_models(sources, folders=folders),
                          describe if describe is not None else engine_describe(hardware, choices),
                          hardware_key(hardware, choices))
 
@@ -403,9 +524,11 @@ def delete_model(name: str) -> LibraryModel:
     model = find_library_model(name)
     if not model.deletable:
         where = {"lmstudio": "LM Studio's folder", "hf-cache": "the Hugging Face cache",
+                 "ollama": "Ollama's store", "folder": "a folder you added",
                  "path": "a folder outside the library"}.get(model.source, model.source)
         fix = ("Delete it from LM Studio." if model.source == "lmstudio"
                else "Remove it with `hf cache delete`." if model.source == "hf-cache"
+               else f"Remove it with `ollama rm {model.name}`." if model.source == "ollama"
                else "Delete the file yourself if you no longer need it.")
         raise CamelidError(f"{model.name} lives in {where} ({model.path.parent}); Camelid only reads it there.", fix)
     for f in model.files:

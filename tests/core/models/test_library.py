@@ -103,3 +103,88 @@ def test_find_and_delete(elsewhere: Path) -> None:
     assert deleted.path == tiny and not tiny.exists()
     library.delete_model("Tiny-Q8_0")
     assert not (models / "org").exists()  # empty folders go too
+
+
+def _ollama_model(store: Path, parts: str, blob: bytes | Path, *, file_type: str | None = "Q4_K_M",
+                  projector: bool = False) -> Path:
+    """An Ollama-style store entry: a manifest under manifests/<parts>, its GGUF as blobs/sha256-<hex>."""
+    import hashlib
+    import json
+
+    data = blob.read_bytes()[: 1 << 20] if isinstance(blob, Path) else blob
+    digest = hashlib.sha256(data + parts.encode()).hexdigest()
+    target = store / "blobs" / f"sha256-{digest}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(blob, Path):
+        target.symlink_to(blob)  # a 98 MB model need not be copied for a listing
+    else:
+        target.write_bytes(blob)
+    layers = [{"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}",
+               "size": len(data)}]
+    if projector:
+        layers.append({"mediaType": "application/vnd.ollama.image.projector", "digest": "sha256:" + "0" * 64,
+                       "size": 10})
+    manifest: dict[str, Any] = {"schemaVersion": 2, "layers": layers}
+    if file_type:
+        config = json.dumps({"model_format": "gguf", "file_type": file_type}).encode()
+        config_digest = hashlib.sha256(config).hexdigest()
+        (store / "blobs" / f"sha256-{config_digest}").write_bytes(config)
+        manifest["config"] = {"digest": f"sha256:{config_digest}", "size": len(config)}
+    path = store / "manifests" / parts
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    return target
+
+
+def test_ollama_store_is_listed_in_place_and_never_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          starter_model: Path) -> None:
+    store = tmp_path / "ollama"
+    monkeypatch.setenv("OLLAMA_MODELS", str(store))
+    smol = _ollama_model(store, "registry.ollama.ai/library/smollm2/135m", starter_model, file_type="Q4_1")
+    latest = store / "manifests" / "registry.ollama.ai" / "library" / "smollm2" / "latest"
+    latest.write_text((latest.parent / "135m").read_text(), encoding="utf-8")  # a second tag, same blob
+    hub_blob = _ollama_model(store, "hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF/Q4_K_M", b"GGUF" + b"\0" * 60,
+                             file_type=None, projector=True)
+    (store / "manifests" / "registry.ollama.ai" / "library" / "broken").mkdir(parents=True)
+    (store / "manifests" / "registry.ollama.ai" / "library" / "broken" / "latest").write_text("{not json")
+    _ollama_model(store, "registry.ollama.ai/library/gone/latest", b"GGUF" + b"\1" * 60).unlink()
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
+
+    found = library.list_models(describe=CountingDescribe(), sources=["ollama"])
+    assert [(m.name, m.source, m.repo_id, m.quant, m.path) for m in found] == [
+        ("hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M", "ollama", "bartowski/Llama-3.2-1B-Instruct-GGUF",
+         "Q4_K_M", hub_blob),
+        ("smollm2:135m", "ollama", None, "Q4_1", smol),
+    ]
+    assert not any(m.deletable for m in found)
+    # The real header is read from the blob although it has no .gguf extension.
+    real = library.list_models(sources=["ollama"])
+    assert real[1].meta and real[1].meta["architecture"] == "llama"
+    assert library.find_model("smollm2:135m") == smol
+
+    with pytest.raises(CamelidError) as err:
+        library.delete_model("smollm2:135m")
+    assert "Ollama" in str(err.value) and "ollama rm smollm2:135m" in str(err.value)
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before  # nothing moved, copied or deleted
+
+
+def test_added_folders_are_listed_read_only(tmp_path: Path) -> None:
+    from app.core.settings import Settings
+
+    one = _gguf(tmp_path / "disk" / "models" / "Thing-Q5_K_M.gguf")
+    two = _gguf(tmp_path / "other" / "deep" / "Other-Q8_0.gguf")
+    own = _gguf(paths.models_dir() / "Mine-Q4_0.gguf")
+    settings = Settings()
+    settings.set("model_folders", f"{tmp_path / 'disk'}{os.pathsep}{tmp_path / 'missing'}{os.pathsep}"
+                                  f"{tmp_path / 'other'}{os.pathsep}{paths.models_dir()}")
+    settings.save()
+    found = library.list_models(describe=CountingDescribe(), sources=["camelid", "folder"])
+    assert [(m.name, m.source, m.path, m.deletable) for m in found] == [
+        ("Mine-Q4_0", "camelid", own, True),  # Camelid's own folder is not listed twice
+        ("Other-Q8_0", "folder", two, False),
+        ("Thing-Q5_K_M", "folder", one, False),
+    ]
+    with pytest.raises(CamelidError):
+        library.delete_model("Thing-Q5_K_M")
+    assert one.exists()
+    assert library.scan_models(["folder"], folders=[tmp_path / "other"])[0].path == two
