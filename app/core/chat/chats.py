@@ -16,6 +16,11 @@ between threads. Call `close()` once, when no thread is using the store.
 Schema changes go in `MIGRATIONS`: entry i moves a file from version i to
 i + 1 (`PRAGMA user_version`).
 
+Versions: messages form a tree (`parent_id`); an edit or a regeneration adds a
+sibling instead of deleting anything, and `conversations.leaf_id` names the end
+of the branch the person chose. `conversation()` returns that branch, each
+message carrying the ids of its turn's versions (for a ‹ 2/3 › switcher).
+
 Opening never writes into a file it cannot trust. A file that is not SQLite,
 fails SQLite's quick check, holds tables Camelid did not make, or comes from a
 newer Camelid is moved aside (with its -wal and -shm) as
@@ -79,8 +84,27 @@ def _migration_1(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _migration_2(db: sqlite3.Connection) -> None:
+    # Versions of a turn: each message points at the one before it in its branch
+    # (`parent_id`), so an edit or a regeneration is a sibling and nothing is
+    # deleted; the conversation remembers the message its chosen branch ends at
+    # (`leaf_id`). Existing conversations become one branch, in id order, so
+    # every old message stays and reads as before.
+    for statement in (
+        "ALTER TABLE messages ADD COLUMN parent_id INTEGER REFERENCES messages(id) ON DELETE CASCADE",
+        "ALTER TABLE conversations ADD COLUMN leaf_id INTEGER",
+        """UPDATE messages SET parent_id = (
+            SELECT MAX(p.id) FROM messages p
+            WHERE p.conversation_id = messages.conversation_id AND p.id < messages.id)""",
+        """UPDATE conversations SET leaf_id = (
+            SELECT MAX(m.id) FROM messages m WHERE m.conversation_id = conversations.id)""",
+        "CREATE INDEX messages_by_parent ON messages(conversation_id, parent_id, id)",
+    ):
+        db.execute(statement)
+
+
 #: MIGRATIONS[i] upgrades a database from user_version i to i + 1.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1, _migration_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -140,10 +164,20 @@ class Message:
     stats: dict[str, Any] | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    parent_id: int | None = None
+    #: Ids of every version of this turn (this message and its siblings), oldest first;
+    #: filled by `ChatStore.conversation()`, empty elsewhere.
+    versions: tuple[int, ...] = ()
+
+    @property
+    def version(self) -> int:
+        """This message's place among its turn's versions, from 1 (1 when it has none)."""
+        return self.versions.index(self.id) + 1 if self.id in self.versions else 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "role": self.role, "content": self.content, "state": self.state,
-                "stats": self.stats, "created_at": self.created_at, "updated_at": self.updated_at}
+                "stats": self.stats, "created_at": self.created_at, "updated_at": self.updated_at,
+                "version": self.version, "versions": len(self.versions) or 1}
 
 
 @dataclass(frozen=True)
@@ -155,8 +189,10 @@ class Conversation:
     settings: dict[str, Any]
     created_at: float
     updated_at: float
-    #: Empty when listed; filled by `ChatStore.conversation()`.
+    #: Empty when listed; filled by `ChatStore.conversation()`: the chosen version of each turn, in order.
     messages: tuple[Message, ...] = field(default=())
+    #: The last message of the chosen branch (None: no messages yet).
+    leaf_id: int | None = None
 
     def chat_messages(self) -> list[dict[str, str]]:
         """The conversation as the engine takes it: system prompt first, then the turns.
@@ -469,16 +505,18 @@ class ChatStore:
 
     def conversation(self, conversation_id: int, *, with_messages: bool = True) -> Conversation:
         """One conversation, with its messages in order unless `with_messages` is False."""
-        def run(db: sqlite3.Connection) -> tuple[Any, list[Any]]:
+        def run(db: sqlite3.Connection) -> tuple[Any, list[Message]]:
             row = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
-            rows = [] if row is None or not with_messages else db.execute(
-                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)).fetchall()
-            return row, rows
-        row, rows = self._read(run)
+            if row is None or not with_messages:
+                return row, []
+            rows = db.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id",
+                              (conversation_id,)).fetchall()
+            return row, _chosen_path(rows, row["leaf_id"])
+        row, messages = self._read(run)
         if row is None:
             raise ConversationNotFoundError(f"There is no conversation {conversation_id}.",
                                             "List them with `camelid chat --list`.")
-        return _conversation(row, tuple(_message(r) for r in rows))
+        return _conversation(row, tuple(messages))
 
     def list_conversations(self, *, limit: int | None = None) -> list[Conversation]:
         """Conversations, most recently active first, without their messages."""
@@ -528,27 +566,65 @@ class ChatStore:
     # -- messages ------------------------------------------------------------
     def add_message(self, conversation_id: int, role: str, content: str, *,
                     stats: dict[str, Any] | None = None, state: str = "complete") -> Message:
-        """Append a message; the first user message also names an untitled conversation."""
+        """Append a message after the chosen branch's last one; the first user message also names an
+        untitled conversation."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, not {role!r}")
         if state not in STATES:
             raise ValueError(f"state must be one of {STATES}, not {state!r}")
         now = time.time()
 
-        def run(db: sqlite3.Connection) -> int:
-            conv = db.execute("SELECT title FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        def run(db: sqlite3.Connection) -> tuple[int, int | None]:
+            conv = db.execute("SELECT title, leaf_id FROM conversations WHERE id = ?",
+                              (conversation_id,)).fetchone()
             if conv is None:
                 raise ConversationNotFoundError(f"There is no conversation {conversation_id}.")
-            cur = db.execute(
-                "INSERT INTO messages (conversation_id, role, content, stats, state, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, content, _dumps(stats), state, now, now))
-            title = conv["title"] or (derive_title(content) if role == "user" else "")
-            db.execute("UPDATE conversations SET title = ?, updated_at = ? WHERE id = ?",
-                       (title, now, conversation_id))
-            return _row_id(cur)
-        message_id = self._write(run)
-        return Message(message_id, conversation_id, role, content, state, stats, now, now)
+            return _insert(db, conversation_id, conv["leaf_id"], role, content, stats, state, now,
+                           title=conv["title"])
+        message_id, parent_id = self._write(run)
+        return Message(message_id, conversation_id, role, content, state, stats, now, now, parent_id)
+
+    def edit_message(self, message_id: int, content: str) -> Message:
+        """A new version of a user message (same place in the conversation); the old one and its
+        replies stay as the previous version. The conversation follows the new one."""
+        now = time.time()
+
+        def run(db: sqlite3.Connection) -> tuple[int, int | None]:
+            old = db.execute("SELECT conversation_id, role, parent_id FROM messages WHERE id = ?",
+                             (message_id,)).fetchone()
+            if old is None:
+                raise ChatStoreError(f"There is no message {message_id}.")
+            return _insert(db, old["conversation_id"], old["parent_id"], old["role"], content, None,
+                           "complete", now)
+        new_id, _parent = self._write(run)
+        return self.message(new_id)
+
+    def rewind_to_before(self, message_id: int) -> None:
+        """Make the chosen branch end just before `message_id` (regenerate: the next reply becomes a
+        new version of it, and it stays as the previous one)."""
+        def run(db: sqlite3.Connection) -> int:
+            return db.execute("UPDATE conversations SET leaf_id = (SELECT parent_id FROM messages WHERE id = ?),"
+                              " updated_at = ? WHERE id = (SELECT conversation_id FROM messages WHERE id = ?)",
+                              (message_id, time.time(), message_id)).rowcount
+        if not self._write(run):
+            raise ChatStoreError(f"There is no message {message_id}.")
+
+    def choose_version(self, message_id: int) -> Conversation:
+        """Follow `message_id` (one version of a turn) and, after it, the newest version of each later
+        turn; returns the conversation as it now reads."""
+        def run(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                raise ChatStoreError(f"There is no message {message_id}.")
+            leaf = message_id
+            while True:
+                child = db.execute("SELECT MAX(id) FROM messages WHERE parent_id = ?", (leaf,)).fetchone()[0]
+                if child is None:
+                    break
+                leaf = int(child)
+            db.execute("UPDATE conversations SET leaf_id = ? WHERE id = ?", (leaf, row[0]))
+            return int(row[0])
+        return self.conversation(self._write(run))
 
     def message(self, message_id: int) -> Message:
         row = self._read(lambda db: db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone())
@@ -570,12 +646,14 @@ class ChatStore:
         self._write(run)
 
     def delete_messages_from(self, message_id: int) -> None:
-        """Delete a message and every later one in its conversation (regenerate, edit)."""
+        """Delete a message and every later one in its conversation (all branches after it)."""
         def run(db: sqlite3.Connection) -> None:
-            row = db.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
+            row = db.execute("SELECT conversation_id, parent_id FROM messages WHERE id = ?",
+                             (message_id,)).fetchone()
             if row is not None:
                 db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?",
                            (row[0], message_id))
+                db.execute("UPDATE conversations SET leaf_id = ? WHERE id = ?", (row[1], row[0]))
         self._write(run)
 
     def begin_reply(self, conversation_id: int, *, flush_interval: float = 1.0) -> ReplyWriter:
@@ -702,13 +780,49 @@ def _dumps(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
-def _message(row: sqlite3.Row) -> Message:
+def _insert(db: sqlite3.Connection, conversation_id: int, parent_id: int | None, role: str, content: str,
+            stats: dict[str, Any] | None, state: str, now: float, *, title: str | None = None) -> tuple[int, int | None]:
+    """Insert a message after `parent_id` and make it the end of the chosen branch; (id, parent_id)."""
+    cur = db.execute(
+        "INSERT INTO messages (conversation_id, role, content, stats, state, created_at, updated_at, parent_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (conversation_id, role, content, _dumps(stats), state, now, now, parent_id))
+    message_id = _row_id(cur)
+    if title is None:
+        db.execute("UPDATE conversations SET leaf_id = ?, updated_at = ? WHERE id = ?",
+                   (message_id, now, conversation_id))
+    else:
+        title = title or (derive_title(content) if role == "user" else "")
+        db.execute("UPDATE conversations SET title = ?, leaf_id = ?, updated_at = ? WHERE id = ?",
+                   (title, message_id, now, conversation_id))
+    return message_id, parent_id
+
+
+def _chosen_path(rows: Sequence[sqlite3.Row], leaf_id: int | None) -> list[Message]:
+    """The messages from the first turn to `leaf_id`, each with the ids of its turn's versions."""
+    by_id = {r["id"]: r for r in rows}
+    siblings: dict[int | None, list[int]] = {}
+    for r in rows:
+        siblings.setdefault(r["parent_id"], []).append(r["id"])
+    path: list[sqlite3.Row] = []
+    node = by_id.get(leaf_id) if leaf_id is not None else None
+    seen: set[int] = set()
+    while node is not None and node["id"] not in seen:
+        seen.add(node["id"])
+        path.append(node)
+        node = by_id.get(node["parent_id"]) if node["parent_id"] is not None else None
+    path.reverse()
+    return [_message(r, tuple(siblings.get(r["parent_id"], [r["id"]]))) for r in path]
+
+
+def _message(row: sqlite3.Row, versions: tuple[int, ...] = ()) -> Message:
     try:
         stats = json.loads(row["stats"]) if row["stats"] else None
     except ValueError:
         stats = None  # figures only; a damaged one must not hide the message
     return Message(row["id"], row["conversation_id"], row["role"], row["content"], row["state"],
-                   stats if isinstance(stats, dict) else None, row["created_at"], row["updated_at"])
+                   stats if isinstance(stats, dict) else None, row["created_at"], row["updated_at"],
+                   row["parent_id"], versions)
 
 
 def _conversation(row: sqlite3.Row, messages: Sequence[Message]) -> Conversation:
@@ -717,7 +831,7 @@ def _conversation(row: sqlite3.Row, messages: Sequence[Message]) -> Conversation
     except ValueError:
         settings = {}
     return Conversation(row["id"], row["title"], row["model"], row["system_prompt"], settings,
-                        row["created_at"], row["updated_at"], tuple(messages))
+                        row["created_at"], row["updated_at"], tuple(messages), row["leaf_id"])
 
 
 def _storage_reason(folder: Path, exc: BaseException | None) -> str:

@@ -11,6 +11,7 @@ Send and pass it as `ticket`, so a Stop pressed before the job starts is kept.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from app.core.chat.chats import ChatStore, Message
 from app.core.chat.engine import Engine, Reply
@@ -65,3 +66,19 @@ def answer(engine: Engine, store: ChatStore, conversation_id: int,
     if engine.model_path is not None:
         stats["model"] = engine.model_path.name
     return reply, writer.finish(state=state, stats=stats)
+
+
+def regenerate(engine: Engine, store: ChatStore, reply_id: int, sampling: SamplingSettings | None = None,
+               **kwargs: Any) -> tuple[Reply, Message]:
+    """A new version of the reply `reply_id`; the old one stays as the previous version."""
+    store.rewind_to_before(reply_id)
+    return answer(engine, store, store.message(reply_id).conversation_id, sampling, **kwargs)
+
+
+def edit_and_answer(engine: Engine, store: ChatStore, message_id: int, text: str,
+                    sampling: SamplingSettings | None = None, **kwargs: Any) -> tuple[Reply, Message]:
+    """A new version of the user message `message_id` with `text`, answered; the old turn and its
+    replies stay as the previous version."""
+    text, _replaced = clean_text(text)
+    edited = store.edit_message(message_id, text)
+    return answer(engine, store, edited.conversation_id, sampling, **kwargs)
