@@ -26,7 +26,7 @@ def _starter() -> Path:
     from app.core.errors import ModelFileError
 
     raise ModelFileError(f"The starter model is missing (looked in {installed}).",
-                         "Run `make run`, or reinstall Camelid.")
+                         "Install it with `camelid starter --install-from FILE.gguf`, or reinstall Camelid.")
 
 
 def _check_model(model: Path) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -41,13 +43,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"camelid {__version__}")
     parser.add_argument("--self-test", action="store_true",
                         help="load the starter model, generate a few tokens, start the GUI offscreen, report")
+    parser.add_argument("--theme", choices=("system", "light", "dark"),
+                        help="open the desktop app in this look, this time only "
+                             "(`camelid settings theme dark` keeps it)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
 
 
+#: Exit code when the reader of our output went away (`camelid catalog | head -1`): 128 + SIGPIPE,
+#: what a shell reports for a command that a closed pipe ended.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every way it can end is an exit code and at most one sentence, never a traceback."""
+    from app import logging_setup
+
+    logging_setup.configure_cli(argv)  # the log file, never the terminal
+    # Library log lines (huggingface_hub's retries, say) are not for the terminal: the CLI says what
+    # happened in its own sentence.
+    logging.getLogger("huggingface_hub").setLevel(logging.CRITICAL)
+    try:
+        try:
+            code = _run(argv)
+        except SystemExit:  # argparse's --help and usage errors end this way
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.self_test:
@@ -57,7 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         from app.cli.gui import open_app
 
-        return open_app()
+        return open_app(theme_choice=args.theme)
+    if args.theme is not None and args.command != "gui":
+        parser.error(f"--theme is for the desktop app: use `camelid --theme {args.theme}` or "
+                     f"`camelid gui --theme {args.theme}`, without {args.command!r}")
     try:
         if args.command != "settings":  # which shows them itself
             _settings_notes()
@@ -68,6 +102,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # storage the command needed: a sentence, not a traceback
+        print(f"camelid: {_os_error_sentence(exc)}", file=sys.stderr)
+        return 2
+
+
+def _os_error_sentence(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (f"A file could not be read or written{where}: {exc.strerror or exc}. Check that the folder "
+            "exists and is writable and the disk is not full, or set CAMELID_HOME to a folder you can "
+            "write to.")
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush does not fail on the closed pipe too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _settings_notes() -> None:

@@ -1,7 +1,9 @@
 """`camelid chat`: talk to a model in the terminal, or answer one prompt (`--prompt`).
 
-Every conversation is saved in the chat store (the same one the desktop app
-shows). The model runs on an `EngineThread`, so the main thread stays free to
+Interactive conversations are saved in the chat store (the same one the
+desktop app shows), unless they stay empty; a one-shot `--prompt` is saved
+only with `--save` (or when it continues one with `--resume`), so scripts do
+not fill the app's history. The model runs on an `EngineThread`, so the main thread stays free to
 catch Ctrl-C at once: the first Ctrl-C stops the reply (even during a long
 prompt evaluation), a second one, or one at the prompt, exits.
 """
@@ -10,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -20,14 +24,14 @@ from typing import Any, TypeVar
 
 from app import paths
 from app.cli.common import add_json_flag, print_json
-from app.core.errors import ModelFileError
+from app.core.errors import CamelidError, ModelFileError
 
 T = TypeVar("T")
 
 HELP = """Commands:
   /new            start a new conversation (same system prompt)
   /system [TEXT]  show or set the system prompt of this conversation
-  /save [FILE]    export this conversation to Markdown (.md) or JSON (.json)
+  /save [FILE]    export this conversation to Markdown (FILE.md) or JSON (FILE.json)
   /quit           leave (so do Ctrl-D and Ctrl-C at the prompt)
 Ctrl-C while the model writes stops the reply."""
 
@@ -39,7 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "library, or `starter` (the default).")
     parser.add_argument("model", nargs="?", default="starter", metavar="MODEL",
                         help="a .gguf file, a library model name, or `starter`")
-    parser.add_argument("--prompt", metavar="TEXT", help="answer this once and exit")
+    parser.add_argument("--prompt", metavar="TEXT",
+                        help="answer this once and exit (not kept in the chat history unless --save)")
+    parser.add_argument("--save", action="store_true",
+                        help="with --prompt: keep the exchange in the chat history the desktop app shows")
     parser.add_argument("--system", metavar="TEXT", help="system prompt")
     parser.add_argument("--preset", choices=("precise", "balanced", "creative"),
                         help="sampling preset (default: the sampling_preset setting)")
@@ -70,18 +77,45 @@ def resolve_model(name: str) -> Path:
         if bundled is not None:
             return bundled
         raise ModelFileError(f"The starter model is not installed (expected at {installed}).",
-                             "Run `make run` or `camelid starter --install-from FILE.gguf`.")
+                             STARTER_FIX)
     candidate = Path(name).expanduser()
     if candidate.exists():
         return candidate
+    if looks_like_path(name):
+        raise ModelFileError(f"There is no file at {candidate}.",
+                             "Check the path, or see your models with `camelid models`.")
     from app.core.models import find_model
 
     return Path(find_model(name))
 
 
+#: What to do when the starter model is missing, in words that work for an installed app.
+STARTER_FIX = ("Install a copy with `camelid starter --install-from FILE.gguf`, or find a model that fits "
+               "with `camelid recommend` and fetch it with `camelid download`.")
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a MODEL argument is meant as a file (a folder in it, ~, or .gguf) rather than a library name."""
+    return "/" in name or "\\" in name or name.startswith("~") or name.lower().endswith(".gguf")
+
+
 def run(args: argparse.Namespace) -> int:
     from app.core.chat import ChatStore
 
+    if args.save and args.prompt is None:
+        raise CamelidError("--save goes with --prompt.",
+                           "Interactive chats are kept anyway; drop --save, or add --prompt TEXT.")
+    if args.prompt is not None and not args.save and args.resume is None and not args.list:
+        # A one-shot that is not to be kept: the same code path, over a store that is thrown away.
+        scratch = Path(tempfile.mkdtemp(prefix="camelid-oneshot-"))
+        try:
+            store = ChatStore(scratch / "chats.sqlite3")
+            try:
+                return chat(args, store, saved=False)
+            finally:
+                store.close()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     store = ChatStore()
     if store.notice:  # the history was damaged and set aside, or cannot be saved: say so once
         print(f"camelid: note: {store.notice}", file=sys.stderr)
@@ -125,7 +159,7 @@ def load_params(args: argparse.Namespace, path: Path) -> tuple[Any, Any, list[st
     return params, plan, notices
 
 
-def chat(args: argparse.Namespace, store: Any) -> int:
+def chat(args: argparse.Namespace, store: Any, *, saved: bool = True) -> int:
     from app.core.chat import EngineThread
 
     if args.system is not None:
@@ -158,13 +192,13 @@ def chat(args: argparse.Namespace, store: Any) -> int:
                 print(f"memory: {report.memory.summary()}", file=sys.stderr)
             return interactive_chat(worker, store, conversation, sampling, report)
         return one_shot(worker, store, conversation.id, args.prompt, sampling, as_json=args.json,
-                        report=report)
+                        report=report, saved=saved)
     finally:
         worker.close()
 
 
 def one_shot(worker: Any, store: Any, conversation_id: int, prompt: str, sampling: Any, *,
-             as_json: bool, report: Any = None) -> int:
+             as_json: bool, report: Any = None, saved: bool = True) -> int:
     from app.core.chat import send_message
 
     def show(text: str) -> None:
@@ -184,7 +218,7 @@ def one_shot(worker: Any, store: Any, conversation_id: int, prompt: str, samplin
                               "stop_reason": s.stop_reason,
                               "prompt_tokens_evaluated": s.prompt_tokens_evaluated,
                               "prompt_tokens_per_s": s.prompt_tokens_per_s, "seed": s.seed},
-                    "notices": reply.notices, "conversation_id": conversation_id,
+                    "notices": reply.notices, "conversation_id": conversation_id if saved else None,
                     "load": load_summary(report) if report is not None else None})
     else:
         print(_ending(reply.stats.stop_reason))
@@ -205,8 +239,6 @@ def load_summary(report: Any) -> dict[str, Any]:
 
 
 def interactive_chat(worker: Any, store: Any, conversation: Any, sampling: Any, report: Any) -> int:
-    from app.core.chat import send_message
-
     print(f"Chatting with {Path(report.path).name} (context {report.n_ctx} tokens). "
           "Type /help for commands; Ctrl-C stops a reply.")
     if conversation.messages:
@@ -215,7 +247,26 @@ def interactive_chat(worker: Any, store: Any, conversation: Any, sampling: Any, 
     reconfigure = getattr(sys.stdin, "reconfigure", None)
     if reconfigure is not None:
         reconfigure(errors="surrogateescape")
-    current = conversation
+    on = [conversation]  # the conversation the loop is on (/new moves it), for the clean-up after it
+    try:
+        return _chat_loop(worker, store, on, sampling)
+    finally:
+        _forget_if_empty(store, on[0])
+
+
+def _forget_if_empty(store: Any, conversation: Any) -> None:
+    """An empty conversation is not kept: it would only be an "Untitled" row in the app's list."""
+    try:
+        if not store.conversation(conversation.id).messages:
+            store.delete(conversation.id)
+    except CamelidError:
+        pass  # the history cannot be written or read: nothing to tidy
+
+
+def _chat_loop(worker: Any, store: Any, on: list[Any], sampling: Any) -> int:
+    from app.core.chat import send_message
+
+    current = on[0]
     while True:
         try:
             line = input("\n> ")
@@ -226,20 +277,24 @@ def interactive_chat(worker: Any, store: Any, conversation: Any, sampling: Any, 
         if not text:
             continue
         if text.startswith("/"):
+            previous = current
             current, leave = command(text, store, current)
+            if current is not previous and current.id != previous.id:
+                _forget_if_empty(store, previous)
+            on[0] = current
             if leave:
                 return 0
             continue
 
-        def show(chunk: str) -> None:
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
+        wrap = WordWrap(sys.stdout)
+        show = wrap.write
 
         conversation_id = current.id
         ticket = worker.engine.reserve_reply()
         reply, _message = wait(worker.submit(
-            lambda e, cid=conversation_id, t=text, k=ticket: send_message(e, store, cid, t, sampling,
-                                                                           on_text=show, ticket=k)), worker)
+            lambda e, cid=conversation_id, t=text, k=ticket, w=show: send_message(
+                e, store, cid, t, sampling, on_text=w, ticket=k)), worker)
+        wrap.flush()
         print(_ending(reply.stats.stop_reason))
         for notice in reply.notices:
             print(f"note: {notice}", file=sys.stderr)
@@ -265,11 +320,70 @@ def command(text: str, store: Any, current: Any) -> tuple[Any, bool]:
             current = store.conversation(current.id)
             print(current.system_prompt or "(no system prompt)")
     elif name == "/save":
-        target = Path(rest).expanduser() if rest else Path.cwd() / f"camelid-chat-{current.id}.md"
-        print(f"Saved to {store.export(current.id, target)}")
+        save(store, current, rest)
     else:
         print(f"Unknown command {name}. " + HELP.splitlines()[0].rstrip(":") + ": /help")
     return current, False
+
+
+def save(store: Any, current: Any, rest: str) -> None:
+    """`/save [FILE]`: a sentence for every outcome; a bad path never ends the chat."""
+    target = Path(rest).expanduser() if rest else Path.cwd() / f"camelid-chat-{current.id}.md"
+    if target.suffix.lower() not in (".md", ".markdown", ".json"):
+        print(f"camelid: {target.name} does not say which format to write. "
+              "End the name in .md for Markdown or .json for JSON.")
+        return
+    try:
+        if not store.conversation(current.id).messages:
+            print("Nothing to save yet: this conversation has no messages.")
+            return
+        print(f"Saved to {store.export(current.id, target)}")
+    except CamelidError as exc:
+        print(f"camelid: {exc}")
+
+
+class WordWrap:
+    """Streamed text wrapped at the terminal's width between words (a pipe or file gets it unchanged)."""
+
+    def __init__(self, out: Any, width: int | None = None) -> None:
+        self.out = out
+        tty = bool(getattr(out, "isatty", lambda: False)())
+        self.width = width if width is not None else (shutil.get_terminal_size().columns if tty else 0)
+        self.column = 0
+        self.word = ""
+
+    def write(self, text: str) -> None:
+        if self.width <= 1:
+            self.out.write(text)
+            self.out.flush()
+            return
+        for char in text:
+            if char == "\n":
+                self._emit_word()
+                self.out.write("\n")
+                self.column = 0
+            elif char in " \t":
+                self._emit_word()
+                if self.column < self.width:
+                    self.out.write(char)
+                    self.column += 1
+            else:
+                self.word += char
+        self.out.flush()
+
+    def flush(self) -> None:
+        self._emit_word()
+        self.out.flush()
+
+    def _emit_word(self) -> None:
+        if not self.word:
+            return
+        if self.column + len(self.word) > self.width and self.column > 0:
+            self.out.write("\n")
+            self.column = 0
+        self.out.write(self.word)
+        self.column += len(self.word)
+        self.word = ""
 
 
 def wait(future: Future[T], worker: Any, cancel: threading.Event | None = None) -> T:

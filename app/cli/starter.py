@@ -29,8 +29,8 @@ def install_starter(source: Path) -> tuple[Path, bool]:
     if dest.is_file() and dest.stat().st_size == source.stat().st_size:
         return dest, False
     if not source.is_file():
-        raise ModelFileError(f"The starter model file {source} does not exist.",
-                             "Run `make run`, which fetches it.")
+        raise ModelFileError(f"There is no file at {source}.",
+                             "Give the path of a copy of SmolLM2-135M-Instruct.Q4_1.gguf.")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".copying")
     shutil.copyfile(source, tmp)
@@ -54,5 +54,7 @@ def run(args: argparse.Namespace) -> int:
         verb = "installed" if installed else "present"
         print(f"Starter model {verb}: {path} ({human_bytes(path.stat().st_size)})")
     else:
-        print(f"The starter model is not installed (expected at {path}). Run `make run` to fetch it.")
+        from app.cli.chat import STARTER_FIX
+
+        print(f"The starter model is not installed (expected at {path}). {STARTER_FIX}")
     return 0 if present else 1
