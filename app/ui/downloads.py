@@ -14,6 +14,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from app.core.errors import WontFitError
 from app.core.models import (
     DownloadPlan,
     DownloadProgress,
@@ -35,6 +36,8 @@ class Entry:
     #: planning | waiting | active | done | failed | cancelled
     state: str = "planning"
     error: str | None = None
+    #: Refused because the model does not fit here: the window offers "Download anyway" (with a confirm).
+    no_fit: bool = False
 
     @property
     def name(self) -> str:
@@ -73,7 +76,13 @@ class Downloads(QObject):
     def _plan(self, entry: Entry, *, allow_no_fit: bool = False) -> None:
         entry.state, entry.error = "planning", None
 
-        def planned(plan: DownloadPlan) -> None:
+        def planned(plan: DownloadPlan | WontFitError) -> None:
+            if isinstance(plan, WontFitError):
+                # The window has no flags: it offers the action itself (ModelsView.download_anyway).
+                entry.no_fit = True
+                refused(f"{plan.message} Choose a smaller quant, or press “Download anyway…” to fetch it "
+                        "all the same.")
+                return
             entry.job = self.queue.add(plan)
             entry.state = "waiting"
             self.changed.emit()
@@ -90,8 +99,15 @@ class Downloads(QObject):
             # Resuming the same file: its fit was judged already; reading the
             # header again would re-fetch megabytes for the same answer.
             judge = lambda _quant: earlier  # noqa: E731
-        run_job(lambda: plan_download(entry.quant, judge=judge, allow_no_fit=allow_no_fit),
-                result=planned, error=refused)
+        entry.no_fit = False
+
+        def plan() -> DownloadPlan | WontFitError:
+            try:
+                return plan_download(entry.quant, judge=judge, allow_no_fit=allow_no_fit)
+            except WontFitError as exc:
+                return exc  # told apart on the GUI thread (entries are never touched from workers)
+
+        run_job(plan, result=planned, error=refused)
 
     # --- running ------------------------------------------------------------------
     def _pump(self) -> None:
@@ -154,12 +170,12 @@ class Downloads(QObject):
                 entry.state = "cancelled"
                 self.changed.emit()
 
-    def resume(self, entry: Entry) -> None:
+    def resume(self, entry: Entry, *, allow_no_fit: bool = False) -> None:
         """Plan again and queue: the bytes already on disk are kept."""
         if entry.state in ("cancelled", "failed"):
             entry.progress = None
             self.changed.emit()
-            self._plan(entry)
+            self._plan(entry, allow_no_fit=allow_no_fit)
 
     def remove(self, entry: Entry) -> None:
         if entry.state in ("done", "failed", "cancelled"):

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 from collections.abc import Callable
 
 import psutil
-from PySide6.QtCore import QByteArray, QSettings, QSize, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtCore import (
+    QByteArray,
+    QMessageLogContext,
+    QRect,
+    QSettings,
+    QSize,
+    QTimer,
+    QtMsgType,
+    qInstallMessageHandler,
+    qVersion,
+)
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -33,6 +45,20 @@ from app.ui.workers import run_job
 
 #: How often the status bar re-reads RAM use (psutil: microseconds per read).
 MEMORY_REFRESH_MS = 2000
+#: The smallest window whose pages still lay out (the chat header row is the widest part).
+MINIMUM_SIZE = QSize(960, 560)
+#: The size Camelid opens at when the screen has room for it.
+PREFERRED_SIZE = QSize(1280, 800)
+#: Room kept around a first window: the title bar and frame the window manager adds.
+FRAME_ROOM = QSize(40, 48)
+
+
+def default_size(available: QRect) -> QSize:
+    """The first window's size on a screen whose free area (without panels and docks) is `available`."""
+    width = min(PREFERRED_SIZE.width(), available.width() - FRAME_ROOM.width())
+    height = min(PREFERRED_SIZE.height(), available.height() - FRAME_ROOM.height())
+    return QSize(max(width, min(MINIMUM_SIZE.width(), available.width())),
+                 max(height, min(MINIMUM_SIZE.height(), available.height())))
 
 
 class MainWindow(QMainWindow):
@@ -45,7 +71,7 @@ class MainWindow(QMainWindow):
         icon = paths.resources_dir() / "icons" / "camelid.svg"
         if icon.is_file():
             self.setWindowIcon(QIcon(str(icon)))
-        self.setMinimumSize(QSize(760, 520))
+        self.setMinimumSize(MINIMUM_SIZE)
         self._process = psutil.Process(os.getpid())
 
         central = QWidget()
@@ -70,6 +96,7 @@ class MainWindow(QMainWindow):
 
         state.profile_changed.connect(self._profile_changed)
         state.model_changed.connect(lambda _m: self._refresh_status())
+        state.model_changed.connect(self._remember_model)
         state.settings_changed.connect(self._settings_changed)
         state.status_message.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
         if state.profile is not None:
@@ -98,8 +125,13 @@ class MainWindow(QMainWindow):
             view.chat_requested.connect(self.chat_with)
             return view
 
-        factories: list[tuple[str, Callable[[], QWidget]]] = [
-            ("Chat", lambda: ChatView(self.state)), ("Models", models)]
+        def chat() -> QWidget:
+            view = ChatView(self.state)
+            # The picker follows the library (a download done anywhere, a delete, an import, Refresh).
+            self.state.library_changed.connect(lambda: view.refresh_models())
+            return view
+
+        factories: list[tuple[str, Callable[[], QWidget]]] = [("Chat", chat), ("Models", models)]
         factories.append(("Hardware", HardwareView))
         return factories
 
@@ -186,14 +218,23 @@ class MainWindow(QMainWindow):
         view_menu.addSeparator()
         theme_menu = view_menu.addMenu("&Theme")
         self.theme_actions: dict[str, QAction] = {}
+        # One of three: an exclusive group draws radio marks, not check boxes.
+        self.theme_group = QActionGroup(self)
+        self.theme_group.setExclusive(True)
         for choice, label in (("system", "Follow the system"), ("light", "Light"), ("dark", "Dark")):
             action = self._action(theme_menu, label, lambda c=choice: self.set_theme(c))
             action.setCheckable(True)
+            self.theme_group.addAction(action)
             action.setChecked(self.state.settings["theme"] == choice)
             self.theme_actions[choice] = action
 
         help_menu = menus.addMenu("&Help")
         self.wizard_action = self._action(help_menu, "Hardware-fit &wizard…", self.open_wizard)
+        help_menu.addSeparator()
+        self.diagnostics_action = self._action(help_menu, "&Copy diagnostics", self.copy_diagnostics)
+        self.diagnostics_action.setToolTip("Versions, backend, hardware, settings and the last errors, "
+                                           "for a bug report (no token)")
+        self.logs_action = self._action(help_menu, "Open &logs folder", self.open_logs_folder)
         help_menu.addSeparator()
         self._action(help_menu, "&About Camelid", self._about)
 
@@ -218,6 +259,29 @@ class MainWindow(QMainWindow):
         """Open the Chat page and load `path` there."""
         self.show_page("Chat")
         self.pages["Chat"].load_model(path)
+
+    def load_last_model(self) -> bool:
+        """Load the model loaded last time (setting ``load_last_model``); False when there is none to load."""
+        settings = self.state.settings
+        last = str(settings["last_model"] or "")
+        chat = self.pages.get("Chat")
+        if self.state.demo or not settings["load_last_model"] or not last or chat is None:
+            return False
+        if not os.path.isfile(last):
+            self.statusBar().showMessage(f"The model used last time is no longer at {last}; pick another one.",
+                                         8000)
+            return False
+        self.chat_with(last)
+        return True
+
+    def _remember_model(self, model: dict | None) -> None:
+        path = (model or {}).get("path")
+        settings = self.state.settings
+        if self.state.demo or not path or settings["last_model"] == str(path):
+            return
+        settings.set("last_model", str(path))
+        with contextlib.suppress(SettingsError):  # only a convenience: the next start simply loads nothing
+            settings.save()
 
     def _new_chat(self) -> None:
         self.show_page("Chat")
@@ -253,6 +317,29 @@ class MainWindow(QMainWindow):
                 action.setChecked(key == choice)
             self.update()
 
+    def diagnostics_text(self) -> str:
+        import PySide6
+
+        from app import diagnostics, logging_setup
+
+        log_file = logging_setup.log_path()
+        return diagnostics.diagnostics_text(
+            settings=self.state.settings, profile=self.state.profile, problems=logging_setup.recent_problems(),
+            qt=f"{qVersion()} (PySide6 {PySide6.__version__})", backend_in_use=self.state.backend_label(),
+            log_file=log_file if log_file.is_file() else None)
+
+    def copy_diagnostics(self) -> str:
+        """Put the diagnostics on the clipboard (for a bug report) and say so."""
+        report = self.diagnostics_text()
+        QGuiApplication.clipboard().setText(report)
+        self.statusBar().showMessage("Diagnostics copied: paste them into your bug report.", 8000)
+        return report
+
+    def open_logs_folder(self):
+        from app.ui.widgets.folder import open_folder
+
+        return open_folder(paths.logs_dir(), self)
+
     def _about(self) -> None:
         QMessageBox.about(self, "About Camelid",
                           f"<b>Camelid {__version__}</b><br>Runs the best local LLM your machine can hold.<br>"
@@ -273,13 +360,23 @@ class MainWindow(QMainWindow):
     def _restore_geometry(self) -> None:
         stored = self._window_settings()
         geometry = stored.value("geometry")
-        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(1180, 760)
+        if not (isinstance(geometry, QByteArray) and not geometry.isEmpty() and self.restoreGeometry(geometry)):
+            self.place_default()
         page = stored.value("page")
         if isinstance(page, str):
             self.show_page(page)
+
+    def place_default(self) -> None:
+        """Size the window to fit the screen it opens on (a 1366x768 laptop too) and centre it."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            self.resize(PREFERRED_SIZE)
+            return
+        available = screen.availableGeometry()
+        self.resize(default_size(available))
+        frame = self.frameGeometry()
+        frame.moveCenter(available.center())
+        self.move(frame.topLeft())
 
     def save_window_state(self) -> None:
         stored = self._window_settings()
@@ -326,14 +423,39 @@ def create_window(state: AppState | None = None, *, startup_problems: list[str] 
     return window
 
 
+_qt_log = logging.getLogger("qt")
+_QT_LEVELS = {QtMsgType.QtDebugMsg: logging.DEBUG, QtMsgType.QtInfoMsg: logging.INFO,
+              QtMsgType.QtWarningMsg: logging.WARNING, QtMsgType.QtCriticalMsg: logging.ERROR,
+              QtMsgType.QtFatalMsg: logging.CRITICAL}
+
+
+def _qt_message(kind: QtMsgType, context: QMessageLogContext, message: str) -> None:
+    category = f"{context.category}: " if context.category and context.category != "default" else ""
+    _qt_log.log(_QT_LEVELS.get(kind, logging.WARNING), "%s%s", category, message)
+
+
+def route_qt_messages() -> None:
+    """Qt's warnings ("Unable to detect a launcher"...) go to Camelid's log, not the terminal."""
+    qInstallMessageHandler(_qt_message)
+
+
 def run_app() -> int:
     """Open Camelid and run until the window closes."""
+    from app import logging_setup
+
     problems = paths.ensure_dirs()  # read-only storage still opens the app, saying what is not kept
+    logging_setup.configure("gui")
+    route_qt_messages()
+    # A slot's unexpected exception goes to the log (PySide6 hands it to sys.excepthook), not the terminal.
+    sys.excepthook = lambda kind, value, tb: logging.getLogger("camelid").critical(
+        "Unexpected error", exc_info=(kind, value, tb))
     app = build_app()
     window = create_window(startup_problems=problems)
     window.show()
     if should_show_wizard(window.state.settings, demo=window.state.demo):
         window.open_wizard()
+    else:
+        window.load_last_model()  # as Ollama and Jan do: the model used last is ready without a click
     daily_check = getattr(window.pages.get("Models"), "start_daily_check", None)
     if callable(daily_check):
         # Only the real app checks daily (never a test's or a screenshot's window); it skips itself when

@@ -12,6 +12,7 @@ Settings turn it off or Camelid works offline).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -56,15 +58,17 @@ from app.core.models import (
     library,
     refresh,
 )
+from app.core.settings import SettingsError
 from app.ui import text
 from app.ui.downloads import Downloads, Entry
 from app.ui.state import AppState
-from app.ui.widgets.common import Notice, subtle, title
+from app.ui.widgets.banner import Banner
+from app.ui.widgets.common import subtle, title
 from app.ui.widgets.plan_view import PlanBars, plan_verdict, verdict_text
 from app.ui.workers import Job, run_job
 
 WHERE = {"camelid": "Camelid", "lmstudio": "LM Studio (read-only)", "hf-cache": "HF cache (read-only)",
-         "path": "elsewhere"}
+         "ollama": "Ollama (read-only)", "folder": "Added folder (read-only)", "path": "elsewhere"}
 
 
 class LibraryTable(QAbstractTableModel):
@@ -133,16 +137,23 @@ class ModelsView(QWidget):
         outer.addWidget(title("Models"))
         outer.addLayout(self._catalog_row())
         outer.addSpacing(6)
-        self.error = Notice("error")
-        outer.addWidget(self.error)
         self.tabs = QTabWidget()
         outer.addWidget(self.tabs, 1)
+        # One line below the tabs that always keeps its height: a message never moves the rows,
+        # it can be dismissed, and the page's next action clears it.
+        self.error = Banner("error")
+        outer.addWidget(self.error)
         self.tabs.addTab(self._installed_tab(), "Installed")
         self.tabs.addTab(self._discover_tab(), "Discover")
         self.tabs.addTab(self._downloads_tab(), "Downloads")
+        self.tabs.currentChanged.connect(lambda _i: self.error.clear())
         self.downloads.changed.connect(self._rebuild_queue)
         self.downloads.progressed.connect(self._update_row)
-        self.downloads.finished.connect(lambda _e: self.refresh_installed())
+        self.downloads.failed.connect(lambda _e, message: self.error.show_text(message))
+        # Every change to the models on disk (a download ending anywhere, a delete, an added folder,
+        # Refresh) and a new hardware reading (the verdicts) re-read the list.
+        state.library_changed.connect(self.refresh_installed)
+        state.profile_changed.connect(lambda _p: self.refresh_installed())
         self._quants: list[QuantFile] = []
         self._fits: dict[str, FitJudgement | None] = {}
         self._refresh_job: Job | None = None
@@ -150,6 +161,8 @@ class ModelsView(QWidget):
         #: policy checks the event between pieces), and shutdown cancels both.
         self._hub_jobs: dict[str, Job] = {}
         self._daily_timer: QTimer | None = None
+        self._listing = 0
+        self._confirm_box: QMessageBox | None = None
         if not state.demo:
             self.refresh_installed()
             self.show_catalog_status()
@@ -271,31 +284,87 @@ class ModelsView(QWidget):
         self.chat_button.setProperty("primary", True)
         self.folder_button = QPushButton("Open folder")
         self.delete_button = QPushButton("Delete…")
-        refresh = QPushButton("Refresh")
+        self.add_folder_button = QPushButton("Add a folder…")
+        self.add_folder_button.setToolTip("List the GGUF files of another folder here, used where they are "
+                                          "(never copied or deleted). Ollama's store is found by itself.")
+        self.refresh_button = QPushButton("Refresh")
         self.chat_button.clicked.connect(lambda _c=False: self._chat_with_selected())
         self.folder_button.clicked.connect(lambda _c=False: self._open_folder())
         self.delete_button.clicked.connect(lambda _c=False: self.delete_selected())
-        refresh.clicked.connect(lambda _c=False: self.refresh_installed())
+        self.add_folder_button.clicked.connect(lambda _c=False: self.choose_folder())
+        self.refresh_button.clicked.connect(lambda _c=False: self.library_changed())
         for button in (self.chat_button, self.folder_button, self.delete_button):
             row.addWidget(button)
         row.addStretch(1)
-        row.addWidget(refresh)
+        row.addWidget(self.add_folder_button)
+        row.addWidget(self.refresh_button)
         layout.addLayout(row)
         return page
 
+    def library_changed(self) -> None:
+        """Tell every model list (this page, the chat's picker, the wizard) that the library changed."""
+        self.error.clear()
+        self.state.library_changed.emit()
+
     def refresh_installed(self) -> None:
+        if self.state.demo:
+            return
         self.installed_hint.setText("Reading the models folder…")
-        run_job(lambda: library.list_models(hardware=self.state.profile),
-                result=self._show_installed, error=self.error.show_text)
+        self._listing += 1
+        listing = self._listing
+        profile = self.state.profile
+        # A listing started before the hardware was known (no verdicts) never replaces a later one.
+        folders = library.extra_folders(str(self.state.settings["model_folders"] or ""))
+
+        def listed(models: list[LibraryModel]) -> None:
+            if listing == self._listing:
+                self._show_installed(models)
+
+        run_job(lambda: library.list_models(hardware=profile, folders=folders), result=listed,
+                error=self.error.show_text)
 
     def _show_installed(self, models: list[LibraryModel]) -> None:
+        selected = self.selected_model()
         self.library_model.set_models(models)
+        if models and self.state.profile is None:
+            fits = " The fit column fills in once this machine is measured."
+        else:
+            fits = ""
         self.installed_hint.setText(
-            f"{len(models)} model{'s' if len(models) != 1 else ''} on disk. Models in LM Studio's folder or the "
-            "Hugging Face cache are used where they are and never deleted by Camelid."
-            if models else "No models yet: find one in Discover, or run the first-run wizard (Help menu).")
-        if models and not self.table.selectionModel().hasSelection():
+            f"{len(models)} model{'s' if len(models) != 1 else ''} on disk. Models in LM Studio's folder, "
+            "Ollama's store, the Hugging Face cache or a folder you added are used where they are and never "
+            f"deleted by Camelid.{fits}"
+            if models else "No models yet: find one in Discover, add a folder that holds GGUF files, or run "
+                           "the first-run wizard (Help menu).")
+        paths_now = [m.path for m in models]
+        if selected is not None and selected.path in paths_now:
+            self.table.selectRow(paths_now.index(selected.path))
+        elif models:
             self.table.selectRow(0)
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of GGUF models")
+        if folder:
+            self.add_folder(Path(folder))
+
+    def add_folder(self, folder: Path) -> bool:
+        """List `folder`'s GGUF files in the library, in place (setting ``model_folders``)."""
+        folder = folder.expanduser()
+        if not folder.is_dir():
+            self.error.show_text(f"{folder} is not a folder. Choose a folder that holds .gguf files.")
+            return False
+        settings = self.state.settings
+        current = library.extra_folders(str(settings["model_folders"] or ""))
+        if folder not in current:
+            settings.set("model_folders", os.pathsep.join(str(f) for f in [*current, folder]))
+            try:
+                settings.save()
+            except SettingsError as exc:
+                self.error.show_text(f"The folder is listed until Camelid closes, but could not be remembered. {exc}")
+            self.state.settings_changed.emit(["model_folders"])
+        self.state.status_message.emit(f"Listing the models in {folder} (used where they are, never copied)")
+        self.library_changed()
+        return True
 
     def selected_model(self) -> LibraryModel | None:
         rows = self.table.selectionModel().selectedRows()
@@ -320,11 +389,12 @@ class ModelsView(QWidget):
             self.error.show_text(f"{model.name} lives in {WHERE.get(model.source, model.source)}; "
                                  "Camelid only reads it there. Delete it from that program.")
             return
+        self.error.clear()
         if confirm and QMessageBox.question(
                 self, "Delete model", f"Delete {model.name} ({text.size(model.size_bytes)}) from disk?"
         ) != QMessageBox.StandardButton.Yes:
             return
-        run_job(library.delete_model, model.name, result=lambda _m: self.refresh_installed(),
+        run_job(library.delete_model, model.name, result=lambda _m: self.state.library_changed.emit(),
                 error=self.error.show_text)
 
     # -------------------------------------------------------------- discover
@@ -341,6 +411,15 @@ class ModelsView(QWidget):
         row.addWidget(self.query, 1)
         row.addWidget(self.search_button)
         layout.addLayout(row)
+        self.search_busy = QProgressBar()
+        self.search_busy.setRange(0, 0)  # a moving bar: the Hub was asked, the answer is on its way
+        self.search_busy.setFixedHeight(4)
+        self.search_busy.setTextVisible(False)
+        busy_policy = self.search_busy.sizePolicy()
+        busy_policy.setRetainSizeWhenHidden(True)
+        self.search_busy.setSizePolicy(busy_policy)
+        self.search_busy.hide()
+        layout.addWidget(self.search_busy)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         self.results = QListWidget()
         self.results.currentItemChanged.connect(lambda item, _prev: self._open_repo(item))
@@ -377,10 +456,24 @@ class ModelsView(QWidget):
         return page
 
     def search(self) -> None:
-        self.error.show_text("")
+        self.error.clear()
+        query = self.query.text().strip()
         self.search_button.setEnabled(False)
-        self._hub_job("search", run_job(hub.search_models, self.query.text().strip(), result=self._show_results,
+        self.search_button.setText("Searching…")
+        self.search_busy.show()
+        self.results.clear()
+        self.quant_table.setRowCount(0)
+        self.fit_bars.set_plan(None)
+        self.fit_label.setText("")
+        self.repo_title.setText(f"Searching the Hub for “{query}”…" if query else "Asking the Hub for the most "
+                                                                                 "downloaded GGUF models…")
+        self._hub_job("search", run_job(hub.search_models, query, result=self._show_results,
                                         error=self._search_failed))
+
+    def _search_ended(self) -> None:
+        self.search_button.setEnabled(True)
+        self.search_button.setText("Search")
+        self.search_busy.hide()
 
     def _hub_job(self, key: str, job: Job) -> None:
         previous = self._hub_jobs.get(key)
@@ -389,11 +482,13 @@ class ModelsView(QWidget):
         self._hub_jobs[key] = job
 
     def _search_failed(self, message: str) -> None:
-        self.search_button.setEnabled(True)
+        self._search_ended()
+        self.repo_title.setText(message)  # the sentence where the results would be, and in the banner
         self.error.show_text(message)
 
     def _show_results(self, hits: list[RepoSummary]) -> None:
-        self.search_button.setEnabled(True)
+        self._search_ended()
+        self.repo_title.setText("Pick a repository to see its files." if hits else "")
         self.results.clear()
         for hit in hits:
             params = f" · {hit.parameters / 1e9:.1f}B" if hit.parameters else ""
@@ -411,6 +506,7 @@ class ModelsView(QWidget):
         self.open_repo(repo_id)
 
     def open_repo(self, repo_id: str) -> None:
+        self.error.clear()
         self.repo_title.setText(f"<b>{repo_id}</b> · reading its files…")
         self.quant_table.setRowCount(0)
         self.fit_bars.set_plan(None)
@@ -422,7 +518,6 @@ class ModelsView(QWidget):
         self.error.show_text(message)
 
     def _show_repo(self, files: RepoFiles) -> None:
-        self.error.show_text("")
         self._quants = [q for q in files.quants if not q.mmproj]
         gated = " · gated: accept the license on its Hub page and save a token in Settings" if files.gated else ""
         self.repo_title.setText(f"<b>{files.repo_id}</b> · {len(self._quants)} files{gated}")
@@ -469,9 +564,14 @@ class ModelsView(QWidget):
     def _quant_selected(self) -> None:
         quant = self.selected_quant()
         self.download_button.setEnabled(quant is not None)
+        fit = self._fits.get(quant.first_file) if quant is not None else None
+        no_fit = fit is not None and fit.verdict == "no_fit"
+        self.download_button.setText("Download anyway…" if no_fit else "Download")
+        self.download_button.setProperty("primary", not no_fit)
+        self.download_button.style().unpolish(self.download_button)
+        self.download_button.style().polish(self.download_button)
         if quant is None:
             return
-        fit = self._fits.get(quant.first_file)
         if fit is None:
             self.fit_label.setText(f"{quant.name}: {text.size(quant.total_bytes)}. "
                                    + ("Checking how it fits…" if quant.first_file not in self._fits
@@ -482,13 +582,43 @@ class ModelsView(QWidget):
         self.fit_label.setText(f"{quant.name}: {plan_verdict(fit.plan or {'verdict': fit.verdict})}.{why}")
         self.fit_bars.set_plan(fit.plan)
 
-    def download_selected(self) -> Entry | None:
+    def download_selected(self, *, confirm: bool = True) -> Entry | None:
+        """Queue the selected file; one that does not fit here is queued only after an explicit yes."""
         quant = self.selected_quant()
         if quant is None:
             return None
-        entry = self.downloads.add(quant)
+        self.error.clear()
+        fit = self._fits.get(quant.first_file)
+        allow = False
+        if fit is not None and fit.verdict == "no_fit":
+            if confirm and not self.confirm_no_fit(quant, fit.reason):
+                return None
+            allow = True
+        entry = self.downloads.add(quant, allow_no_fit=allow)
         self.tabs.setCurrentIndex(2)
         return entry
+
+    def confirm_no_fit(self, quant: QuantFile, reason: str | None) -> bool:
+        """Ask before fetching a file the plan says this machine cannot load."""
+        why = f" {reason}" if reason else ""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Download a model that does not fit?",
+                          f"{quant.name} ({text.size(quant.total_bytes)}) does not fit in this machine's "
+                          f"memory.{why}\n\nIt will most likely fail to load here. Download it anyway "
+                          "(for another machine, or after adding memory)?", parent=self)
+        anyway = box.addButton("Download anyway", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        self._confirm_box = box
+        box.exec()
+        return box.clickedButton() is anyway
+
+    def download_anyway(self, entry: Entry, *, confirm: bool = True) -> None:
+        """A queued file refused for not fitting: fetch it after all, once the user says yes."""
+        reason = entry.error or None
+        if confirm and not self.confirm_no_fit(entry.quant, reason):
+            return
+        self.error.clear()
+        self.downloads.resume(entry, allow_no_fit=True)
 
     # -------------------------------------------------------------- downloads
     def _downloads_tab(self) -> QWidget:
@@ -519,15 +649,35 @@ class ModelsView(QWidget):
             if entry.state in ("planning", "waiting", "active"):
                 button.setText("Cancel")
                 button.clicked.connect(lambda _c=False, e=entry: self.downloads.cancel(e))
+            elif entry.state == "failed" and entry.no_fit:
+                button.setText("Download anyway…")
+                button.clicked.connect(lambda _c=False, e=entry: self.download_anyway(e))
             elif entry.state in ("cancelled", "failed"):
                 button.setText("Resume")
                 button.clicked.connect(lambda _c=False, e=entry: self.downloads.resume(e))
             else:
                 button.setText("Chat with it")
                 button.clicked.connect(lambda _c=False, e=entry: e.path and self.chat_requested.emit(Path(e.path)))
-            self.queue_table.setCellWidget(row, 4, button)
+            cell = QWidget()
+            buttons = QHBoxLayout(cell)
+            buttons.setContentsMargins(0, 0, 0, 0)
+            buttons.setSpacing(4)
+            buttons.addWidget(button)
+            if entry.state in ("done", "failed", "cancelled"):
+                remove = QPushButton("Remove")
+                remove.setToolTip("Take this row off the list (a finished model stays on disk; a part "
+                                  "file stays, so downloading it again continues it).")
+                remove.clicked.connect(lambda _c=False, e=entry: self.downloads.remove(e))
+                buttons.addWidget(remove)
+            self.queue_table.setCellWidget(row, 4, cell)
             self._update_row(row)
         self.queue_table.resizeColumnToContents(4)
+
+    def queue_button(self, row: int, which: int = 0) -> QPushButton | None:
+        """The row's action button (Cancel, Resume, Download anyway…, Chat with it), or 1: Remove."""
+        cell = self.queue_table.cellWidget(row, 4)
+        buttons = cell.findChildren(QPushButton) if cell is not None else []
+        return buttons[which] if which < len(buttons) else None
 
     def _update_row(self, row: int) -> None:
         if row >= len(self.downloads.entries) or row >= self.queue_table.rowCount():
@@ -549,8 +699,6 @@ class ModelsView(QWidget):
         active = entry.state == "active" and p is not None
         self.queue_table.setItem(row, 2, QTableWidgetItem(text.rate(p.speed_bps) if active else ""))
         self.queue_table.setItem(row, 3, QTableWidgetItem(text.duration(p.eta_seconds) if active else ""))
-        if entry.state == "failed" and entry.error:
-            self.error.show_text(entry.error)
 
     def shutdown(self) -> None:
         if self._daily_timer is not None:

@@ -21,6 +21,8 @@ class AppState(QObject):
     #: The loaded model's description (dict with name, path, verdict...) or None after unload.
     model_changed = Signal(object)
     settings_changed = Signal(list)  # keys that changed
+    #: The models on disk changed (download done, delete, import, Refresh): every model list re-reads.
+    library_changed = Signal()
     #: A sentence for the status bar (e.g. "Downloading Qwen2.5-7B: 43%").
     status_message = Signal(str)
 
@@ -50,6 +52,8 @@ class AppState(QObject):
             from app.ui.downloads import Downloads
 
             self._downloads = Downloads(judge=judge_remote_fit(self.profile), parent=self)
+            # Wherever a download was started (Models page, wizard), a finished one is in the library now.
+            self._downloads.finished.connect(lambda _entry: self.library_changed.emit())
         return self._downloads
 
     def shutdown(self) -> None:

@@ -65,7 +65,7 @@ def test_search_download_and_chat_handoff(qtbot, window: MainWindow, hub_with_mo
     assert view.tabs.currentIndex() == 2
     qtbot.waitUntil(lambda: entry.state == "done", timeout=60_000)
     assert entry.path.is_file() and entry.path.stat().st_size == hub_with_model_size(hub_with_model)
-    assert view.queue_table.cellWidget(0, 4).text() == "Chat with it"
+    assert view.queue_button(0).text() == "Chat with it"
     # The Installed tab lists it.
     qtbot.waitUntil(lambda: any(m.path == entry.path for m in view.library_model.models), timeout=10_000)
 
@@ -81,17 +81,17 @@ def test_cancel_then_resume_keeps_the_bytes(qtbot, window: MainWindow, hub_with_
     entry = view.download_selected()
     qtbot.waitUntil(lambda: entry.progress is not None and entry.progress.bytes_done > 4 * 1024 * 1024,
                     timeout=30_000)
-    assert view.queue_table.cellWidget(0, 4).text() == "Cancel"
-    view.queue_table.cellWidget(0, 4).click()
+    assert view.queue_button(0).text() == "Cancel"
+    view.queue_button(0).click()
     qtbot.waitUntil(lambda: entry.state == "cancelled", timeout=10_000)
-    assert view.queue_table.cellWidget(0, 4).text() == "Resume"
+    assert view.queue_button(0).text() == "Resume"
     part = next(paths.downloads_dir().rglob("*.part"))
     kept = part.stat().st_size
     assert kept > 0
     served_before = hub_with_model.bytes_served(REPO, FILE)
 
     hub_with_model.throttle(None)
-    view.queue_table.cellWidget(0, 4).click()
+    view.queue_button(0).click()
     qtbot.waitUntil(lambda: entry.state == "done", timeout=60_000)
     size = hub_with_model_size(hub_with_model)
     fetched_again = hub_with_model.bytes_served(REPO, FILE) - served_before
@@ -126,7 +126,7 @@ def test_not_enough_disk_space_shows_its_sentence(qtbot, window: MainWindow, loo
     qtbot.waitUntil(lambda: entry.state == "failed", timeout=10_000)
     assert "more on disk" in entry.error and "Free some space" in entry.error
     assert view.error.text() == entry.error
-    assert view.queue_table.cellWidget(0, 4).text() == "Resume"
+    assert view.queue_button(0).text() == "Resume"
 
 
 def test_installed_models_can_be_deleted(qtbot, window: MainWindow, starter_model: Path) -> None:

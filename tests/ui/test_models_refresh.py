@@ -60,7 +60,7 @@ def test_check_for_new_models_runs_on_a_worker_and_shows_the_result(qtbot, windo
     assert "Qwen3.9 35B-A3B" in view.catalog_result.text()
     qtbot.waitUntil(lambda: "UTC · 2 found by checks" in view.catalog_label.text(), timeout=10_000)
     assert {NEW, OWN} <= {m.model for m in load_catalog()}
-    assert not view.error.isVisible()
+    assert not view.error.shown()
 
 
 def test_offline_the_button_says_so_and_sends_nothing(qtbot, new_models: LoopbackHub) -> None:
@@ -70,7 +70,7 @@ def test_offline_the_button_says_so_and_sends_nothing(qtbot, new_models: Loopbac
     view = page(win)
     new_models.clear_log()
     view.check_button.click()
-    assert view.error.isVisible() and "offline" in view.error.text()
+    assert view.error.shown() and "offline" in view.error.text()
     view.start_daily_check()
     win.close()
     assert QThreadPool.globalInstance().waitForDone(10_000)
@@ -81,7 +81,7 @@ def test_a_connection_failure_shows_one_sentence(qtbot, window: MainWindow, new_
     view = page(window)
     new_models.stop()
     view.check_button.click()
-    qtbot.waitUntil(lambda: view.error.isVisible(), timeout=30_000)
+    qtbot.waitUntil(lambda: view.error.shown(), timeout=30_000)
     assert view.error.text().startswith("Could not reach") and "\n" not in view.error.text()
     assert "Traceback" not in view.error.text() and view.check_button.isEnabled()
 
