@@ -67,7 +67,9 @@ def _palette(c: dict[str, str]) -> QPalette:
 
 def stylesheet(dark: bool) -> str:
     template = (paths.resources_dir() / "styles" / "camelid.qss").read_text(encoding="utf-8")
-    return Template(template).safe_substitute(colors(dark))
+    # Qt's url() wants forward slashes on every platform.
+    icons = (paths.resources_dir() / "icons").as_posix()
+    return Template(template).safe_substitute(colors(dark), icons=icons, arrow="dark" if dark else "light")
 
 
 def apply_theme(app: QApplication, choice: str) -> bool:

@@ -149,6 +149,8 @@ class Job(QRunnable):
             else:
                 if not isinstance(exc, CamelidError):
                     log.exception("job %s failed", getattr(self.fn, "__qualname__", self.fn))
+                else:  # the user sees the sentence; the log keeps it for "Copy diagnostics"
+                    log.warning("job %s: %s", getattr(self.fn, "__qualname__", self.fn), exc)
                 self.signals.error.emit(user_message(exc))
         else:
             if self.cancel_event.is_set():

@@ -30,6 +30,8 @@ _lock = threading.Lock()
 #: for as long as llama.cpp may call it, or the process crashes.
 _stack: list[LlamaLogCapture] = []
 _callback: Any = None
+#: Where every piece of llama.cpp's log goes, capture or not (the app's log file); see forward().
+_forward: Any = None
 
 
 def _dispatch(level: int, text: bytes, _user: Any) -> None:
@@ -40,6 +42,27 @@ def _dispatch(level: int, text: bytes, _user: Any) -> None:
     with _lock:
         for capture in _stack:
             capture._feed(level, decoded)
+        sink = _forward
+    if sink is not None:
+        with contextlib.suppress(Exception):
+            sink(level, decoded)
+
+
+def forward(sink: Any) -> None:
+    """Send every piece of llama.cpp's log to `sink(level, text)` from now on, instead of the terminal.
+
+    llama-cpp-python prints llama.cpp's errors to stderr; with a sink, Camelid's
+    callback stays installed between captures so those lines reach the sink only.
+    Installed now when llama_cpp is already imported, else at the first capture.
+    """
+    global _forward
+    import sys
+
+    with _lock:
+        _forward = sink
+    if sink is not None and "llama_cpp" in sys.modules:
+        with contextlib.suppress(Exception):
+            _install()
 
 
 def _install() -> None:
@@ -55,6 +78,8 @@ def _restore() -> None:
     """Hand the log back to llama-cpp-python's own logger (what it installs at import)."""
     import llama_cpp
 
+    if _forward is not None:
+        return  # keep ours: the sink wants the lines between loads too (a decode error after Stop)
     try:
         from llama_cpp import _logger
 

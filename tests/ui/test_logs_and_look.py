@@ -1,0 +1,152 @@
+"""The log file, Copy diagnostics, Open logs folder, the default window size and the Theme menu (offscreen)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QRect
+from PySide6.QtGui import QGuiApplication
+
+from app import logging_setup, paths
+from app.core.machine.simulate import preset_profile
+from app.core.settings import Settings
+from app.ui.main_window import FRAME_ROOM, MINIMUM_SIZE, MainWindow, default_size
+from app.ui.state import AppState
+
+TOKEN = "hf_" + "Zq8" * 12  # shaped like a Hugging Face token; must never reach the diagnostics
+
+
+@pytest.fixture(autouse=True)
+def detach_log():
+    yield
+    logging_setup.shutdown()
+
+
+@pytest.fixture
+def window(qtbot) -> MainWindow:
+    win = MainWindow(AppState(Settings(), preset_profile("rtx-4090"), demo=True))
+    qtbot.addWidget(win)
+    return win
+
+
+def log_text() -> str:
+    path = logging_setup.log_path()
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+# --- the log file -----------------------------------------------------------------
+def test_a_cli_command_writes_the_log_file_and_nothing_to_the_terminal(capfd) -> None:
+    from app.cli import main
+
+    assert main(["settings"]) == 0
+    captured = capfd.readouterr()
+    text = log_text()
+    assert logging_setup.log_path().parent == paths.logs_dir()
+    assert "camelid.cli: camelid settings" in text
+    logging.getLogger("app.test").warning("a warning for the file only")
+    assert "a warning for the file only" in log_text()
+    assert "a warning for the file only" not in capfd.readouterr().err
+    assert "camelid.cli" not in captured.err
+
+
+def test_the_log_rotates_at_its_size_bound() -> None:
+    logging_setup.configure("cli")
+    handler = next(h for h in logging.getLogger().handlers
+                   if isinstance(h, logging.handlers.RotatingFileHandler))
+    assert handler.maxBytes == 1024 * 1024 and handler.backupCount == 5
+
+
+def test_llama_cpp_lines_from_a_load_reach_the_log_file_not_the_terminal(starter_model, capfd) -> None:
+    from app.core.chat import Engine, LoadParams
+
+    logging_setup.configure("gui")
+    engine = Engine()
+    try:
+        engine.load(starter_model, LoadParams(n_ctx=256))
+    finally:
+        engine.unload()
+    text = log_text()
+    assert "llama.cpp: llama_model_loader" in text or "llama.cpp: load_tensors" in text
+    assert "llama_model_loader" not in capfd.readouterr().err
+
+
+def test_llama_cpp_pieces_are_joined_into_lines(tmp_path) -> None:
+    logging_setup.configure("gui")
+    lines = logging_setup.LlamaLines()
+    lines(3, "decode: removing memory module entries for seq_id = 0, ")
+    lines(5, "pos = [206, +inf)\n")
+    text = log_text()
+    assert "ERROR   llama.cpp: decode: removing memory module entries for seq_id = 0, pos = [206, +inf)" in text
+    assert any("removing memory module" in p for p in logging_setup.recent_problems())
+
+
+# --- Copy diagnostics --------------------------------------------------------------
+def test_copy_diagnostics_has_the_versions_and_no_token(window, monkeypatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    logging_setup.configure("gui")
+    logging.getLogger("app.test").error("Hub refused token=%s for a gated repo", TOKEN)
+    logging.getLogger("app.test").error("the download stopped: disk full")
+    report = window.copy_diagnostics()
+    assert QGuiApplication.clipboard().text() == report
+    for needle in ("Camelid: ", "Python: ", "Qt: ", "PySide6", "llama-cpp-python: ", "## Backend",
+                   "in use: CUDA", "RTX 4090", "## Settings", "context_length = 8192",
+                   "the download stopped: disk full", str(logging_setup.log_path())):
+        assert needle in report, needle
+    assert TOKEN not in report and "Zq8Zq8" not in report
+    assert "token=[hidden]" in report
+
+
+def test_open_logs_folder_without_a_launcher_shows_the_path_with_copy(window, qtbot) -> None:
+    # The offscreen platform has no file manager: exactly the fresh-Debian case.
+    dialog = window.open_logs_folder()
+    assert dialog is not None
+    qtbot.addWidget(dialog)
+    assert dialog.path_edit.text() == str(paths.logs_dir())
+    dialog.copy_button.click()
+    assert QGuiApplication.clipboard().text() == str(paths.logs_dir())
+
+
+# --- the look ------------------------------------------------------------------------
+@pytest.mark.parametrize("available", [QRect(0, 0, 1366, 768 - 32), QRect(0, 27, 1366, 768 - 27),
+                                       QRect(0, 0, 1920, 1080 - 40), QRect(0, 0, 1024, 768 - 40)])
+def test_the_default_window_fits_the_screen_with_its_frame(available) -> None:
+    size = default_size(available)
+    assert size.width() + FRAME_ROOM.width() <= available.width()
+    assert size.height() + FRAME_ROOM.height() <= available.height()
+    assert size.width() >= MINIMUM_SIZE.width() and size.height() >= MINIMUM_SIZE.height()
+
+
+def test_a_first_window_is_sized_from_the_screen(qtbot) -> None:
+    win = MainWindow(AppState(Settings(), preset_profile("rtx-4090"), demo=True))
+    qtbot.addWidget(win)
+    screen = win.screen() or QGuiApplication.primaryScreen()
+    expected = default_size(screen.availableGeometry())
+    assert (win.width(), win.height()) == (max(expected.width(), MINIMUM_SIZE.width()),
+                                           max(expected.height(), MINIMUM_SIZE.height()))
+
+
+def test_theme_actions_are_one_of_three(window) -> None:
+    assert window.theme_group.isExclusive()
+    assert set(window.theme_group.actions()) == set(window.theme_actions.values())
+    window.theme_actions["dark"].trigger()
+    assert [k for k, a in window.theme_actions.items() if a.isChecked()] == ["dark"]
+    window.theme_actions["light"].trigger()
+    assert [k for k, a in window.theme_actions.items() if a.isChecked()] == ["light"]
+    assert window.state.settings["theme"] == "light"
+
+
+@pytest.mark.parametrize("dark", [False, True])
+def test_the_stylesheet_draws_arrows_from_files_that_exist(dark) -> None:
+    import re
+
+    from app.ui import theme
+
+    sheet = theme.stylesheet(dark)
+    assert not re.search(r"\$[a-z]", sheet.split("*/", 1)[1])  # every placeholder filled
+    urls = re.findall(r"url\(([^)]+)\)", sheet)
+    assert any("arrow-up" in u for u in urls) and any("arrow-down" in u for u in urls)
+    for url in urls:
+        assert Path(url).is_file(), url
+    assert "::up-button" in sheet and "::drop-down" in sheet
