@@ -555,7 +555,7 @@ def test_killed_while_streaming_keeps_the_partial_reply(starter_model: Path) -> 
 def test_cli_one_shot_json(starter_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = cli_main(["chat", str(starter_model), "--prompt", "What is the capital of France?",
                      "--system", "You are a helpful assistant.", "--max-tokens", "48",
-                     "--temperature", "0", "--seed", "1", "--ctx", "512", "--json"])
+                     "--temperature", "0", "--seed", "1", "--ctx", "512", "--json", "--save"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert data["reply"].strip()  # its words depend on this CPU's rounding (QUESTION is a near tie)
@@ -591,7 +591,7 @@ def test_cli_interactive_commands(starter_model: Path, tmp_path: Path) -> None:
     saved = (tmp_path / "chat.md").read_text(encoding="utf-8")
     assert saved.startswith("# Hello") and "## Assistant" in saved
     with ChatStore() as store:
-        assert len(store.list_conversations()) == 2
+        assert len(store.list_conversations()) == 1  # the empty one /new made is not kept
 
 
 def test_memory_check_says_how_far_llama_cpp_was_from_the_plan() -> None:
