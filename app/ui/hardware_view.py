@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QGridLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
+import time
+from typing import Any
 
-from app.core.machine import DeviceBudget, HardwareProfile
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QShowEvent
+from PySide6.QtWidgets import (
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app import paths
+from app.core.machine import DeviceBudget, HardwareProfile, detect
 from app.ui import text
 from app.ui.widgets.common import Card, Notice, paragraph, subtle, title
 from app.ui.widgets.memory_bar import MemoryBar, Part
@@ -64,11 +77,19 @@ def memory_card(profile: HardwareProfile, heading: str = "Memory a model may use
     return memory
 
 
-class HardwareView(QWidget):
-    """Shows one HardwareProfile; `set_profile` replaces it."""
+#: Showing the page measures again when the last reading is older than this (free memory moves).
+STALE_AFTER_S = 30.0
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+
+class HardwareView(QWidget):
+    """Shows one HardwareProfile; `set_profile` replaces it. With the window's state it can measure
+    again: the "Measure again" button, and on showing the page when the reading is stale."""
+
+    def __init__(self, state: Any = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.state = state
+        self._measuring = False
+        self._measured_at = time.monotonic()
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         scroll = QScrollArea()
@@ -80,12 +101,56 @@ class HardwareView(QWidget):
         self._layout = QVBoxLayout(self._content)
         self._layout.setContentsMargins(24, 20, 24, 20)
         self._layout.setSpacing(14)
-        self._layout.addWidget(title("Hardware"))
+        head = QHBoxLayout()
+        head.addWidget(title("Hardware"), 1)
+        self.measure_button = QPushButton("Measure again")
+        self.measure_button.setToolTip("Read free memory, GPUs and the engine again (other programs change "
+                                       "what is free).")
+        self.measure_button.clicked.connect(lambda _c=False: self.measure())
+        self.measure_button.setVisible(state is not None and not getattr(state, "demo", False))
+        head.addWidget(self.measure_button, 0, Qt.AlignmentFlag.AlignVCenter)
+        self._layout.addLayout(head)
         self.subtitle = subtle("Measuring this machine…")
         self._layout.addWidget(self.subtitle)
         self._dynamic: list[QWidget] = []
         self._layout.addStretch(1)
         self.profile: HardwareProfile | None = None
+
+    def measure(self) -> bool:
+        """Detect this machine again off the GUI thread; the window's profile (and this page) follow.
+
+        A simulated machine is not measured (it is what was asked for); False when nothing started.
+        """
+        state = self.state
+        if state is None or self._measuring or (self.profile is not None and self.profile.simulated):
+            return False
+        from app.ui.workers import run_job
+
+        self._measuring = True
+        self.measure_button.setEnabled(False)
+        self.measure_button.setText("Measuring…")
+
+        def done(profile: HardwareProfile) -> None:
+            self._measured()
+            state.set_profile(profile)
+
+        def failed(message: str) -> None:
+            self._measured()
+            self.subtitle.setText(message)
+
+        run_job(lambda: detect(models_dir=paths.models_dir()), result=done, error=failed)
+        return True
+
+    def _measured(self) -> None:
+        self._measuring = False
+        self._measured_at = time.monotonic()
+        self.measure_button.setEnabled(True)
+        self.measure_button.setText("Measure again")
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self.profile is not None and time.monotonic() - self._measured_at > STALE_AFTER_S:
+            self.measure()
 
     def _add(self, widget: QWidget) -> None:
         self._layout.insertWidget(self._layout.count() - 1, widget)
@@ -93,6 +158,9 @@ class HardwareView(QWidget):
 
     def set_profile(self, profile: HardwareProfile) -> None:
         self.profile = profile
+        self._measured_at = time.monotonic()
+        self.measure_button.setVisible(self.state is not None and not profile.simulated
+                                       and not getattr(self.state, "demo", False))
         for widget in self._dynamic:
             widget.setParent(None)
             widget.deleteLater()
@@ -175,7 +243,8 @@ class HardwareView(QWidget):
             if not profile.simulated:
                 rows.append(("CPU code", backend.cpu_code() or ""))
         else:
-            rows.append(("Engine", "llama-cpp-python is not available: reinstall with `make run`."))
+            rows.append(("Engine", "the llama.cpp engine (llama-cpp-python) is missing from this installation: "
+                                   "reinstall Camelid."))
         if profile.disk_free_bytes is not None:
             rows.append(("Disk", f"{text.size(profile.disk_free_bytes)} free in {profile.disk_path}"))
         return rows

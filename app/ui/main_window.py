@@ -132,7 +132,7 @@ class MainWindow(QMainWindow):
             return view
 
         factories: list[tuple[str, Callable[[], QWidget]]] = [("Chat", chat), ("Models", models)]
-        factories.append(("Hardware", HardwareView))
+        factories.append(("Hardware", lambda: HardwareView(self.state)))
         return factories
 
     def add_page(self, name: str, widget: QWidget) -> None:

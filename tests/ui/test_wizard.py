@@ -24,7 +24,7 @@ from app import paths
 from app.core.machine.simulate import preset_profile
 from app.core.models import downloads as core_downloads
 from app.core.models.catalog import Catalog, load_catalog
-from app.core.models.first_run import STARTER_MISSING, should_show_wizard
+from app.core.models.first_run import should_show_wizard
 from app.core.models.recommend import Pick, recommend
 from app.core.settings import Settings
 from app.ui.chat_view import ChatView
@@ -39,6 +39,8 @@ from app.ui.wizard import (
     PAGE_PURPOSE,
     PAGE_READY,
     SCREENSHOT_SIZE,
+    STARTER_REPO,
+    STARTER_UNREACHABLE,
     HardwareFitWizard,
 )
 from tests.fixtures import REPO_ROOT, ui
@@ -245,6 +247,8 @@ def test_a_missing_repo_offers_the_starter_model_which_opens_in_the_chat(
     assert "Traceback" not in sentence
     assert not wizard.button(QWizard.WizardButton.NextButton).isEnabled()
 
+    qtbot.waitUntil(offer.button.isVisible, timeout=10_000)  # shown once the starter is found on disk
+    assert offer.button.text() == "Chat with the starter model"
     offer.button.click()
     qtbot.waitUntil(lambda: wizard.currentId() == PAGE_READY, timeout=10_000)
     assert wizard.ready_path() == installed_starter
@@ -275,18 +279,19 @@ def test_an_unreachable_hub_is_a_sentence_and_a_missing_starter_says_what_to_do(
     assert "Could not reach" in offer.error.text() and "connection" in offer.error.text()
     assert "Traceback" not in offer.error.text()
 
-    # No starter model on this machine either: the wizard says so and stays put.
-    offer.button.click()
-    qtbot.waitUntil(lambda: offer.missing.text() == STARTER_MISSING, timeout=10_000)
+    # No starter model on this machine, and the Hub is not there to fetch it: no button, one sentence
+    # that names no command line.
+    qtbot.waitUntil(lambda: offer.missing.text() == STARTER_UNREACHABLE, timeout=30_000)
+    assert offer.button.isHidden() and "`" not in offer.missing.text()
     assert wizard.currentId() == PAGE_DOWNLOAD and wizard.ready_path() is None
 
-    # Back to the picks, then skip: the first run counts as done, the answers are not taken.
+    # Back to the picks, then skip: the first run counts as done, and the answers given are kept.
     click(wizard, QWizard.WizardButton.BackButton)
     assert wizard.currentId() == PAGE_PICKS
     click(wizard, QWizard.WizardButton.CancelButton)
     assert not wizard.isVisible()
     stored = Settings()
-    assert stored["first_run_done"] is True and stored["context_length"] == 8192
+    assert stored["first_run_done"] is True and stored["context_length"] == SHORT_CTX
     close_window(window)
 
 
@@ -342,3 +347,70 @@ def test_screenshot_of_the_wizard(tmp_path: Path, camelid_home: Path) -> None:
     image = QImage(str(out))
     assert (image.width(), image.height()) == SCREENSHOT_SIZE
     assert not paths.settings_path().exists() and not paths.chats_db_path().exists()
+
+
+# --- answers kept, the starter offered only when it can be had -------------------------------------
+
+
+def test_the_answers_are_kept_when_next_is_pressed_even_if_the_wizard_is_skipped(qtbot, catalog: Catalog) -> None:
+    window = open_window(qtbot)
+    wizard = window.open_wizard(catalog=catalog)
+    changed: list[list[str]] = []
+    window.state.settings_changed.connect(changed.append)
+    qtbot.waitUntil(wizard.machine.isComplete, timeout=5000)
+    click(wizard, QWizard.WizardButton.NextButton)
+    wizard.purpose.use_buttons["code"].click()
+    wizard.purpose.ctx_buttons["long"].click()
+    click(wizard, QWizard.WizardButton.NextButton)
+    long_ctx = wizard.purpose.context().n_ctx
+    assert long_ctx > 8192
+    stored = Settings()  # on disk at once, before the wizard ends
+    assert (stored["use_case"], stored["context_length"]) == ("code", long_ctx)
+    assert ["use_case", "context_length"] in changed
+    click(wizard, QWizard.WizardButton.CancelButton)
+    stored = Settings()
+    assert (stored["use_case"], stored["context_length"], stored["first_run_done"]) == ("code", long_ctx, True)
+    close_window(window)
+
+
+def _nothing_fits(qtbot, window: MainWindow) -> HardwareFitWizard:
+    wizard = window.open_wizard(catalog=Catalog(models=(load_catalog().get("llama-3.3-70b"),)))
+    click(wizard, QWizard.WizardButton.NextButton)
+    click(wizard, QWizard.WizardButton.NextButton)
+    return wizard
+
+
+def test_no_starter_button_when_there_is_no_starter_and_no_hub(qtbot, monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    window = open_window(qtbot)
+    offer = _nothing_fits(qtbot, window).picks.offer
+    qtbot.waitUntil(lambda: offer.missing.text() == STARTER_UNREACHABLE, timeout=30_000)
+    assert offer.button.isHidden() and "make run" not in offer.missing.text()
+    close_window(window)
+
+
+def test_a_missing_starter_is_offered_for_download_when_the_hub_answers(
+        qtbot, loopback_hub, starter_model: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    loopback_hub.add_repo(STARTER_REPO)
+    loopback_hub.add_file(STARTER_REPO, paths.STARTER_MODEL_FILE, starter_model)
+    window = open_window(qtbot)
+    wizard = _nothing_fits(qtbot, window)
+    offer = wizard.picks.offer
+    qtbot.waitUntil(lambda: offer.button.isVisible(), timeout=30_000)
+    assert offer.button.text() == "Download the starter model"
+    chat: ChatView = window.pages["Chat"]
+    offer.button.click()
+    qtbot.waitUntil(lambda: wizard.currentId() == PAGE_READY, timeout=60_000)
+    path = wizard.ready_path()
+    assert path is not None and path.is_file() and path.name == paths.STARTER_MODEL_FILE
+    # The download went through the library: the chat's picker lists it without a restart.
+    qtbot.waitUntil(lambda: chat.model_picker.findData(str(path)) >= 0, timeout=10_000)
+    close_window(window)
