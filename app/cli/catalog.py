@@ -42,7 +42,12 @@ def run(args: argparse.Namespace) -> int:
         print_json({"snapshot": snapshot, "last_refreshed": refreshed, "models": [_entry(m) for m in models]})
         return 0
     quants = [q for q in CATALOG_QUANTS if q in ("Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16")]
-    print(f"{'model':36} {'params':>7}  {'released':10}  {'license':14} " + " ".join(f"{q:>7}" for q in quants))
+    # Columns as wide as their longest cell, so a long license or a 397B-A17B never shifts a row.
+    name_w = max([36, *(len(m.name) + 1 for m in models)])
+    params_w = max([7, *(len(m.size_label) for m in models)])
+    license_w = max([14, *(len(m.license) + 1 for m in models)])
+    print(f"{'model':{name_w}} {'params':>{params_w}}  {'released':10}  {'license':{license_w}} "
+          + " ".join(f"{q:>7}" for q in quants))
     for m in models:
         sizes = []
         for q in quants:
@@ -50,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
             sizes.append(f"{f.size_bytes / 1e9:6.1f}{'~' if f.predicted else ' '}")
         gated = "*" if m.gated else ""
         new = "+" if m.source == "hub" else ""
-        print(f"{m.name + new:36} {m.size_label:>7}  {m.released[:10]:10}  {m.license + gated:14} "
-              + " ".join(sizes))
-    print("\nSizes in GB; ~ predicted from the architecture (--hub reads the real ones). "
+        print(f"{m.name + new:{name_w}} {m.size_label:>{params_w}}  {m.released[:10]:10}  "
+              f"{m.license + gated:{license_w}} " + " ".join(sizes))
+    print("\nFile sizes in GB (as the Hub shows them); ~ predicted from the architecture "
+          "(--hub reads the real ones). "
           "* the original repo is gated; the GGUF repo is not. + found by a refresh.")
     print(_dates_line(snapshot, refreshed))
     return 0

@@ -10,7 +10,31 @@ from typing import Any
 from app.core.machine import HardwareProfile
 from app.core.units import human_bytes
 
-__all__ = ["add_hardware_flags", "add_json_flag", "hardware_from_args", "human_bytes", "print_json"]
+__all__ = ["add_hardware_flags", "add_json_flag", "file_size", "fit_words", "hardware_from_args",
+           "human_bytes", "print_json"]
+
+#: A plan's verdict in a table column: the user's words, not the code's (full_gpu, no_fit).
+FIT_WORDS = {"full_gpu": "fits on GPU", "partial": "fits, GPU+RAM", "cpu": "fits, CPU", "no_fit": "too big"}
+
+
+def file_size(n: int | None) -> str:
+    """A model file's size as the Hub and the recommendations say it (decimal: 4.9 GB, 98.3 MB).
+
+    Memory (plans, hardware) stays in binary units (`human_bytes`); machines are "24 GB" as sold.
+    """
+    if n is None:
+        return "unknown"
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(value) < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def fit_words(verdict: str | None, *, unknown: str = "not known") -> str:
+    """`verdict` as a table cell; `unknown` when there is none (header unreadable, gated...)."""
+    return FIT_WORDS.get(verdict or "", unknown)
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

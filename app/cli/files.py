@@ -8,8 +8,9 @@ from typing import Any
 from app.cli.common import (
     add_hardware_flags,
     add_json_flag,
+    file_size,
+    fit_words,
     hardware_from_args,
-    human_bytes,
     print_json,
 )
 from app.core.errors import CamelidError
@@ -59,10 +60,20 @@ def run(args: argparse.Namespace) -> int:
         print("  no GGUF files")
         return 0
     width = max(len(q.quant) for q in files.quants)
+    unknown = "gated" if files.gated else "not known"
+    show_fit = not args.no_fit
+    fit_head = f"  {'fit here':14}" if show_fit else ""
+    print(f"  {'quant':{width}}  {'size':>10}{fit_head}  {'sha256':12}  file")
     for q in files.quants:
         shards = f"  {len(q.files)} shards" if q.is_split else ""
         missing = "" if q.complete else f" (only {len(q.files)} of {q.shard_count} present)"
-        verdict = "" if args.no_fit or q.mmproj else f"  {verdicts.get(q.name) or '?':8}"
-        print(f"  {q.quant:{width}}  {human_bytes(q.total_bytes):>10}{verdict}  {q.first_file}{shards}{missing}")
+        verdict = ("" if not show_fit else
+                   f"  {'' if q.mmproj else fit_words(verdicts.get(q.name), unknown=unknown):14}")
+        sha = (q.files[0].sha256 or "")[:12] if q.files else ""
+        print(f"  {q.quant:{width}}  {file_size(q.total_bytes):>10}{verdict}  {sha or '-':12}  "
+              f"{q.first_file}{shards}{missing}")
+    problems = {k.split(":", 1)[0]: v for k, v in verdicts.items() if k.endswith(":problem")}
+    for name, problem in problems.items():
+        print(f"  note: {name}: {problem}")
     print(f"\nDownload one with `camelid download {files.repo_id}:QUANT`.")
     return 0

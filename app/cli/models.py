@@ -7,13 +7,16 @@ import argparse
 from app.cli.common import (
     add_hardware_flags,
     add_json_flag,
+    file_size,
+    fit_words,
     hardware_from_args,
-    human_bytes,
     print_json,
 )
 from app.core.models import library
 
-_WHERE = {"camelid": "", "lmstudio": "  [LM Studio]", "hf-cache": "  [HF cache]"}
+#: Where a model was found, as the table says it ("" for Camelid's own folder).
+_WHERE = {"camelid": "Camelid", "lmstudio": "LM Studio", "hf-cache": "HF cache", "ollama": "Ollama",
+          "folder": "your added folders"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,14 +44,26 @@ def run_models(args: argparse.Namespace) -> int:
         print_json([m.to_dict() for m in models])
         return 0
     if not models:
-        print(f"No models yet in {paths.models_dir()}. Find one with `camelid search`.")
+        print(f"{_nothing_in(args.source or library.SOURCES, paths.models_dir())} "
+              "Find one with `camelid search`.")
         return 0
-    width = max(len(m.name) for m in models)
+    width = max(len("model"), *(len(m.name) for m in models))
+    print(f"{'model':{width}}  {'size':>10}  {'fit here':14}  found in")
     for m in models:
-        verdict = m.verdict or "?"
         note = f"  ({m.problem})" if m.problem else ""
-        print(f"{m.name:{width}}  {human_bytes(m.size_bytes):>10}  {verdict:8}{_WHERE.get(m.source, '')}{note}")
+        print(f"{m.name:{width}}  {file_size(m.size_bytes):>10}  {fit_words(m.verdict):14}  "
+              f"{_WHERE.get(m.source, m.source)}{note}")
     return 0
+
+
+def _nothing_in(sources: list[str] | tuple[str, ...], models_dir: object) -> str:
+    """Which places were looked in, in words, for the "no models" sentence."""
+    if list(sources) == ["camelid"]:
+        return f"No models yet in {models_dir}."
+    places = [f"Camelid's folder ({models_dir})" if s == "camelid" else _WHERE.get(s, s) for s in sources]
+    if len(places) > 1:
+        return f"No models found in {', '.join(places[:-1])} or {places[-1]}."
+    return f"No models found in {places[0]}."
 
 
 def run_rm(args: argparse.Namespace) -> int:
@@ -56,5 +71,5 @@ def run_rm(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"deleted": [str(f) for f in model.files], "bytes": model.size_bytes})
     else:
-        print(f"Deleted {model.name} ({human_bytes(model.size_bytes)}).")
+        print(f"Deleted {model.name} ({file_size(model.size_bytes)}).")
     return 0
