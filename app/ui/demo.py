@@ -34,8 +34,48 @@ DEMO_CONVERSATION = (
     ("assistant", "Count them while iterating: `sum(1 for _ in f)`. It streams the file too, "
                   "so it works on files larger than your RAM."),
 )
-DEMO_STATS = {"completion_tokens": 31, "tokens_per_s": 142.3, "ttft_s": 0.04, "prompt_tokens": 180,
-              "stop_reason": "stop"}
+#: The model the Chat screenshot shows loaded, and the tokens its sample conversation holds.
+DEMO_MODEL = ("Qwen/Qwen2.5-32B-Instruct", "Q4_K_M")
+DEMO_CONTEXT = 8192
+DEMO_USED_TOKENS = 211
+from app.ui.screenshot import DEMO_PRESET  # noqa: E402  (one demo machine for every screenshot)
+
+
+def demo_speed(model: str = DEMO_MODEL[0], quant: str = DEMO_MODEL[1], *, preset: str = DEMO_PRESET,
+               n_ctx: int = DEMO_CONTEXT, used_tokens: int = DEMO_USED_TOKENS) -> float:
+    """Tokens/s the speed model expects for `model` at `quant` on the simulated `preset` machine.
+
+    The screenshot's figures come from here, so they are what Camelid itself would
+    promise on that machine, never a hand-typed number.
+    """
+    from app.core.fit import (
+        LoadChoices,
+        cpu_bandwidth,
+        estimate_speed,
+        gpu_bandwidth,
+        plan_with_choices,
+        token_cost,
+    )
+    from app.core.machine import preset_profile
+    from app.core.models import load_catalog
+
+    hardware = preset_profile(preset)
+    meta = load_catalog(include_user=False).get(model).meta(quant)
+    plan = plan_with_choices(meta, hardware, LoadChoices(n_ctx=n_ctx), improvements=False)
+    budgets = hardware.budgets()
+    gpus = [(gpu_bandwidth(g.name, g.total_bytes), float(g.budget_bytes)) for g in budgets.gpus]
+    # The KV cache read per token: the part of the context the conversation fills.
+    kv_read = plan.kv_cache_bytes * used_tokens // max(1, plan.n_ctx)
+    speed = estimate_speed(token_cost(meta), n_gpu_layers=int(plan.n_gpu_layers), gpus=gpus,
+                           cpu=cpu_bandwidth(hardware), kv_read_bytes=kv_read, cpu_expert_layers=plan.cpu_moe)
+    return round(speed.tokens_per_s, 1)
+
+
+def demo_stats(reply: str, speed: float) -> dict[str, object]:
+    """A finished reply's stats line: the speed model's tokens/s, and no first-token time (nothing models it)."""
+    # About four characters a token for English prose and code (Qwen's tokenizer).
+    return {"completion_tokens": max(1, round(len(reply) / 4)), "tokens_per_s": speed, "ttft_s": None,
+            "stop_reason": "stop"}
 
 
 def fill_chat(view) -> None:
@@ -48,14 +88,15 @@ def fill_chat(view) -> None:
     view.model_picker.addItem("Qwen2.5-32B-Instruct-Q4_K_M", "demo")
     view.model_picker.setCurrentIndex(0)
     view.verdict.setText("Loaded · all on GPU · 8,192 tokens of context")
+    speed = demo_speed()
     for role, text in DEMO_CONVERSATION:
         bubble = view._add_bubble(role, text)
         if role == "assistant":
-            bubble.set_stats(DEMO_STATS)
+            bubble.set_stats(demo_stats(text, speed))
     view.bubbles[-1].regenerate_button.setVisible(True)
-    view.context_meter.setRange(0, 8192)
-    view.context_meter.setValue(211)
-    view.context_label.setText("211 of 8,192 tokens")
+    view.context_meter.setRange(0, DEMO_CONTEXT)
+    view.context_meter.setValue(DEMO_USED_TOKENS)
+    view.context_label.setText(f"{DEMO_USED_TOKENS:,} of {DEMO_CONTEXT:,} tokens")
     view.state.set_model({"name": "Qwen2.5-32B-Instruct-Q4_K_M", "verdict_text": "all on GPU",
                           "backend": "CUDA"})
 

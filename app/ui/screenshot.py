@@ -14,11 +14,13 @@ from pathlib import Path
 
 PAGES = ("chat", "models", "hardware", "wizard")
 DEMO_PRESET = "rtx-4090"
-SIZE = (1180, 760)
+#: The window Camelid opens on a 1920x1080 screen (main_window.default_size).
+SIZE = (1280, 800)
 
 
-def render(path: Path, page: str = "hardware", *, theme_choice: str = "light") -> Path:
-    """Render `page` with demo state and save it as a PNG at `path`."""
+def render(path: Path, page: str = "hardware", *, theme_choice: str = "light",
+           size: tuple[int, int] = SIZE) -> Path:
+    """Render `page` with demo state and save it as a PNG at `path` (the main window at `size`)."""
     if page not in PAGES:
         raise ValueError(f"page must be one of {', '.join(PAGES)}")
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -39,7 +41,7 @@ def render(path: Path, page: str = "hardware", *, theme_choice: str = "light") -
     settings.set("theme", theme_choice)
     state = AppState(settings, preset_profile(DEMO_PRESET), demo=True)
     window = create_window(state)
-    window.resize(*SIZE)
+    window.resize(*size)
     target = window
     if page == "wizard":
         window.show()

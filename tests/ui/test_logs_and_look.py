@@ -150,3 +150,14 @@ def test_the_stylesheet_draws_arrows_from_files_that_exist(dark) -> None:
     for url in urls:
         assert Path(url).is_file(), url
     assert "::up-button" in sheet and "::drop-down" in sheet
+
+
+# --- demo figures ------------------------------------------------------------------------
+def test_the_demo_speed_is_the_speed_models_own_estimate() -> None:
+    from app.ui import demo
+
+    speed = demo.demo_speed()
+    # A 32B Q4_K_M (about 18.5 GiB read per token) on an RTX 4090 (about 1 TB/s): tens of tokens/s, not 142.
+    assert 25 < speed < 50
+    stats = demo.demo_stats(demo.DEMO_CONVERSATION[1][1], speed)
+    assert stats["tokens_per_s"] == speed and stats["ttft_s"] is None
