@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 from PySide6.QtCore import (
@@ -271,7 +272,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"The model used last time is no longer at {last}; pick another one.",
                                          8000)
             return False
-        self.chat_with(last)
+        self.chat_with(Path(last))
         return True
 
     def _remember_model(self, model: dict | None) -> None:

@@ -154,6 +154,7 @@ class ModelsView(QWidget):
         # Refresh) and a new hardware reading (the verdicts) re-read the list.
         state.library_changed.connect(self.refresh_installed)
         state.profile_changed.connect(lambda _p: self.refresh_installed())
+        state.settings_changed.connect(self._settings_changed)
         self._quants: list[QuantFile] = []
         self._fits: dict[str, FitJudgement | None] = {}
         self._refresh_job: Job | None = None
@@ -301,6 +302,16 @@ class ModelsView(QWidget):
         layout.addLayout(row)
         return page
 
+    #: Settings that change what the library lists (folders) or its verdicts (how models are loaded).
+    LIBRARY_SETTINGS = frozenset({"models_dir", "model_folders", "context_length", "flash_attention",
+                                  "kv_cache_type", "cpu_repack", "gpu_layers"})
+
+    def _settings_changed(self, keys: list[str]) -> None:
+        if "models_dir" in keys or "model_folders" in keys:
+            self.state.library_changed.emit()  # other lists (the chat's picker) follow the new folder too
+        elif self.LIBRARY_SETTINGS & set(keys):
+            self.refresh_installed()
+
     def library_changed(self) -> None:
         """Tell every model list (this page, the chat's picker, the wizard) that the library changed."""
         self.error.clear()
@@ -361,9 +372,10 @@ class ModelsView(QWidget):
                 settings.save()
             except SettingsError as exc:
                 self.error.show_text(f"The folder is listed until Camelid closes, but could not be remembered. {exc}")
-            self.state.settings_changed.emit(["model_folders"])
-        self.state.status_message.emit(f"Listing the models in {folder} (used where they are, never copied)")
-        self.library_changed()
+            self.state.status_message.emit(f"Listing the models in {folder} (used where they are, never copied)")
+            self.state.settings_changed.emit(["model_folders"])  # which re-lists every model list
+        else:
+            self.library_changed()
         return True
 
     def selected_model(self) -> LibraryModel | None:

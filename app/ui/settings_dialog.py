@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from app import paths
 from app.core.errors import CamelidError
-from app.core.settings import BY_KEY, Settings, SettingsError
+from app.core.settings import BY_KEY, Settings, SettingsError, models_dir_problem
 from app.ui.widgets.common import Notice
 from app.ui.workers import run_job
 
@@ -225,6 +225,10 @@ class SettingsDialog(QDialog):
         if values["kv_cache_type"] == "q4_0" and not values["flash_attention"]:
             self.problem.show_text("A q4_0 KV cache needs flash attention: turn flash attention on, "
                                    "or choose f16 or q8_0.")
+            return
+        problem = models_dir_problem(values["models_dir"])
+        if problem:
+            self.problem.show_text(problem)
             return
         before = self.settings.to_dict()
         try:
