@@ -134,7 +134,9 @@ class ChatView(QWidget):
         layout.setContentsMargins(6, 12, 16, 12)
         top = QHBoxLayout()
         self.model_picker = QComboBox()
-        self.model_picker.setMinimumWidth(260)
+        # Shrinks (eliding the name) rather than push Load over it in a narrow window.
+        self.model_picker.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_picker.setMinimumContentsLength(18)
         self.model_picker.setPlaceholderText("No model on disk yet")
         self.load_button = QPushButton("Load")
         self.load_button.clicked.connect(lambda _c=False: self.load_selected())
