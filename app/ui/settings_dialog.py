@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -85,14 +85,20 @@ class SettingsDialog(QDialog):
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
-        self.setMinimumWidth(560)
+        self.setMinimumWidth(640)
         self.settings = settings
         self._controls: dict[str, QWidget] = {}
         self._token_job = None
 
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(22, 20, 22, 16)
+        layout.setSpacing(14)
         form = QFormLayout()
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
+        form.setHorizontalSpacing(18)
+        form.setVerticalSpacing(10)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         layout.addLayout(form)
 
         # Models folder: a path with a Browse button.
@@ -101,6 +107,7 @@ class SettingsDialog(QDialog):
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         row = QHBoxLayout()
+        row.setSpacing(8)
         row.addWidget(self.models_dir, 1)
         row.addWidget(browse)
         form.addRow("Models folder", row)
@@ -122,6 +129,7 @@ class SettingsDialog(QDialog):
         self.gpu_layers.setEnabled(layers is not None)
         self.gpu_auto.toggled.connect(lambda auto: self.gpu_layers.setEnabled(not auto))
         row = QHBoxLayout()
+        row.setSpacing(8)
         row.addWidget(self.gpu_auto)
         row.addWidget(self.gpu_layers)
         row.addStretch(1)
@@ -171,6 +179,7 @@ class SettingsDialog(QDialog):
         self.remove_token_button = QPushButton("Remove")
         self.remove_token_button.clicked.connect(self._remove_token)
         row = QHBoxLayout()
+        row.setSpacing(8)
         row.addWidget(self.token, 1)
         row.addWidget(self.remove_token_button)
         form.addRow("Hugging Face token", row)
