@@ -84,6 +84,11 @@ ROLE_WORDS = {"best": "Best pick", "half-size": "Safer fallback", "fast": "Fast 
               "alternative": "Alternative"}
 
 
+def window_words(sentence: str) -> str:
+    """A core sentence with its command-line hint replaced by where the window offers the same."""
+    return sentence.replace("(camelid catalog --refresh)", "(Models › Check for new models)")
+
+
 def _heading(words: str) -> str:
     """A page title, larger than QWizard's default bold line."""
     return f"<span style='font-size:17px; font-weight:600'>{words}</span>"
@@ -504,7 +509,7 @@ class PicksPage(QWizardPage):
             self._show_picks([])
             return
         self.status.setText(f"{len(picks)} models fit; the best three follow the fallback ladder. "
-                            f"Pick one and press Next to download it. {catalog_freshness()}")
+                            f"Pick one and press Next to download it. {window_words(catalog_freshness())}")
         self._show_picks(picks[:SHOWN_PICKS])
 
     def _failed(self, generation: int, message: str) -> None:
