@@ -49,7 +49,9 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("models_dir", str, "", "Folder for downloaded models (empty: the default folder)."),
-    Setting("threads", int, 0, "CPU threads for generation (0: physical cores; Apple: performance cores).",
+    Setting("threads", int, 0, "CPU threads for the model (0: automatic: the physical cores, leaving one free "
+            "while replying on machines with 2-4 cores, and for the prompt too on 2 cores). Fewer threads can "
+            "be faster while other apps keep the CPU busy.",
             minimum=0, maximum=4096),
     Setting("gpu_layers", int, None, "Layers to put on the GPU (empty: as many as fit).",
             minimum=0, maximum=100_000, optional=True),

@@ -62,6 +62,7 @@ from app.core.errors import (
     ModelFileError,
     ModelLoadError,
     UsageError,
+    WontFitError,
 )
 from app.core.fit import (
     BufferSizes,
@@ -73,6 +74,7 @@ from app.core.fit import (
     plan_with_choices,
     read_gguf,
 )
+from app.core.fit.memory import context_notes
 from app.core.machine import BackendInfo, CpuInfo, HardwareProfile
 from app.core.units import human_bytes
 
@@ -98,17 +100,48 @@ STOP_REASONS = ("stop", "length", "context", "cancelled")
 # --------------------------------------------------------------------------
 # Load parameters
 # --------------------------------------------------------------------------
-def default_threads(cpu: CpuInfo | None = None) -> int:
-    """Generation threads: Apple performance cores, else physical cores.
-
-    llama.cpp's token generation is memory-bound; hyper-threads and
-    efficiency cores add contention, not speed.
-    """
+def _physical_cores(cpu: CpuInfo | None) -> int:
     if cpu is None:
         from app.core.machine import probe_cpu
 
         cpu = probe_cpu()
     return max(1, cpu.performance_cores or cpu.cores_physical or 1)
+
+
+# Why these thread counts (bench/bench_threads.py, docs/BENCHMARKS.md "Threads under a competing CPU
+# load"): llama.cpp's workers spin while they wait for each other, so when they take every core and any
+# other process wants one, the descheduled thread stalls the rest. Measured on a shared 2-core machine
+# (medians, tokens/s, 1 thread vs 2): generation 18.2 vs 5.1 with one busy process, 13.4 vs 0.9 with
+# two, and 46 vs 5.2 with only other people's work running; prompt processing 53 vs 23, 31 vs 13 and
+# 134 vs 40. Generation is memory-bound, so a core left free costs little: one fewer than the cores on
+# machines with 2-4 of them (above 4, one core is a small share and was not measured: every core).
+# Prompt processing is compute-bound, so a free core costs up to 1/cores of its speed on a quiet
+# machine; on 2 cores the contention losses above dwarf that and it leaves one free too, from 3 cores
+# it keeps every core (not measured there; the cost of giving one up is certain).
+def generation_threads(cores: int) -> int:
+    """Generation threads (n_threads) for `cores` physical (Apple: performance) cores."""
+    cores = max(1, cores)
+    return cores - 1 if 2 <= cores <= 4 else cores
+
+
+def batch_threads(cores: int) -> int:
+    """Prompt-processing threads (n_threads_batch) for `cores` physical (Apple: performance) cores."""
+    cores = max(1, cores)
+    return 1 if cores == 2 else cores
+
+
+def default_threads(cpu: CpuInfo | None = None) -> int:
+    """Generation threads on this machine (or `cpu`): `generation_threads` of its physical cores.
+
+    Apple performance cores count, efficiency cores and hyper-threads do not:
+    token generation is memory-bound, and they add contention, not speed.
+    """
+    return generation_threads(_physical_cores(cpu))
+
+
+def default_batch_threads(cpu: CpuInfo | None = None) -> int:
+    """Prompt-processing threads on this machine (or `cpu`): `batch_threads` of its physical cores."""
+    return batch_threads(_physical_cores(cpu))
 
 
 @dataclass(frozen=True)
@@ -123,7 +156,8 @@ class LoadParams:
     cache_type_v: str = "f16"
     n_batch: int = 512
     n_ubatch: int = 512
-    #: None: `default_threads()` (physical cores; Apple performance cores).
+    #: None: `default_threads()` for generation, and for the prompt `default_batch_threads()`
+    #: (or n_threads when that is given: a user's thread count applies to both).
     n_threads: int | None = None
     n_threads_batch: int | None = None
     use_mmap: bool = True
@@ -166,6 +200,7 @@ class LoadParams:
     def llama_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `llama_cpp.Llama`."""
         threads = self.n_threads or default_threads()
+        batch = self.n_threads_batch or (self.n_threads or default_batch_threads())
         return {
             "n_ctx": self.n_ctx,
             "n_gpu_layers": self.n_gpu_layers,
@@ -175,7 +210,7 @@ class LoadParams:
             "n_batch": self.n_batch,
             "n_ubatch": min(self.n_ubatch, self.n_batch),
             "n_threads": threads,
-            "n_threads_batch": self.n_threads_batch or threads,
+            "n_threads_batch": batch,
             "use_mmap": self.use_mmap,
             "swa_full": self.swa_full,
             "verbose": False,
@@ -445,6 +480,12 @@ class Engine:
         notices: list[str] = []
         if params is None:
             params, plan, notices = plan_params(path, choices)
+        else:
+            # The header and tensor table first: a truncated file is a TruncatedGGUFError
+            # sentence ("download it again"), not llama.cpp's failure after reading it.
+            read_gguf(path)
+        if plan is not None:
+            refuse_impossible(path, plan)
         started = time.perf_counter()
         attempts: list[str] = []
         llm = None
@@ -466,7 +507,7 @@ class Engine:
                 params = attempt
                 break
         if llm is None:
-            raise _load_failure(path, tried)
+            raise _load_failure(path, tried, llama_reason(log.text))
         retried = len(tried) > 1
         if retried:
             where = "on the CPU only" if params.n_gpu_layers == 0 else \
@@ -489,6 +530,8 @@ class Engine:
         self._install_abort_callback()
         template_source = self._setup_template(notices)
         n_ctx_train = int(_call(llm, "n_ctx_train", default=0))
+        if n_ctx_train and int(llm.n_ctx()) > n_ctx_train and not any("trained for" in n for n in notices):
+            notices += context_notes(n_ctx_train, n_ctx=int(llm.n_ctx()), ctx_cap=int(llm.n_ctx()))
         self.report = LoadReport(
             path=str(path), params=params, seconds=time.perf_counter() - started,
             n_ctx=int(llm.n_ctx()), n_ctx_train=n_ctx_train, notices=notices,
@@ -996,16 +1039,52 @@ def _layers_text(layers: int) -> str:
     return "all layers" if layers < 0 else f"{layers} layers"
 
 
-def _load_failure(path: Path, tried: list[int]) -> ModelLoadError:
+def refuse_impossible(path: Path, plan: MemoryPlan) -> None:
+    """Raise WontFitError before loading when `plan` needs more than the machine's whole memory."""
+    if not plan.impossible:
+        return
+    per_token = plan.kv_bytes_per_token
+    fixed = plan.total_bytes - plan.weights_bytes - per_token * plan.n_ctx
+    room = (plan.capacity_bytes - fixed) / per_token if per_token else 0
+    hint = (f"Ask for a context well under {int(room):,} tokens, or leave the context to Camelid "
+            "(it picks the longest that fits)." if room >= 256 else
+            "Choose a smaller quantization or a smaller model.")
+    raise WontFitError(
+        f"{path.name} with a {plan.n_ctx:,}-token context needs about "
+        f"{human_bytes(plan.total_bytes - plan.weights_bytes)} for its context cache and working buffers "
+        f"alone, more than this machine's whole memory ({human_bytes(plan.capacity_bytes)}), so it cannot "
+        "load.", hint)
+
+
+#: llama.cpp's log lines that say why a load failed (the rest is progress and buffer sizes).
+_FAILURE_LINE = re.compile(r"error|failed|cannot|unable|invalid|not supported|unknown", re.IGNORECASE)
+_LOG_PREFIX = re.compile(r"^\s*(?:[a-z_]+\d*:\s*)+", re.IGNORECASE)
+
+
+def llama_reason(log_text: str, *, limit: int = 300) -> str:
+    """llama.cpp's own words for a failed load, from its log: the failure lines, prefixes cut, at most `limit` chars."""
+    reasons: list[str] = []
+    for line in log_text.splitlines():
+        if not _FAILURE_LINE.search(line):
+            continue
+        text = _LOG_PREFIX.sub("", line).strip().rstrip(".")
+        if text and text not in reasons and not text.lower().startswith("failed to load model"):
+            reasons.append(text)
+    joined = "; ".join(reasons[-2:])
+    return joined if len(joined) <= limit else joined[: limit - 1] + "…"
+
+
+def _load_failure(path: Path, tried: list[int], reason: str = "") -> ModelLoadError:
+    said = f" llama.cpp said: {reason}." if reason else ""
     if tried == [0]:
         return ModelLoadError(
             f"llama.cpp could not load {path.name}: it may need more memory than is free, or use a "
-            "model architecture this version of llama.cpp does not know.",
+            f"model architecture this version of llama.cpp does not know.{said}",
             "Close other programs, or choose a smaller quantization or a different model.")
     return ModelLoadError(
         f"llama.cpp could not load {path.name}, neither on the GPU ({_layers_text(tried[0])}) nor "
         "on the CPU: it may need more memory than is free, or use an architecture this version "
-        "of llama.cpp does not know.",
+        f"of llama.cpp does not know.{said}",
         "Close other programs, or choose a smaller quantization or a different model.")
 
 

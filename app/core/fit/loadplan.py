@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.fit.gguf_meta import ModelMeta
-from app.core.fit.memory import DEFAULT_CTX_CAP, MemoryPlan, plan_memory
+from app.core.fit.memory import DEFAULT_CTX_CAP, MemoryPlan, context_notes, plan_memory
 from app.core.fit.repack import DEFAULT_MODE
 from app.core.machine import HardwareProfile
 from app.core.units import human_bytes
@@ -29,7 +29,7 @@ class LoadChoices:
     gpu_layers: int | None = None
     flash_attention: bool = True
     kv_cache_type: str = "f16"
-    #: 0: the engine's default (physical cores; Apple: performance cores).
+    #: 0: the engine's default (chat/engine.py `default_threads`, `default_batch_threads`).
     threads: int = 0
     #: How CPU layers hold their weights (fit/repack.py MODES): repacked without mmap,
     #: repacked with mmap, or not repacked.
@@ -75,8 +75,14 @@ def load_notices(plan: MemoryPlan, choices: LoadChoices) -> list[str]:
         notices.append(f"This model needs about {human_bytes(plan.total_bytes)} at {plan.n_ctx:,} tokens of "
                        "context, more than this machine has free for models; it may load slowly or fail. "
                        "A smaller quantization or a shorter context would fit better.")
-    wanted = min(choices.context_length, plan.model.get("n_ctx_train") or choices.context_length)
+    trained = plan.model.get("n_ctx_train") or None
+    wanted = min(choices.context_length, trained or choices.context_length)
     if choices.n_ctx is None and plan.n_ctx < wanted:
         notices.append(f"The context is {plan.n_ctx:,} tokens, the longest that fits in memory here "
                        f"(Settings asks for up to {choices.context_length:,}).")
+    elif choices.n_ctx is None and trained and plan.n_ctx == trained < choices.context_length:
+        # Settings asked for more than the model knows: say so rather than cap it silently.
+        notices += context_notes(trained, n_ctx=None, ctx_cap=choices.context_length)
+    elif choices.n_ctx is not None:
+        notices += context_notes(trained, n_ctx=choices.n_ctx, ctx_cap=choices.context_length)
     return notices

@@ -140,6 +140,16 @@ class MemoryPlan:
     #: (attention, router, shared experts) is on the GPU (llama.cpp's --n-cpu-moe; the engine sets a
     #: tensor buffer override). 0: experts go where their block goes.
     cpu_moe: int = 0
+    #: The machine's whole memory (RAM plus discrete GPUs' VRAM, free or not); 0 when unknown.
+    #: A plan over it can never load, whatever else is closed (the engine refuses it before loading).
+    capacity_bytes: int = 0
+
+    @property
+    def impossible(self) -> bool:
+        """Whether what this plan allocates besides the weights (KV cache, state, compute) exceeds the
+        machine's whole memory. Mapped weights larger than RAM still load (slowly, paged from disk);
+        these buffers cannot."""
+        return self.verdict == "no_fit" and 0 < self.capacity_bytes < self.total_bytes - self.weights_bytes
 
     # -- sums -------------------------------------------------------------------------
     def _sum(self, part: str, kinds: tuple[str, ...] | None = None) -> int:
@@ -497,12 +507,20 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
             raise UsageError(f"Unknown {name} cache type {value!r}.", f"Use one of {', '.join(CACHE_TYPES)}.")
     if n_ctx is not None and n_ctx < 16:
         raise UsageError(f"A context of {n_ctx} tokens is too small to chat.", "Use at least 256 tokens.")
+    if ctx_cap < 256:
+        raise UsageError(f"A context cap of {ctx_cap:,} tokens leaves no room to chat.",
+                         f"Use at least 256 tokens (the default is {DEFAULT_CTX_CAP:,}).")
     if n_batch < 1 or n_ubatch < 1:
         raise UsageError("Batch sizes must be at least 1.", "Leave n_batch and n_ubatch at their defaults.")
     notes: list[str] = []
     fa = True if flash_attn is None else bool(flash_attn)
     if flash_attn is None:
         notes.append("Flash attention: auto, which llama.cpp turns on for this backend.")
+    v_needs_fa = cache_type_v not in ("f16", "f32", "bf16")
+    if flash_attn is False and not v_needs_fa:
+        # Chat loads with Settings' flash attention (on unless turned off); say that this bill is not that one.
+        notes.append("Planned with flash attention off; chat loads with it on unless Settings turn it off, "
+                     "which needs less compute memory, so this bill is a little higher than chat's.")
     if cache_type_v not in ("f16", "f32", "bf16") and not fa:
         fa = True
         notes.append(f"Flash attention is on because a {cache_type_v} V cache needs it.")
@@ -523,6 +541,8 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
 
     trained = meta.n_ctx_train or ctx_cap
     target = min(trained, ctx_cap) if n_ctx is None else n_ctx
+    if n_ctx is not None:
+        notes += context_notes(meta.n_ctx_train, n_ctx=n_ctx, ctx_cap=ctx_cap)
 
     def settings(c: int) -> _Settings:
         return _effective(c, n_batch, n_ubatch, flash_attn=fa, cache_type_k=cache_type_k,
@@ -622,6 +642,8 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
         kv_bytes_per_token=sum(_layer_costs(meta, settings(KV_PAD))[0]) / KV_PAD,
         max_ctx=max_ctx, cpu_repack=cpu_repack, use_mmap=use_mmap, use_extra_bufts=use_extra_bufts,
         cpu_moe=machine.cpu_moe if k_final else 0,
+        capacity_bytes=hardware.ram.total_bytes + (0 if budgets.unified else sum(
+            g.vram_total_bytes or 0 for g in hardware.gpus)),
     )
     plan.reasons = _reasons(plan, meta, hardware, machine, trained, target, n_ctx is None) + notes + list(meta.warnings)
     if improvements and verdict != "full_gpu":
@@ -723,6 +745,21 @@ def _reasons(plan: MemoryPlan, meta: ModelMeta, hardware: HardwareProfile, machi
     out.append(f"KV cache: {plan.kv_bytes_per_token / 1024:.1f} KiB per token ({plan.cache_type_k}/"
                f"{plan.cache_type_v}, {meta.n_head_kv_max} KV heads of {meta.n_head}).")
     return out
+
+
+def context_notes(n_ctx_train: int | None, *, n_ctx: int | None, ctx_cap: int) -> list[str]:
+    """What to say about a context asked for against the model's trained length (silent when nothing is capped)."""
+    if not n_ctx_train:
+        return []
+    if n_ctx is not None and n_ctx > n_ctx_train:
+        times = n_ctx / n_ctx_train
+        factor = f"{times:.0f}×" if times >= 2 else f"{times:.1f}×"
+        return [f"A context of {n_ctx:,} tokens is {factor} the {n_ctx_train:,} this model was trained for; "
+                f"past {n_ctx_train:,} tokens its replies may lose track or turn to nonsense."]
+    if n_ctx is None and ctx_cap > n_ctx_train:
+        return [f"The context is at most {n_ctx_train:,} tokens, the length this model was trained for "
+                f"(Settings ask for up to {ctx_cap:,})."]
+    return []
 
 
 def _improvements(plan: MemoryPlan, meta: ModelMeta, hardware: HardwareProfile,

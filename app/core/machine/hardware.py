@@ -329,11 +329,15 @@ def _known(kind: type, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def ram_reserve_bytes(total: int) -> int:
-    return int(min(RAM_RESERVE_MAX, max(RAM_RESERVE_MIN, total * RAM_RESERVE_FRACTION)))
+    # Below 4 GiB the 1 GiB floor would keep most of a small board's RAM (a 2 GB machine: half);
+    # a quarter of it is kept there instead.
+    floor = min(RAM_RESERVE_MIN, total // 4)
+    return int(min(RAM_RESERVE_MAX, max(floor, total * RAM_RESERVE_FRACTION)))
 
 
 def simulated_available_ram(total: int) -> int:
-    in_use = max(SIMULATED_RAM_IN_USE_MIN, int(total * SIMULATED_RAM_IN_USE_FRACTION))
+    # The same for what a simulated machine's other programs use: at most a quarter of a tiny one.
+    in_use = max(min(SIMULATED_RAM_IN_USE_MIN, total // 4), int(total * SIMULATED_RAM_IN_USE_FRACTION))
     return max(0, total - in_use)
 
 

@@ -46,6 +46,7 @@ then a small model at 8-bit that is faster, for speed.
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -550,6 +551,9 @@ def recommend(
     if n_ctx is not None and n_ctx < 256:
         raise UsageError(f"A {n_ctx}-token context is too small to chat in.",
                          "Give --ctx 2048 or more (8192 is the default).")
+    if min_speed is not None and not min_speed >= 0:
+        raise UsageError(f"A minimum speed of {min_speed:g} tokens/s is not a speed.",
+                         "Give 0 or more tokens/s (0 keeps every model that fits).")
     ctx = n_ctx or DEFAULT_CTX
     ranker = _Ranker(machine=_machine(hardware), use_case=case, n_ctx=ctx,
                      min_speed=case.min_speed if min_speed is None else min_speed,
@@ -734,6 +738,41 @@ def _where(pick: Pick, machine: _Machine) -> str:
     return f"runs on the CPU from your {machine.ram_words} of RAM"
 
 
+#: Models that think (a reasoning trace) before they answer, by the original model's Hub id: Qwen3's
+#: hybrid models (not the -Instruct-2507, -Next-Instruct or -Coder ones), Qwen3.5 and later, GLM-4.5+,
+#: gpt-oss, Nemotron 3, SmolLM3, and anything named for thinking or reasoning.
+_THINKS = re.compile(r"/(?:Qwen3-(?!.*(?:Instruct|Coder))|Qwen3\.\d|GLM-4\.[5-9]|gpt-oss|NVIDIA-Nemotron-3|"
+                     r"SmolLM3|QwQ|DeepSeek-R1)|Thinking|Reasoning", re.IGNORECASE)
+
+
+def thinks(model: CatalogModel) -> bool:
+    """Whether `model` thinks before it answers (a reasoning model), as far as the catalog knows."""
+    return bool(_THINKS.search(model.model))
+
+
+def _thinking_words(pick: Pick, picks: list[Pick]) -> str:
+    if thinks(pick.model):
+        return "It thinks before it answers (a reasoning model), so it spends many tokens on each reply."
+    thinker = next((p for p in picks if thinks(p.model) and not p.slow), None)
+    also = (f" {thinker.model.name} ({thinker.quant}) is the best model here that does."
+            if thinker is not None else " No model that does runs at a usable speed here.")
+    return f"It answers without thinking first (not a reasoning model).{also}"
+
+
+def _strongest(pick: Pick, picks: list[Pick], ranker: _Ranker) -> str:
+    """The true form of "the strongest model that fits" for `pick`, given what else was planned."""
+    bigger = [p for p in picks if p is not pick and p.effective_params_b > pick.effective_params_b]
+    if not bigger:
+        return f"this is the strongest model that fits at {pick.quant}."
+    fast = [p for p in bigger if not p.slow]
+    if not fast:
+        slow = max(bigger, key=lambda p: p.effective_params_b)
+        return (f"this is the strongest that fits at {pick.quant} and runs at {ranker.min_speed:g} tokens/s "
+                f"or more; {slow.model.name} ({slow.quant}) also fits, but at about {slow.tokens_per_s:.1f} "
+                "tokens/s.")
+    return f"this is the best balance of quality and speed that fits at {pick.quant}."
+
+
 def _why(pick: Pick, picks: list[Pick], full_gpu: list[Pick], ranker: _Ranker) -> str:
     """The plain-words reason for one pick."""
     case = ranker.use_case
@@ -747,7 +786,7 @@ def _why(pick: Pick, picks: list[Pick], full_gpu: list[Pick], ranker: _Ranker) -
     if pick.role == "best":
         if case.name == "code":
             parts.append(f"Code needs {case.min_quant} or better (quantization breaks code first); "
-                         f"this is the strongest model that fits at {pick.quant}.")
+                         + _strongest(pick, picks, ranker))
         elif case.name == "json":
             parts.append("Strict JSON and classification want a small model at high precision "
                          "that answers fast.")
@@ -769,11 +808,22 @@ def _why(pick: Pick, picks: list[Pick], full_gpu: list[Pick], ranker: _Ranker) -
                      "at 8-bit.")
     elif pick.role == "fast":
         parts.append("The fast choice: a small model at 8-bit.")
+    elif pick.role == "alternative" and picks and picks[0] is not pick:
+        top = picks[0]
+        smaller = pick.effective_params_b < top.effective_params_b
+        slower = pick.tokens_per_s < top.tokens_per_s
+        if smaller and slower:
+            parts.append(f"Smaller than {top.model.name} and, on this machine, slower too (a dense model "
+                         "reads all its weights for every token); another family to try, not a faster one.")
+        elif not smaller and slower:
+            parts.append(f"Bigger than {top.model.name} but slower here.")
+    if case.name == "reasoning" and pick.role in ("best", "alternative"):
+        parts.append(_thinking_words(pick, picks))
     if m.is_moe:
         parts.append(f"A mixture of experts: each token reads only {size_label(m.active_b)} of its "
                      f"{size_label(m.params_b)} parameters, so it runs like a small model.")
     if case.strength and case.strength in m.strengths and pick.role in ("best", "alternative") \
-            and case.name in ("code", "reasoning"):
+            and (case.name == "code" or (case.name == "reasoning" and thinks(m))):
         parts.append(f"Tuned for {case.strength}.")
     if case.min_trained_ctx and pick.role == "best":
         parts.append(f"Trained on {m.context // 1024}k-token inputs, enough for long documents.")

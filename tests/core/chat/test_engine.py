@@ -33,7 +33,7 @@ from app.core.chat.engine import (
     swa_cache_covers,
 )
 from app.core.chat.sampling import PRESETS, SamplingSettings
-from app.core.errors import ModelFileError, ModelLoadError, UsageError
+from app.core.errors import ModelFileError, ModelLoadError, TruncatedGGUFError, UsageError
 from app.core.fit.gguf_meta import read_gguf
 from app.core.fit.loadplan import LoadChoices
 from app.core.fit.memory import plan_memory
@@ -374,9 +374,9 @@ def test_truncated_gguf_fails_with_a_sentence(tmp_path: Path, starter_model: Pat
     path = tmp_path / "truncated.gguf"
     with starter_model.open("rb") as f:
         path.write_bytes(f.read(20_000_000))
-    with pytest.raises(ModelLoadError) as err:
+    with pytest.raises(TruncatedGGUFError) as err:  # the tensor table says so; llama.cpp is never asked
         Engine().load(path, LoadParams(n_ctx=256))
-    assert "could not load truncated.gguf" in str(err.value)
+    assert "truncated.gguf is incomplete" in str(err.value) and "Download the file again" in str(err.value)
 
 
 def test_planned_params_honour_the_asked_context(starter_model: Path) -> None:
@@ -687,3 +687,65 @@ def test_experts_of_the_first_blocks_are_overridden_to_the_cpu_buffer() -> None:
         llm = _load_llama(str(path), {"n_ctx": 256, "n_gpu_layers": 0, "verbose": False}, lambda _f: True)
         del llm
     assert "overridden" not in log.text
+
+
+# -- thread defaults and load sentences (UX findings 8, 18, 20) --------------------------------------
+
+
+def test_thread_defaults_leave_a_core_free_on_small_machines() -> None:
+    from app.core.chat.engine import (
+        batch_threads,
+        default_batch_threads,
+        default_threads,
+        generation_threads,
+    )
+    from app.core.machine import CpuInfo
+
+    assert [generation_threads(c) for c in (0, 1, 2, 3, 4, 5, 8, 16)] == [1, 1, 1, 2, 3, 5, 8, 16]
+    assert [batch_threads(c) for c in (0, 1, 2, 3, 4, 8)] == [1, 1, 1, 3, 4, 8]
+    assert default_threads(CpuInfo(cores_physical=2, cores_logical=4)) == 1
+    assert default_batch_threads(CpuInfo(cores_physical=8, cores_logical=16)) == 8
+    # Apple: performance cores, not all cores.
+    m2 = CpuInfo(cores_physical=8, cores_logical=8, performance_cores=4)
+    assert (default_threads(m2), default_batch_threads(m2)) == (3, 4)
+    kwargs = LoadParams(n_ctx=256).llama_kwargs()
+    assert (kwargs["n_threads"], kwargs["n_threads_batch"]) == (default_threads(), default_batch_threads())
+    # A thread count the user chose applies to both phases.
+    chosen = LoadParams(n_ctx=256, n_threads=3).llama_kwargs()
+    assert (chosen["n_threads"], chosen["n_threads_batch"]) == (3, 3)
+
+
+def test_an_impossible_context_is_refused_before_llama_cpp(starter_model: Path) -> None:
+    from app.core.errors import WontFitError
+
+    def never(*_args: object) -> None:
+        raise AssertionError("llama.cpp was asked to load an impossible context")
+
+    params, plan, _notices = plan_params(starter_model, LoadChoices(n_ctx=99_999_999))
+    with pytest.raises(WontFitError, match="whole memory") as err:
+        Engine(loader=never).load(starter_model, params, plan=plan)
+    assert "99,999,999-token context" in str(err.value)
+    with pytest.raises(WontFitError):
+        Engine(loader=never).load(starter_model, choices=LoadChoices(n_ctx=99_999_999))
+
+
+def test_a_context_past_the_trained_length_is_said_at_load(starter_model: Path) -> None:
+    n_train = read_gguf(starter_model).n_ctx_train
+    _params, _plan, notices = plan_params(starter_model, LoadChoices(n_ctx=n_train * 2))
+    assert any(f"2× the {n_train:,} this model was trained for" in n for n in notices)
+    _params, _plan, notices = plan_params(starter_model, LoadChoices(context_length=n_train * 16))
+    assert any(f"at most {n_train:,} tokens" in n for n in notices)
+
+
+def test_llama_cpps_own_reason_is_passed_on() -> None:
+    from app.core.chat.engine import _load_failure, llama_reason
+
+    log = ("llama_model_loader: loaded meta data with 33 key-value pairs\n"
+           "llama_model_load: error loading model: missing tensor 'blk.0.attn_q.weight'\n"
+           "llama_model_load_from_file_impl: failed to load model\n")
+    assert llama_reason(log) == "error loading model: missing tensor 'blk.0.attn_q.weight'"
+    assert llama_reason("print_info: n_ctx_train = 8192\n") == ""
+    assert len(llama_reason("llama: error " + "x" * 1000)) == 300
+    err = _load_failure(Path("m.gguf"), [0], llama_reason(log))
+    assert "llama.cpp said: error loading model: missing tensor 'blk.0.attn_q.weight'." in str(err)
+    assert "llama.cpp said" not in str(_load_failure(Path("m.gguf"), [0], ""))

@@ -241,3 +241,55 @@ def test_a_superseded_model_loses_to_its_successor_at_the_same_size_and_cost() -
     later = replace(new, id="later-8b", released="2026-04-29")
     picks = recommend(preset_profile("rtx-4090"), "chat", catalog=Catalog(models=(new, later)))
     assert picks[0].model.id == "later-8b"  # two points a year of generation
+
+
+# -- reasons that are true (UX findings 24, 25) ---------------------------------------------------
+
+
+def test_which_models_think_before_they_answer() -> None:
+    from app.core.models.recommend import thinks
+
+    by_id = {m.id: m for m in load_catalog()}
+    for thinking in ("qwen3-8b", "qwen3-30b-a3b", "qwen3.5-9b", "gpt-oss-20b", "glm-4.5-air", "smollm3-3b"):
+        assert thinks(by_id[thinking]), thinking
+    for direct in ("llama-3.3-70b", "qwen2.5-72b", "phi-4", "gemma-3-4b", "qwen3-4b-instruct-2507",
+                   "qwen3-next-80b-a3b", "qwen3-coder-30b-a3b"):
+        assert not thinks(by_id[direct]), direct
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_reasoning_reasons_say_whether_the_model_thinks(preset: str) -> None:
+    from app.core.models.recommend import thinks
+
+    for pick in recommend(preset_profile(preset), "reasoning"):
+        if pick.role not in ("best", "alternative"):
+            continue
+        if thinks(pick.model):
+            assert "thinks before it answers" in pick.why
+        else:
+            assert "Tuned for reasoning" not in pick.why and "thinks before it answers" not in pick.why
+            assert "answers without thinking first" in pick.why
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_strongest_that_fits_only_when_nothing_bigger_fits(preset: str) -> None:
+    picks = recommend(preset_profile(preset), "code")
+    best = picks[0]
+    bigger = [p for p in picks if p.effective_params_b > best.effective_params_b]
+    assert ("the strongest model that fits" in best.why) == (not bigger)
+    if bigger and all(p.slow for p in bigger):
+        assert "also fits, but at about" in best.why
+
+
+def test_a_negative_minimum_speed_is_refused() -> None:
+    with pytest.raises(UsageError, match="not a speed"):
+        recommend(preset_profile("laptop-8gb-cpu"), "chat", min_speed=-3)
+
+
+def test_a_2_gb_simulated_machine_still_runs_the_smallest_models() -> None:
+    from app.core.machine.simulate import simulate
+
+    hardware = simulate(detect=lambda: preset_profile("laptop-8gb-cpu"), preset="laptop-8gb-cpu", ram_gb=2)
+    assert hardware.budgets().ram.budget_bytes > 0
+    ids = {p.model.id for p in recommend(hardware, "chat")}
+    assert "smollm2-135m" in ids
