@@ -16,7 +16,6 @@ from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
-    QInputDialog,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -39,6 +38,7 @@ from app.ui.state import AppState
 from app.ui.widgets.common import Notice, subtle
 from app.ui.widgets.message_bubble import MessageBubble
 from app.ui.widgets.plan_view import verdict_text
+from app.ui.widgets.text_prompt import ask_text
 from app.ui.workers import Job, run_job
 
 STREAM_REPAINT_MS = 50
@@ -288,7 +288,7 @@ class ChatView(QWidget):
     def rename_current(self) -> None:
         if self.conversation is None:
             return
-        title, ok = QInputDialog.getText(self, "Rename chat", "Title", text=self.conversation.title)
+        title, ok = ask_text(self, "Rename chat", "Title", self.conversation.title)
         if ok and title.strip():
             self.host.store_call("rename", self.conversation.id, title.strip(),
                                  result=lambda conv: self._after_change(conv.id), error=self.error.show_text)

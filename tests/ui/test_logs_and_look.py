@@ -161,3 +161,26 @@ def test_the_demo_speed_is_the_speed_models_own_estimate() -> None:
     assert 25 < speed < 50
     stats = demo.demo_stats(demo.DEMO_CONVERSATION[1][1], speed)
     assert stats["tokens_per_s"] == speed and stats["ttft_s"] is None
+
+
+# --- dialogs ------------------------------------------------------------------------------
+def test_the_rename_dialog_is_wide_enough_for_its_title(window, qtbot) -> None:
+    from app.ui.widgets.text_prompt import MINIMUM_WIDTH, text_dialog
+
+    dialog = text_dialog(window, "Rename chat", "Title", "Reading files in Python")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.width() >= MINIMUM_WIDTH >= 400
+    assert dialog.windowTitle() == "Rename chat" and dialog.textValue() == "Reading files in Python"
+    title_width = dialog.fontMetrics().horizontalAdvance("Rename chat — Camelid")
+    assert dialog.width() > title_width + 160  # room for the title bar's buttons too
+
+
+def test_the_settings_dialog_is_not_cramped(window, qtbot) -> None:
+    from app.ui import workers
+
+    dialog = window.open_settings()
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: workers.running_jobs() == 0)  # its token check, before the dialog goes
+    margins = dialog.layout().contentsMargins()
+    assert dialog.minimumWidth() >= 600 and margins.left() >= 16 and margins.top() >= 16
