@@ -22,10 +22,8 @@ from PySide6.QtCore import (
     QPersistentModelIndex,
     Qt,
     QTimer,
-    QUrl,
     Signal,
 )
-from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -391,7 +389,10 @@ class ModelsView(QWidget):
         model = self.selected_model()
         folder = model.path.parent if model else None
         if folder is not None:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+            from app.ui.widgets.folder import open_folder
+
+            # No file manager (a bare desktop): the path with Copy, not silence.
+            self.folder_dialog = open_folder(folder, self)
 
     def delete_selected(self, *, confirm: bool = True) -> None:
         model = self.selected_model()
