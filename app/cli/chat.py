@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import select
 import shutil
 import signal
 import sys
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 from app import paths
 from app.cli.common import add_json_flag, print_json
-from app.core.errors import CamelidError, ModelFileError
+from app.core.errors import CamelidError, ModelFileError, UsageError
 
 T = TypeVar("T")
 
@@ -145,9 +146,23 @@ def sampling_from_args(args: argparse.Namespace) -> Any:
     from app.core.settings import Settings
 
     name = args.preset or Settings()["sampling_preset"]
-    return preset(name).with_(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                              min_p=args.min_p, repeat_penalty=args.repeat_penalty,
-                              seed=args.seed, max_tokens=args.max_tokens)
+    try:
+        return preset(name).with_(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                                  min_p=args.min_p, repeat_penalty=args.repeat_penalty,
+                                  seed=args.seed, max_tokens=args.max_tokens)
+    except UsageError as exc:  # the core names the fields; here the person typed flags
+        raise UsageError(_flag_words(exc.message), "Give the flags values in those ranges.") from exc
+
+
+#: Sampling fields as the flags that set them.
+_FLAGS = {"max_tokens": "--max-tokens", "top_p": "--top-p", "top_k": "--top-k", "min_p": "--min-p",
+          "repeat_penalty": "--repeat-penalty", "temperature": "--temperature"}
+
+
+def _flag_words(text: str) -> str:
+    for field, flag in _FLAGS.items():
+        text = text.replace(field, flag)
+    return text.replace("Invalid sampling settings: ", "")
 
 
 def load_params(args: argparse.Namespace, path: Path) -> tuple[Any, Any, list[str]]:
@@ -276,6 +291,8 @@ def _chat_loop(worker: Any, store: Any, on: list[Any], sampling: Any) -> int:
         text = line.strip()
         if not text:
             continue
+        if not text.startswith("/"):
+            text = gather_paste(line, sys.stdin, _stdin_ready).strip()
         if text.startswith("/"):
             previous = current
             current, leave = command(text, store, current)
@@ -340,6 +357,31 @@ def save(store: Any, current: Any, rest: str) -> None:
         print(f"Saved to {store.export(current.id, target)}")
     except CamelidError as exc:
         print(f"camelid: {exc}")
+
+
+def gather_paste(first: str, stream: Any, ready: Any, *, limit: int = 10_000) -> str:
+    """`first` plus the lines pasted with it, as one message.
+
+    A paste of three lines arrives as three lines at once; on a terminal the
+    ones already waiting (`ready()` says so at once) belong to the same
+    message. A pipe or file sends one message per line, as before.
+    """
+    if not getattr(stream, "isatty", lambda: False)():
+        return first
+    lines = [first]
+    while len(lines) < limit and ready():
+        more = stream.readline()
+        if not more:
+            break
+        lines.append(more.rstrip("\n"))
+    return "\n".join(lines)
+
+
+def _stdin_ready(timeout: float = 0.03) -> bool:
+    try:
+        return bool(select.select([sys.stdin], [], [], timeout)[0])
+    except (OSError, ValueError):  # no select on this stream (Windows consoles): one line per message
+        return False
 
 
 class WordWrap:

@@ -67,7 +67,7 @@ def hardware_from_args(args: argparse.Namespace) -> HardwareProfile:
 
     return simulate(
         detect=lambda: detect(models_dir=paths.models_dir()),
-        preset=args.preset,
+        preset=args.preset.strip().lower() if args.preset else None,  # RTX-4090 means rtx-4090
         hardware_file=args.hardware,
         vram_gb=args.vram,
         ram_gb=args.ram,

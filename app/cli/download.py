@@ -15,8 +15,9 @@ from app.cli import report_error
 from app.cli.common import (
     add_hardware_flags,
     add_json_flag,
+    file_size,
+    fit_words,
     hardware_from_args,
-    human_bytes,
     print_json,
 )
 from app.core.errors import CamelidError, DownloadCancelled
@@ -70,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_plan(plan)
         return 0
-    if not args.json:
+    already = all(f.installed for f in plan.files)
+    if not args.json and not already:
         _print_plan(plan)
     bar = ProgressBar(enabled=sys.stderr.isatty())
     try:
@@ -88,7 +90,11 @@ def run(args: argparse.Namespace) -> int:
         print_json(result.to_dict())
     else:
         state = "verified (sha256 matches the Hub)" if result.verified else "NOT verified (the Hub gave no hash)"
-        print(f"Saved {result.path} ({human_bytes(result.bytes)}), {state}.")
+        if already and all(f.installed for f in plan.files):
+            print(f"Already downloaded: {result.path} ({file_size(result.bytes)}), {state}. "
+                  f"Chat with it: camelid chat {result.path.stem}")
+        else:
+            print(f"Saved {result.path} ({file_size(result.bytes)}), {state}.")
     return 0
 
 
@@ -108,10 +114,10 @@ def _tolerant(judge: downloads.FitJudge) -> downloads.FitJudge:
 def _print_plan(plan: downloads.DownloadPlan) -> None:
     shards = f" in {len(plan.files)} shards" if len(plan.files) > 1 else ""
     have = plan.total_bytes - plan.remaining_bytes
-    resume = f", {human_bytes(have)} already here" if have else ""
-    verdict = f"; fit on this machine: {plan.verdict}" if plan.verdict else ""
-    print(f"{plan.repo_id} {plan.quant}: {human_bytes(plan.total_bytes)}{shards}{resume}{verdict}", file=sys.stderr)
-    print(f"  -> {plan.destination} ({human_bytes(plan.free_bytes)} free)", file=sys.stderr)
+    resume = f", {file_size(have)} already here" if have else ""
+    verdict = f"; on this machine: {fit_words(plan.verdict)}" if plan.verdict else ""
+    print(f"{plan.repo_id} {plan.quant}: {file_size(plan.total_bytes)}{shards}{resume}{verdict}", file=sys.stderr)
+    print(f"  -> {plan.destination} ({file_size(plan.free_bytes)} free on that disk)", file=sys.stderr)
 
 
 class ProgressBar:
@@ -140,9 +146,9 @@ class ProgressBar:
         filled = int(self.WIDTH * p.fraction)
         eta = _clock(p.eta_seconds) if p.eta_seconds is not None else "--:--"
         shard = f" {p.file_index + 1}/{p.file_count}" if p.file_count > 1 else ""
-        label = p.state if p.state != "downloading" else f"{human_bytes(p.speed_bps)}/s"
+        label = p.state if p.state != "downloading" else f"{file_size(p.speed_bps)}/s"
         line = (f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {p.fraction * 100:5.1f}% "
-                f"{human_bytes(p.bytes_done)}/{human_bytes(p.total_bytes)} {label:>11} ETA {eta}{shard}")
+                f"{file_size(p.bytes_done)}/{file_size(p.total_bytes)} {label:>11} ETA {eta}{shard}")
         sys.stderr.write(line.ljust(90))
         sys.stderr.flush()
         self.shown = True

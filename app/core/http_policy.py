@@ -348,8 +348,26 @@ def unreachable(exc: BaseException, url: str) -> RemoteError:
 
     parts = urlsplit(url)
     origin = f"{parts.scheme}://{parts.netloc}" if parts.netloc else url
-    return RemoteError(f"Could not reach {safe_text(origin)} ({type(exc).__name__}).",
+    return RemoteError(f"Could not reach {safe_text(origin)}: {unreachable_reason(exc)}.",
                        "Check your internet connection (or HF_ENDPOINT), then try again.")
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """Why a connection failed, in words (not the library's class name, "ConnectError")."""
+    text = str(exc).lower()
+    name = type(exc).__name__.lower()
+    if any(s in text for s in ("name or service not known", "nodename nor servname", "getaddrinfo",
+                               "name resolution", "no address associated")):
+        return "its name could not be looked up (no internet, or no DNS)"
+    if "timeout" in name or "timed out" in text:
+        return "it did not answer in time"
+    if "refused" in text:
+        return "nothing answered at that address (connection refused)"
+    if "certificate" in text or "ssl" in name or "ssl" in text:
+        return "its security certificate could not be checked"
+    if "reset" in text or "broken pipe" in text or "protocol" in name or "remote" in name:
+        return "the connection broke off"
+    return "no connection could be made"
 
 
 def _size(n: int) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
-from app.cli.chat import WordWrap, save
+from app.cli.chat import WordWrap, gather_paste, save
 from app.core.chat import ChatStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,3 +99,54 @@ def test_a_bad_save_path_does_not_end_the_session(starter_model: Path, tmp_path:
     assert (tmp_path / "ok.md").is_file() and "Traceback" not in out.stderr
     with ChatStore() as history:
         assert len(history.list_conversations()) == 1  # the empty one /new made was not kept
+
+
+def test_gather_paste_joins_waiting_lines_on_a_terminal_only() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    waiting = Tty("second line\nthird line\n")
+    assert gather_paste("first line", waiting, lambda: waiting.tell() < len(waiting.getvalue())) == (
+        "first line\nsecond line\nthird line")
+    piped = io.StringIO("second line\n")
+    assert gather_paste("first line", piped, lambda: True) == "first line"
+
+
+def test_a_paste_on_a_real_terminal_is_one_message(starter_model: Path) -> None:
+    import pty
+    import threading
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "app", "chat", str(starter_model), "--ctx", "512",
+                             "--max-tokens", "4", "--seed", "1"], stdin=slave, stdout=slave, stderr=slave,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, close_fds=True)
+    os.close(slave)
+    seen = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 90
+    while b"> " not in seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.write(master, b"Roses are red\nviolets are blue\nthree lines\n")
+    while seen.count(b"> ") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.write(master, b"/quit\n")
+    assert proc.wait(timeout=60) == 0, seen.decode(errors="replace")
+    os.close(master)
+    with ChatStore() as history:
+        (conversation,) = history.list_conversations()
+        users = [m.content for m in history.conversation(conversation.id).messages if m.role == "user"]
+    assert users == ["Roses are red\nviolets are blue\nthree lines"]

@@ -534,7 +534,9 @@ def translate_error(exc: BaseException, *, repo_id: str | None, filename: str | 
     import httpx2
 
     if isinstance(exc, (httpx2.TransportError, OSError)):
-        return RemoteError(f"Could not reach {endpoint()} ({type(exc).__name__}).",
+        from app.core.http_policy import unreachable_reason
+
+        return RemoteError(f"Could not reach {endpoint()}: {unreachable_reason(exc)}.",
                            "Check your internet connection (or HF_ENDPOINT), then try again.")
     return RemoteError(f"Unexpected answer from the Hub for {safe_text(what)} ({type(exc).__name__}).",
                        "Try again.")

@@ -1,0 +1,61 @@
+"""CLI sentences in the user's words (finding 37, CLI parts)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.cli import main
+from app.core.http_policy import unreachable_reason
+from tests.fixtures.loopback_hub import LoopbackHub
+
+REPO = "org/Tiny-GGUF"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_sampling_problems_name_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "chat", "--max-tokens", "0", "--top-p", "2", "--prompt", "hi")
+    assert code == 2
+    assert "--max-tokens must be at least 1" in err and "--top-p must be" in err
+    assert "max_tokens" not in err and "top_p" not in err
+
+
+def test_presets_ignore_capitals(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "hw", "--preset", "RTX-4090")
+    assert code == 0, err
+    assert "rtx-4090" in out
+
+
+def test_unreachable_says_why_in_words() -> None:
+    import httpx2
+
+    assert "could not be looked up" in unreachable_reason(
+        httpx2.ConnectError("[Errno -2] Name or service not known"))
+    assert "refused" in unreachable_reason(httpx2.ConnectError("[Errno 111] Connection refused"))
+    assert "in time" in unreachable_reason(httpx2.ConnectTimeout("timed out"))
+    assert unreachable_reason(httpx2.ConnectError("")) == "no connection could be made"
+
+
+def test_unreachable_hub_sentence_has_no_class_name(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    for argv in (["search", "qwen"], ["files", "org/Repo-GGUF"]):
+        code, _, err = _run(capsys, *argv)
+        assert code == 2 and err.startswith("camelid: Could not reach http://127.0.0.1:9:")
+        assert "Error)" not in err and "ConnectError" not in err
+
+
+def test_a_second_download_says_already_downloaded(loopback_hub: LoopbackHub,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    loopback_hub.add_repo(REPO)
+    loopback_hub.add_file(REPO, "Tiny-Q4_K_M.gguf", b"GGUF" + bytes(range(256)) * 400)
+    code, out, err = _run(capsys, "download", f"{REPO}:Q4_K_M", "--no-fit-check")
+    assert code == 0, err
+    assert out.startswith("Saved ") and "verified" in out
+    code, out, err = _run(capsys, "download", f"{REPO}:Q4_K_M", "--no-fit-check")
+    assert code == 0, err
+    assert out.startswith("Already downloaded: ") and "camelid chat Tiny-Q4_K_M" in out
