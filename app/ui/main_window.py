@@ -172,10 +172,15 @@ class MainWindow(QMainWindow):
         else:
             self.model_label.setText("No model loaded")
         self.backend_label.setText(f"Backend: {self.state.backend_label()}")
-        vm = psutil.virtual_memory()
+        profile = self.state.profile
+        if profile is not None and profile.simulated:
+            # The pages show the simulated machine: this computer's RAM beside it would contradict them.
+            total, used = profile.ram.total_bytes, profile.ram.total_bytes - profile.ram.available_bytes
+        else:
+            vm = psutil.virtual_memory()
+            total, used = vm.total, vm.total - vm.available
         rss = self._process.memory_info().rss
-        parts = [f"RAM {text.size(vm.total - vm.available)} / {text.size(vm.total)}",
-                 f"Camelid {text.size(rss)}"]
+        parts = [f"RAM {text.size(used)} / {text.size(total)}", f"Camelid {text.size(rss)}"]
         vram = self._vram_text()
         if vram:
             parts.append(vram)

@@ -184,3 +184,11 @@ def test_the_settings_dialog_is_not_cramped(window, qtbot) -> None:
     qtbot.waitUntil(lambda: workers.running_jobs() == 0)  # its token check, before the dialog goes
     margins = dialog.layout().contentsMargins()
     assert dialog.minimumWidth() >= 600 and margins.left() >= 16 and margins.top() >= 16
+
+
+def test_the_status_bar_shows_the_simulated_machines_ram_not_this_computers(window) -> None:
+    profile = window.state.profile
+    used = profile.ram.total_bytes - profile.ram.available_bytes
+    from app.ui import text
+
+    assert f"RAM {text.size(used)} / {text.size(profile.ram.total_bytes)}" in window.memory_label.text()
