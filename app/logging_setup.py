@@ -24,8 +24,10 @@ BACKUP_COUNT = 5
 RECENT_PROBLEMS = 20
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
-#: llama.cpp's ggml_log_level -> logging level (5 is "continue the previous line").
-_LLAMA_LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.DEBUG}
+#: ggml's ggml_log_level (ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 "continue the previous
+#: line") -> logging level. llama-cpp-python's own table predates that order: it takes WARN for ERROR,
+#: which is why "decode: removing memory module entries" reached the terminal after each Stop.
+_LLAMA_LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
 
 _lock = threading.Lock()
 _file_handler: logging.Handler | None = None
