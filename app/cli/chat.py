@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from app import paths
-from app.cli.common import add_json_flag, print_json
+from app.cli.common import add_json_flag, at_least, print_json
 from app.core.errors import CamelidError, ModelFileError, UsageError
 
 T = TypeVar("T")
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--system", metavar="TEXT", help="system prompt")
     parser.add_argument("--preset", choices=("precise", "balanced", "creative"),
                         help="sampling preset (default: the sampling_preset setting)")
-    parser.add_argument("--max-tokens", type=int, metavar="N", help="longest reply in tokens")
+    parser.add_argument("--max-tokens", type=at_least(1), metavar="N", help="longest reply in tokens")
     parser.add_argument("--temperature", type=float, metavar="T")
     parser.add_argument("--top-p", type=float, metavar="P")
     parser.add_argument("--top-k", type=int, metavar="K")
@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="fixed seed for repeatable replies: the same seed, conversation, settings and "
                              "model give the same reply, in this session or a new one, on this machine "
                              "(each prompt is then evaluated afresh, without reusing the cache)")
-    parser.add_argument("--ctx", type=int, metavar="N", help="context window in tokens")
+    parser.add_argument("--ctx", type=at_least(1), metavar="N", help="context window in tokens")
     parser.add_argument("--resume", type=int, metavar="ID", help="continue a saved conversation")
     parser.add_argument("--list", action="store_true", help="list saved conversations and exit")
     add_json_flag(parser)
@@ -103,6 +103,8 @@ def looks_like_path(name: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     from app.core.chat import ChatStore
 
+    if args.prompt is not None and not args.prompt.strip():
+        raise CamelidError("The prompt is empty.", "Give --prompt some text, or leave it out to chat.")
     if args.save and args.prompt is None:
         raise CamelidError("--save goes with --prompt.",
                            "Interactive chats are kept anyway; drop --save, or add --prompt TEXT.")

@@ -10,7 +10,7 @@ from typing import Any
 from app.core.machine import HardwareProfile
 from app.core.units import human_bytes
 
-__all__ = ["add_hardware_flags", "add_json_flag", "file_size", "fit_words", "hardware_from_args",
+__all__ = ["add_hardware_flags", "add_json_flag", "at_least", "file_size", "fit_words", "hardware_from_args",
            "human_bytes", "print_json"]
 
 #: A plan's verdict in a table column: the user's words, not the code's (full_gpu, no_fit).
@@ -35,6 +35,20 @@ def file_size(n: int | None) -> str:
 def fit_words(verdict: str | None, *, unknown: str = "not known") -> str:
     """`verdict` as a table cell; `unknown` when there is none (header unreadable, gated...)."""
     return FIT_WORDS.get(verdict or "", unknown)
+
+
+def at_least(low: float, kind: type = int) -> Any:
+    """An argparse type: a number of `kind` no smaller than `low` ("--ctx-cap 0" is refused at once)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not value >= low:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be at least {low:g} (got {text})")
+        return value
+    parse.__name__ = "number"  # argparse names the type in its own messages
+    return parse
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from app.cli.common import (
     add_hardware_flags,
     add_json_flag,
+    at_least,
     hardware_from_args,
     human_bytes,
     print_json,
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", metavar="MODEL", help="a .gguf path, REPO:QUANT, or REPO/path/file.gguf")
     parser.add_argument("--ctx", type=int, metavar="N", help="context length (default: the longest that fits, "
                                                                  "up to the trained one and --ctx-cap)")
-    parser.add_argument("--ctx-cap", type=int, metavar="N", default=8192,
+    parser.add_argument("--ctx-cap", type=at_least(256), metavar="N", default=8192,
                         help="upper bound for the chosen context (default 8192)")
     parser.add_argument("--gpu-layers", type=int, metavar="N",
                         help="layers to offload, counting the output layer (-1: all; default: the most that fit)")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli.common import add_hardware_flags, add_json_flag, hardware_from_args, print_json
+from app.cli.common import (
+    add_hardware_flags,
+    add_json_flag,
+    at_least,
+    hardware_from_args,
+    print_json,
+)
 from app.core.errors import UsageError
 
 
@@ -23,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="context length to plan for (default: 8192)")
     parser.add_argument("--top", type=int, default=5, metavar="N",
                         help="how many picks to show (default: 5; 0 for all)")
-    parser.add_argument("--min-speed", type=float, metavar="TOK/S",
+    parser.add_argument("--min-speed", type=at_least(0, float), metavar="TOK/S",
                         help="tokens/s under which a pick is marked slow (default: per use case)")
     add_hardware_flags(parser)
     parser.set_defaults(run=run)

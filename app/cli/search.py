@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli.common import add_json_flag, print_json
+from app.cli.common import add_json_flag, at_least, print_json
 from app.core.models import hub
 
 
@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description="Search GGUF repos on the Hugging Face Hub (HF_ENDPOINT honoured).")
     add_json_flag(parser)
     parser.add_argument("query", nargs="?", default="", help="words in the repo name, e.g. qwen3 8b")
-    parser.add_argument("--limit", type=int, default=20, help="how many results (default 20)")
+    parser.add_argument("--limit", type=at_least(1), default=20, help="how many results (default 20)")
     parser.add_argument("--sort", default="downloads", choices=("downloads", "likes", "last_modified",
                                                                  "trending_score"))
     parser.set_defaults(run=run)

@@ -18,10 +18,29 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 
 def test_sampling_problems_name_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(capsys, "chat", "--max-tokens", "0", "--top-p", "2", "--prompt", "hi")
+    code, _, err = _run(capsys, "chat", "--top-p", "2", "--repeat-penalty", "0", "--prompt", "hi")
     assert code == 2
-    assert "--max-tokens must be at least 1" in err and "--top-p must be" in err
-    assert "max_tokens" not in err and "top_p" not in err
+    assert "--top-p must be above 0 and at most 1" in err and "--repeat-penalty must be" in err
+    assert "top_p" not in err and "repeat_penalty" not in err and "Invalid sampling settings" not in err
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["chat", "--max-tokens", "0"], "argument --max-tokens: must be at least 1 (got 0)"),
+    (["plan", "x.gguf", "--ctx-cap", "0"], "argument --ctx-cap: must be at least 256 (got 0)"),
+    (["recommend", "--min-speed", "-3"], "argument --min-speed: must be at least 0 (got -3)"),
+    (["recommend", "--min-speed", "nan"], "argument --min-speed: must be at least 0 (got nan)"),
+    (["search", "--limit", "many"], "argument --limit: 'many' is not a whole number"),
+])
+def test_impossible_numbers_are_refused_by_name(argv: list[str], said: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_an_empty_prompt_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "chat", "--prompt", "  ")
+    assert code == 2 and err.startswith("camelid: The prompt is empty.")
 
 
 def test_presets_ignore_capitals(capsys: pytest.CaptureFixture[str]) -> None:
