@@ -13,6 +13,7 @@ import collections
 import logging
 import logging.handlers
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from app import paths
@@ -82,7 +83,7 @@ def configure(front: str) -> Path | None:
     the terminal still gets nothing.
     """
     global _file_handler, _recent
-    path = log_path()
+    path: Path | None = log_path()
     root = logging.getLogger()
     with _lock:
         if _file_handler is not None:
@@ -91,9 +92,10 @@ def configure(front: str) -> Path | None:
             _file_handler = None
         handler: logging.Handler
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            target = log_path()
+            target.parent.mkdir(parents=True, exist_ok=True)
             handler = logging.handlers.RotatingFileHandler(
-                path, maxBytes=MAX_BYTES, backupCount=BACKUP_COUNT, encoding="utf-8", delay=False)
+                target, maxBytes=MAX_BYTES, backupCount=BACKUP_COUNT, encoding="utf-8", delay=False)
         except OSError:
             # Read-only storage: swallow the log rather than let Python's last-resort handler print it.
             handler, path = logging.NullHandler(), None
@@ -126,16 +128,19 @@ def recent_problems() -> list[str]:
 
 
 def shutdown() -> None:
-    """Detach the file (tests, and a clean exit)."""
+    """Detach the file and llama.cpp's forwarding (tests, and a clean exit)."""
     global _file_handler
+    from app.core.fit import llama_log
+
     with _lock:
         if _file_handler is not None:
             logging.getLogger().removeHandler(_file_handler)
             _file_handler.close()
             _file_handler = None
+    llama_log.forward(None)
 
 
-def configure_cli(argv: list[str] | tuple[str, ...] | None) -> Path | None:
+def configure_cli(argv: Sequence[str] | None) -> Path | None:
     """configure("cli") and log which command runs (its name only: arguments may hold paths or keys)."""
     import sys
 

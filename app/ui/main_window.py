@@ -24,6 +24,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
+    QDialog,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -341,7 +342,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Diagnostics copied: paste them into your bug report.", 8000)
         return report
 
-    def open_logs_folder(self):
+    def open_logs_folder(self) -> QDialog | None:
+        """The logs folder in the file manager, or (returned) a dialog with its path and Copy."""
         from app.ui.widgets.folder import open_folder
 
         return open_folder(paths.logs_dir(), self)
