@@ -8,6 +8,8 @@ so a fast model never floods the GUI thread with re-layouts.
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -42,6 +45,20 @@ from app.ui.widgets.text_prompt import ask_text
 from app.ui.workers import Job, run_job
 
 STREAM_REPAINT_MS = 50
+
+
+def when_text(timestamp: float, now: float | None = None) -> str:
+    """When a chat was last used, as a list shows it: "Today 14:05", "Yesterday", "Mon", "3 Nov 2025"."""
+    then = datetime.fromtimestamp(timestamp)
+    today = datetime.fromtimestamp(now if now is not None else time.time()).date()
+    days = (today - then.date()).days
+    if days <= 0:
+        return f"Today {then:%H:%M}"
+    if days == 1:
+        return "Yesterday"
+    if days < 7:
+        return f"{then:%A}"
+    return f"{then.day} {then:%b}" + ("" if then.year == today.year else f" {then.year}")
 
 
 class PromptEdit(QPlainTextEdit):
@@ -84,11 +101,6 @@ class ChatView(QWidget):
         self.reply_job: Job | None = None
         #: Reserved at Send (before the conversation exists), so a Stop at once is not lost.
         self._ticket: int | None = None
-        # Edit-and-resend deletes messages on the store thread while a reply
-        # writes from the engine thread: a send waits for the delete to land,
-        # or the delete (id >= edited) would also remove the new message.
-        self._edit_pending = False
-        self._send_after_edit = False
         self.load_job: Job | None = None
         self._stream_bubble: MessageBubble | None = None
         self._stream_text = ""
@@ -115,13 +127,22 @@ class ChatView(QWidget):
         self._search_timer.timeout.connect(self.refresh_list)
         self.list = QListWidget()
         self.list.itemClicked.connect(self._open_item)
+        # Long titles end in an ellipsis (never a sideways scrollbar); each shows when it was last used.
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setWordWrap(False)
+        self.list.setUniformItemSizes(True)
         row = QHBoxLayout()
         self.rename_button = QPushButton("Rename")
         self.delete_button = QPushButton("Delete")
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Save this chat as Markdown or JSON.")
         self.rename_button.clicked.connect(lambda _c=False: self.rename_current())
         self.delete_button.clicked.connect(lambda _c=False: self.delete_current())
+        self.export_button.clicked.connect(lambda _c=False: self.export_current())
         row.addWidget(self.rename_button)
         row.addWidget(self.delete_button)
+        row.addWidget(self.export_button)
         left_layout.addWidget(self.new_button)
         left_layout.addWidget(self.search)
         left_layout.addWidget(self.list, 1)
@@ -245,24 +266,24 @@ class ChatView(QWidget):
         query = self.search.text().strip()
         if query:
             self.host.store_call("search", query, result=lambda hits: self._fill_list(
-                [(h.conversation_id, h.title or "Untitled", h.snippet) for h in hits], select),
+                [(h.conversation_id, h.title or "Untitled", h.snippet, h.updated_at) for h in hits], select),
                 error=self.error.show_text)
         else:
             self.host.store_call("list_conversations", result=lambda convs: self._fill_list(
-                [(c.id, c.title or "New chat", "") for c in convs], select), error=self.error.show_text)
+                [(c.id, c.title or "New chat", "", c.updated_at) for c in convs], select),
+                error=self.error.show_text)
 
-    def _fill_list(self, rows: list[tuple[int, str, str]], select: int | None) -> None:
+    def _fill_list(self, rows: list[tuple[int, str, str, float]], select: int | None) -> None:
         self.list.clear()
         seen: set[int] = set()
         current = select if select is not None else (self.conversation.id if self.conversation else None)
-        for conv_id, title, snippet in rows:
+        for conv_id, title, snippet, when in rows:
             if conv_id in seen:
                 continue
             seen.add(conv_id)
-            item = QListWidgetItem(title)
+            item = QListWidgetItem(f"{title}\n{when_text(when)}")
             item.setData(Qt.ItemDataRole.UserRole, conv_id)
-            if snippet:
-                item.setToolTip(snippet)
+            item.setToolTip(f"{title}\n{snippet}" if snippet else title)
             self.list.addItem(item)
             if conv_id == current:
                 self.list.setCurrentItem(item)
@@ -326,6 +347,7 @@ class ChatView(QWidget):
             if message.role == "system":
                 continue
             bubble = self._add_bubble(message.role, message.content, message)
+            bubble.set_versions(message.versions, message.id)
             if message.role == "assistant":
                 bubble.set_stats(message.stats, message.state)
                 last_stats = message.stats or last_stats
@@ -335,8 +357,9 @@ class ChatView(QWidget):
     def _add_bubble(self, role: str, text: str, message: Message | None = None) -> MessageBubble:
         bubble = MessageBubble(role, text)
         bubble.message_id = message.id if message else None
-        bubble.edit_requested.connect(lambda b=bubble: self.edit_and_resend(b))
+        bubble.edit_saved.connect(lambda text, b=bubble: self.save_edit(b, text))
         bubble.regenerate_requested.connect(self.regenerate)
+        bubble.version_chosen.connect(self.choose_version)
         self.messages_layout.insertWidget(self.messages_layout.count() - 1, bubble)
         self.bubbles.append(bubble)
         self.empty_hint.hide()
@@ -372,9 +395,10 @@ class ChatView(QWidget):
         has_conv = self.conversation is not None and not replying
         self.rename_button.setEnabled(has_conv)
         self.delete_button.setEnabled(has_conv)
+        self.export_button.setEnabled(self.conversation is not None)
         self.load_button.setEnabled(self.load_job is None and not replying and self.model_picker.count() > 0)
         for bubble in self.bubbles:
-            bubble.edit_button.setEnabled(not replying)
+            bubble.set_actions_enabled(not replying)
             bubble.regenerate_button.setVisible(False)
         if not replying and self.bubbles and self.bubbles[-1].role == "assistant":
             self.bubbles[-1].regenerate_button.setVisible(True)
@@ -467,9 +491,6 @@ class ChatView(QWidget):
         text = self.input.toPlainText().strip()
         if not text or self.reply_job is not None:
             return
-        if self._edit_pending:
-            self._send_after_edit = True
-            return
         if not self.host.engine.loaded:
             self.error.show_text("No model is loaded. Pick one above and press Load, "
                                  "or download one on the Models page.")
@@ -535,7 +556,7 @@ class ChatView(QWidget):
             self.conversation = conversation
             replies = [m for m in conversation.messages if m.role != "system"]
             for bubble, message in zip(self.bubbles, replies, strict=False):
-                bubble.message_id = message.id
+                bubble.set_versions(message.versions, message.id)
             self.refresh_list(select=conversation.id)
         self._update_buttons()
 
@@ -564,45 +585,77 @@ class ChatView(QWidget):
             self.host.stop()
 
     def regenerate(self) -> None:
-        """Replace the last reply with a new one."""
+        """Write another reply to the last turn; the current one stays as a version (‹ 1/2 ›)."""
         if self.reply_job is not None or self.conversation is None or not self.bubbles:
             return
         last = self.bubbles[-1]
         if last.role != "assistant" or last.message_id is None:
             return
+        if not self.host.engine.loaded:
+            self.error.show_text("No model is loaded. Pick one above and press Load to write another reply.")
+            return
         conversation = self.conversation
         self.bubbles.pop()
         last.setParent(None)
         last.deleteLater()
-        self.host.store_call("delete_messages_from", last.message_id,
+        self._ticket = self.host.engine.reserve_reply()
+        self.host.store_call("rewind_to_before", last.message_id,
                              result=lambda _r: self._start_reply(conversation, None),
-                             error=self.error.show_text)
+                             error=self._send_failed)
 
-    def edit_and_resend(self, bubble: MessageBubble) -> None:
-        """Put a user message back in the input box and drop it and everything after it."""
+    def save_edit(self, bubble: MessageBubble, text: str) -> None:
+        """Send an edited user message as a new version of its turn; the old turn and its replies stay."""
         if self.reply_job is not None or self.conversation is None or bubble.message_id is None:
             return
+        if not self.host.engine.loaded:
+            self.error.show_text("No model is loaded. Pick one above and press Load, then save the edit again.")
+            bubble.start_edit()
+            bubble.editor.setPlainText(text)
+            return
         index = self.bubbles.index(bubble)
-        for later in self.bubbles[index:]:
+        for later in self.bubbles[index + 1:]:
             later.setParent(None)
             later.deleteLater()
-        self.bubbles = self.bubbles[:index]
-        self.input.setPlainText(bubble.text)
-        self.input.setFocus()
-        self._edit_pending = True
-        self.host.store_call("delete_messages_from", bubble.message_id,
-                             result=lambda _r: self._edit_landed(), error=self._edit_failed)
+        self.bubbles = self.bubbles[:index + 1]
+        bubble.set_text(text)
+        conversation = self.conversation
+        self._ticket = self.host.engine.reserve_reply()
+
+        def edited(message: Message) -> None:
+            bubble.set_versions((*bubble.versions, message.id), message.id)
+            self._start_reply(conversation, None)
+        self.host.store_call("edit_message", bubble.message_id, text, result=edited, error=self._send_failed)
         self._update_buttons()
 
-    def _edit_landed(self) -> None:
-        self._edit_pending = False
-        if self._send_after_edit:
-            self._send_after_edit = False
-            self.send()
+    def choose_version(self, message_id: int) -> None:
+        """Show another version of a turn; the conversation (and the next reply) follows it."""
+        if self.reply_job is not None or self.conversation is None:
+            return
+        self.host.store_call("choose_version", message_id, result=self._show_version, error=self.error.show_text)
 
-    def _edit_failed(self, message: str) -> None:
-        self._edit_pending = self._send_after_edit = False
-        self.error.show_text(message)
+    def _show_version(self, conversation: Conversation) -> None:
+        if self.reply_job is None and self.conversation is not None and conversation.id == self.conversation.id:
+            at = self.scroll.verticalScrollBar().value()
+            self.show_conversation(conversation)
+            QTimer.singleShot(0, lambda: self.scroll.verticalScrollBar().setValue(at))
+
+    def export_current(self, path: Path | None = None) -> None:
+        """Save the open chat as Markdown (.md) or JSON (.json); asks where unless `path` is given."""
+        if self.conversation is None:
+            return
+        if path is None:
+            name = "".join(c if c.isalnum() or c in " -_" else "_" for c in (self.conversation.title or "chat"))
+            chosen, _filter = QFileDialog.getSaveFileName(
+                self, "Export chat", str(Path.home() / f"{name.strip()[:60] or 'chat'}.md"),
+                "Markdown (*.md);;JSON (*.json)")
+            if not chosen:
+                return
+            path = Path(chosen)
+            if not path.suffix:
+                path = path.with_suffix(".json" if "JSON" in _filter else ".md")
+        self.host.store_call("export", self.conversation.id, path,
+                             result=lambda saved: self.notice.show_text(f"Saved to {saved}"),
+                             error=self.error.show_text)
 
     def _save_system_prompt(self) -> None:
         if self.conversation is not None:

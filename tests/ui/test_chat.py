@@ -117,10 +117,16 @@ def test_stop_during_a_reply_keeps_what_was_shown(qtbot, installed_model: Path) 
     with ChatStore() as store:
         messages = store.conversation(conv.id).messages
     assert [m.role for m in messages] == ["user", "assistant"]
+    # The stopped reply is kept as version 1 of 2, and the switcher goes back to it.
+    assert len(messages[1].versions) == 2 and messages[1].version == 2
+    qtbot.waitUntil(lambda: chat.bubbles[-1].version_label.text() == "2/2", timeout=5000)
+    chat.bubbles[-1].previous_button.click()
+    qtbot.waitUntil(lambda: len(chat.bubbles) == 2 and chat.bubbles[-1].text == shown, timeout=5000)
+    assert chat.bubbles[-1].version_label.text() == "1/2"
     close_window(window)
 
 
-def test_edit_and_resend_and_delete(qtbot, installed_model: Path) -> None:
+def test_edit_in_place_keeps_the_old_version_and_delete(qtbot, installed_model: Path) -> None:
     window = open_window(qtbot)
     chat: ChatView = window.pages["Chat"]
     load(qtbot, chat, installed_model)
@@ -129,15 +135,31 @@ def test_edit_and_resend_and_delete(qtbot, installed_model: Path) -> None:
     type_and_send(qtbot, chat, "Say hello.")
     qtbot.waitUntil(lambda: len(chat.bubbles) == 2 and chat.reply_job is None
                     and chat.bubbles[0].message_id is not None, timeout=120_000)
+    first_reply = chat.bubbles[1].text
+    # Edit opens in place; Cancel leaves everything as it was.
     chat.bubbles[0].edit_button.click()
-    assert chat.input.toPlainText() == "Say hello." and chat.bubbles == []
-    chat.input.setPlainText("Say goodbye.")
-    chat.send()
-    qtbot.waitUntil(lambda: chat.reply_job is None and len(chat.bubbles) == 2, timeout=120_000)
-    qtbot.waitUntil(lambda: chat.bubbles[0].message_id is not None, timeout=5000)
+    assert chat.bubbles[0].editing and chat.bubbles[0].editor.toPlainText() == "Say hello."
+    chat.bubbles[0].cancel_edit_button.click()
+    assert len(chat.bubbles) == 2 and not chat.bubbles[0].editing
     with ChatStore() as store:
         conv_id = store.list_conversations()[0].id
-        assert store.conversation(conv_id).messages[0].content == "Say goodbye."
+        assert len(store.conversation(conv_id).messages) == 2
+    # Save sends the edit as version 2; version 1 and its reply stay.
+    chat.bubbles[0].edit_button.click()
+    chat.bubbles[0].editor.setPlainText("Say goodbye.")
+    chat.bubbles[0].save_edit_button.click()
+    qtbot.waitUntil(lambda: chat.reply_job is not None, timeout=5000)
+    qtbot.waitUntil(lambda: chat.reply_job is None and len(chat.bubbles) == 2, timeout=120_000)
+    qtbot.waitUntil(lambda: chat.bubbles[0].version_label.text() == "2/2", timeout=5000)
+    assert chat.bubbles[0].text == "Say goodbye."
+    with ChatStore() as store:
+        messages = store.conversation(conv_id).messages
+        assert messages[0].content == "Say goodbye." and len(messages[0].versions) == 2
+        old = store.message(messages[0].versions[0])
+        assert old.content == "Say hello."
+    chat.bubbles[0].previous_button.click()
+    qtbot.waitUntil(lambda: chat.bubbles and chat.bubbles[0].text == "Say hello.", timeout=5000)
+    assert chat.bubbles[1].text == first_reply
     chat.delete_current(confirm=False)
     qtbot.waitUntil(lambda: chat.list.count() == 0, timeout=5000)
     with ChatStore() as store:
