@@ -23,7 +23,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, TypeVar
 
-from app import paths
 from app.cli.common import add_json_flag, at_least, print_json
 from app.core.errors import CamelidError, ModelFileError, UsageError
 
@@ -71,14 +70,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def resolve_model(name: str) -> Path:
     """A model argument as a file: `starter`, a path, or a library name."""
     if name == "starter":
-        installed = paths.starter_model_path()
-        if installed.is_file():
-            return installed
-        bundled = paths.bundled_starter_model()
-        if bundled is not None:
-            return bundled
-        raise ModelFileError(f"The starter model is not installed (expected at {installed}).",
-                             STARTER_FIX)
+        from app.cli.starter import STARTER_FIX, locate
+
+        found = locate()
+        if found is not None:
+            return found
+        raise ModelFileError("The starter model is not on this machine.", STARTER_FIX)
     candidate = Path(name).expanduser()
     if candidate.exists():
         return candidate
@@ -88,11 +85,6 @@ def resolve_model(name: str) -> Path:
     from app.core.models import find_model
 
     return Path(find_model(name))
-
-
-#: What to do when the starter model is missing, in words that work for an installed app.
-STARTER_FIX = ("Install a copy with `camelid starter --install-from FILE.gguf`, or find a model that fits "
-               "with `camelid recommend` and fetch it with `camelid download`.")
 
 
 def looks_like_path(name: str) -> bool:
