@@ -118,6 +118,8 @@ class CodeBlock(QFrame):
         self.editor.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.editor.setFrameShape(QFrame.Shape.NoFrame)
         layout.addWidget(self.editor)
+        # Room for the sideways scrollbar only while a line is too long to show.
+        self.editor.horizontalScrollBar().rangeChanged.connect(lambda _lo, _hi: self._fit_height())
         self.set_code(code, language)
 
     @property
@@ -133,7 +135,8 @@ class CodeBlock(QFrame):
     def _fit_height(self) -> None:
         lines = max(1, self.editor.document().blockCount())
         metrics = self.editor.fontMetrics()
-        bar = self.editor.horizontalScrollBar().sizeHint().height()
+        scroll = self.editor.horizontalScrollBar()
+        bar = scroll.sizeHint().height() if scroll.maximum() > 0 else 0
         margins = int(self.editor.document().documentMargin() * 2) + self.editor.frameWidth() * 2
         self.editor.setFixedHeight(lines * metrics.lineSpacing() + margins + bar + 2)
 
