@@ -167,3 +167,14 @@ def test_when_text() -> None:
     assert when_text(now - 3 * 86400, now) == "Sunday"
     assert when_text(now - 40 * 86400, now) == "23 Oct"
     assert when_text(now - 400 * 86400, now).endswith("2025")
+
+
+def test_streaming_updates_the_same_widgets_in_place(qtbot) -> None:
+    bubble = MessageBubble("assistant", "")
+    qtbot.addWidget(bubble)
+    bubble.set_text("Here:\n```py\nprint(1)")
+    (block,) = bubble.body.code_blocks()
+    bubble.set_text("Here:\n```py\nprint(1)\nprint(2)")
+    assert bubble.body.code_blocks() == [block] and block.code == "print(1)\nprint(2)"
+    bubble.set_text("Here:\n```py\nprint(1)\nprint(2)\n```\nDone.")
+    assert bubble.body.code_blocks() == [block] and len(bubble.body.parts) == 3

@@ -160,14 +160,19 @@ class MarkdownView(QWidget):
     def set_text(self, text: str) -> None:
         self.text = text
         segments = split_code_blocks(text) or [Segment("…")]
-        kinds = [s.is_code for s in segments]
-        if kinds != [isinstance(p, CodeBlock) for p in self.parts]:
-            for part in self.parts:
-                part.setParent(None)
-                part.deleteLater()
-            self.parts = [CodeBlock() if code else self._prose() for code in kinds]
-            for part in self.parts:
-                self._layout.addWidget(part)
+        # Keep the parts that still match (a streaming reply only grows at its end); rebuild the rest.
+        keep = 0
+        while (keep < min(len(segments), len(self.parts))
+               and segments[keep].is_code == isinstance(self.parts[keep], CodeBlock)):
+            keep += 1
+        for part in self.parts[keep:]:
+            part.setParent(None)
+            part.deleteLater()
+        self.parts = self.parts[:keep]
+        for segment in segments[keep:]:
+            part: QLabel | CodeBlock = CodeBlock() if segment.is_code else self._prose()
+            self.parts.append(part)
+            self._layout.addWidget(part)
         for part, segment in zip(self.parts, segments, strict=True):
             if isinstance(part, CodeBlock):
                 part.set_code(segment.text, segment.language or "")
