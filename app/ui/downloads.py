@@ -81,7 +81,7 @@ class Downloads(QObject):
                 # The window has no flags: it offers the action itself (ModelsView.download_anyway).
                 entry.no_fit = True
                 refused(f"{plan.message} Choose a smaller quant, or press “Download anyway…” to fetch it "
-                        "all the same.")
+                        "all the same.")  # the window's action, not the CLI's --force
                 return
             entry.job = self.queue.add(plan)
             entry.state = "waiting"

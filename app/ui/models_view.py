@@ -63,6 +63,7 @@ from app.ui.state import AppState
 from app.ui.widgets.banner import Banner
 from app.ui.widgets.common import subtle, title
 from app.ui.widgets.plan_view import PlanBars, plan_verdict, verdict_text
+from app.ui.wording import window_sentence
 from app.ui.workers import Job, run_job
 
 WHERE = {"camelid": "Camelid", "lmstudio": "LM Studio (read-only)", "hf-cache": "HF cache (read-only)",
@@ -139,7 +140,7 @@ class ModelsView(QWidget):
         outer.addWidget(self.tabs, 1)
         # One line below the tabs that always keeps its height: a message never moves the rows,
         # it can be dismissed, and the page's next action clears it.
-        self.error = Banner("error")
+        self.error = Banner("error", rewrite=window_sentence)
         outer.addWidget(self.error)
         self.tabs.addTab(self._installed_tab(), "Installed")
         self.tabs.addTab(self._discover_tab(), "Discover")

@@ -55,6 +55,7 @@ from app.ui.hardware_view import HardwareView, memory_card
 from app.ui.state import AppState
 from app.ui.widgets.common import Card, Notice, paragraph, subtle
 from app.ui.widgets.plan_view import PlanBars, arithmetic_text, verdict_html
+from app.ui.wording import window_sentence
 from app.ui.workers import run_job
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,6 @@ STARTER_UNREACHABLE = ("The starter model is not on this machine, and the Hub ca
                        "Connect to the internet, then open this wizard again from the Help menu.")
 ROLE_WORDS = {"best": "Best pick", "half-size": "Safer fallback", "fast": "Fast choice",
               "alternative": "Alternative"}
-
-
-def window_words(sentence: str) -> str:
-    """A core sentence with its command-line hint replaced by where the window offers the same."""
-    return sentence.replace("(camelid catalog --refresh)", "(Models › Check for new models)")
 
 
 def _heading(words: str) -> str:
@@ -169,7 +165,7 @@ class StarterOffer(QWidget):
         """Show `message` (what went wrong) and look for the starter: on disk, else on the Hub."""
         self._generation += 1
         generation = self._generation
-        self.error.show_text(message)
+        self.error.show_text(window_sentence(message))
         self.missing.show_text("")
         self.starter, self.remote, self.entry = None, None, None
         self.button.hide()
@@ -237,7 +233,7 @@ class StarterOffer(QWidget):
         def failed(entry: Any, message: str) -> None:
             if entry is self.entry and generation == self._generation:
                 _say(self.explain, "")
-                self.missing.show_text(message)
+                self.missing.show_text(window_sentence(message))
                 self.button.setEnabled(True)
 
         queue.finished.connect(_alive(self, finished))
@@ -509,7 +505,7 @@ class PicksPage(QWizardPage):
             self._show_picks([])
             return
         self.status.setText(f"{len(picks)} models fit; the best three follow the fallback ladder. "
-                            f"Pick one and press Next to download it. {window_words(catalog_freshness())}")
+                            f"Pick one and press Next to download it. {window_sentence(catalog_freshness())}")
         self._show_picks(picks[:SHOWN_PICKS])
 
     def _failed(self, generation: int, message: str) -> None:

@@ -278,3 +278,16 @@ def test_the_models_folder_is_checked(tmp_path: Path, qtbot) -> None:
     dialog.models_dir.setText(str(a_file))
     dialog.save()
     assert "is a file" in dialog.problem.text() and Settings()["models_dir"] == ""
+
+
+def test_core_sentences_lose_their_terminal_hints_in_the_window() -> None:
+    from app.ui.wording import window_sentence
+
+    assert window_sentence("x/y was not found, or it is private. Check the name with `camelid search`; for a "
+                           "private repo set HF_TOKEN.") == ("x/y was not found, or it is private. Check the "
+                                                             "name with a search in Models › Discover; for a "
+                                                             "private repo set HF_TOKEN.")
+    assert "`" not in window_sentence("No file for Q9. List the files with `camelid files x/y`.")
+    assert "--force" not in window_sentence("Big will not fit. Pick a smaller quant (see `camelid files`), or "
+                                            "download anyway with --force.")
+    assert window_sentence("Nothing to change.") == "Nothing to change."

@@ -107,6 +107,7 @@ def test_missing_repo_shows_its_sentence(qtbot, window: MainWindow, loopback_hub
     qtbot.waitUntil(lambda: bool(view.error.text()), timeout=10_000)
     assert "nobody/No-Such-Model-GGUF" in view.error.text()
     assert "Traceback" not in view.error.text()
+    assert "camelid " not in view.error.text() and "Models › Discover" in view.error.text()  # no CLI advice
 
 
 def test_not_enough_disk_space_shows_its_sentence(qtbot, window: MainWindow, loopback_hub,

@@ -244,7 +244,7 @@ def test_a_missing_repo_offers_the_starter_model_which_opens_in_the_chat(
     qtbot.waitUntil(offer.isVisible, timeout=30_000)
     sentence = offer.error.text()
     assert top_pick.model.repo in sentence and "not found" in sentence
-    assert "Traceback" not in sentence
+    assert "Traceback" not in sentence and "`camelid" not in sentence
     assert not wizard.button(QWizard.WizardButton.NextButton).isEnabled()
 
     qtbot.waitUntil(offer.button.isVisible, timeout=10_000)  # shown once the starter is found on disk

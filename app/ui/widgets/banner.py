@@ -8,6 +8,8 @@ the tooltip.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFontMetrics, QResizeEvent
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QToolButton, QWidget
@@ -44,9 +46,12 @@ class Banner(QFrame):
 
     dismissed = Signal()
 
-    def __init__(self, kind: str = "error", parent: QWidget | None = None) -> None:
+    def __init__(self, kind: str = "error", parent: QWidget | None = None, *,
+                 rewrite: Callable[[str], str] | None = None) -> None:
+        """`rewrite`: applied to every sentence before it is shown (e.g. ui.wording.window_sentence)."""
         super().__init__(parent)
         self.kind = kind
+        self._rewrite = rewrite
         self._text = ""
         self._style = "ErrorBanner" if kind == "error" else "Warning"
         layout = QHBoxLayout(self)
@@ -74,6 +79,8 @@ class Banner(QFrame):
 
     def show_text(self, text: str) -> None:
         """Show `text` on one line (empty: clear)."""
+        if self._rewrite is not None and text:
+            text = self._rewrite(text)
         self._text = " ".join(text.split())
         self._paint(self._text)
 
