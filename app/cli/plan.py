@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from app.cli.common import (
     add_hardware_flags,
@@ -89,10 +89,18 @@ _VERDICT_WORDS = {"full_gpu": "fits entirely on the GPU", "partial": "fits, part
                   "cpu": "fits, on the CPU", "no_fit": "DOES NOT FIT"}
 
 
+def model_words(meta: ModelMeta) -> str:
+    """The model as the person named it: its file name (the GGUF's own name, often a training tag such
+    as "Smollm2 135M 8k Lc100K Mix1 Ep2", only when there is no file name)."""
+    if meta.shards:
+        return PurePosixPath(str(meta.shards[0]).replace("\\", "/")).name.split("?", 1)[0]
+    return meta.name or meta.architecture
+
+
 def describe(plan: MemoryPlan, meta: ModelMeta) -> str:
     """The readable bill: each component on each device, the budgets, the verdict and the reasons."""
     lines: list[str] = []
-    name = meta.name or (Path(meta.shards[0]).name if meta.shards else meta.architecture)
+    name = model_words(meta)
     size = f", {human_bytes(meta.file_size)}" if meta.file_size else ""
     lines.append(f"{name} ({meta.architecture}, {meta.quant or 'unknown quant'}{size}, {meta.n_layer} blocks)")
     if meta.bytes_fetched:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from app.cli import main
@@ -78,3 +80,10 @@ def test_a_second_download_says_already_downloaded(loopback_hub: LoopbackHub,
     code, out, err = _run(capsys, "download", f"{REPO}:Q4_K_M", "--no-fit-check")
     assert code == 0, err
     assert out.startswith("Already downloaded: ") and "camelid chat Tiny-Q4_K_M" in out
+
+
+def test_plan_names_the_model_by_its_file(starter_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "plan", str(starter_model))
+    assert code == 0, err
+    assert out.splitlines()[0].startswith(f"{starter_model.name} (llama, Q4_1, ")
+    assert "Smollm2 135M 8k" not in out

@@ -170,7 +170,7 @@ def test_read_only_use_keeps_working(readonly_home: ReadOnly, camelid_home: Path
     changed = ro.run("settings", "theme", "light")
     assert changed.returncode == 2 and "could not be saved" in changed.stderr and "writable" in changed.stderr
 
-    chat = ro.run("chat", model, "--prompt", "Say hello.", "--max-tokens", "4", "--temperature", "0")
+    chat = ro.run("chat", model, "--prompt", "Say hello.", "--max-tokens", "4", "--temperature", "0", "--save")
     assert chat.returncode == 0 and chat.stdout.strip(), chat.stderr
     assert "nothing is saved" in chat.stderr
 
