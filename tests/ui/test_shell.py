@@ -20,6 +20,7 @@ from app.core.settings import Settings
 from app.ui import workers
 from app.ui.hardware_view import HardwareView
 from app.ui.main_window import MainWindow
+from app.ui.screenshot import SIZE
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.state import AppState
 from tests.fixtures import REPO_ROOT as REPO
@@ -161,14 +162,14 @@ def test_window_geometry_is_remembered(qtbot) -> None:
     first = MainWindow(state)
     qtbot.addWidget(first)
     first.show()
-    first.resize(780, 560)  # inside the offscreen screen (800x600)
+    first.resize(960, 580)  # not the default (960x560 on the 800x600 offscreen screen), not below the minimum
     first.show_page("Hardware")
     size = (first.width(), first.height())
     first.close()
     assert (paths.config_dir() / "window.ini").is_file()
     second = MainWindow(AppState(Settings(), preset_profile("rtx-4090")))
     qtbot.addWidget(second)
-    assert (second.width(), second.height()) == size != (1180, 760)
+    assert (second.width(), second.height()) == size == (960, 580)
     assert second.current_page() == "Hardware"
 
 
@@ -278,7 +279,7 @@ def test_screenshot_command_writes_a_png(tmp_path: Path, camelid_home: Path, pag
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 0, result.stderr
     image = QImage(str(out))
-    assert (image.width(), image.height()) == (1180, 760)
+    assert (image.width(), image.height()) == SIZE  # the window's default on a 1920x1080 screen
     # Demo state never touches the user's data.
     assert not paths.settings_path().exists() and not paths.chats_db_path().exists()
 
