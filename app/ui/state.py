@@ -66,6 +66,12 @@ class AppState(QObject):
 
     def set_profile(self, profile: HardwareProfile) -> None:
         self.profile = profile
+        if self._downloads is not None:
+            # The queue was made before the machine was measured (the Models page asks for it at once):
+            # judge fits on the machine now known, not by detecting it again for every file.
+            from app.core.models import judge_remote_fit
+
+            self._downloads.judge = judge_remote_fit(profile)
         self.profile_changed.emit(profile)
 
     def set_model(self, model: dict[str, Any] | None) -> None:

@@ -291,3 +291,11 @@ def test_core_sentences_lose_their_terminal_hints_in_the_window() -> None:
     assert "--force" not in window_sentence("Big will not fit. Pick a smaller quant (see `camelid files`), or "
                                             "download anyway with --force.")
     assert window_sentence("Nothing to change.") == "Nothing to change."
+
+
+def test_the_download_queue_judges_on_the_machine_measured_after_it_was_made(qtbot) -> None:
+    state = AppState(Settings(), None)
+    queue = state.downloads()
+    before = queue.judge
+    state.set_profile(preset_profile("desktop-16gb-cpu"))
+    assert queue.judge is not before
