@@ -10,8 +10,17 @@ from typing import Any
 from app.core.machine import HardwareProfile
 from app.core.units import human_bytes
 
-__all__ = ["add_hardware_flags", "add_json_flag", "at_least", "file_size", "fit_words", "hardware_from_args",
-           "human_bytes", "print_json"]
+__all__ = [
+    "add_hardware_flags",
+    "add_json_flag",
+    "at_least",
+    "file_size",
+    "fit_words",
+    "hardware_from_args",
+    "human_bytes",
+    "print_json",
+    "sold_as",
+]
 
 #: A plan's verdict in a table column: the user's words, not the code's (full_gpu, no_fit).
 FIT_WORDS = {"full_gpu": "fits on GPU", "partial": "fits, GPU+RAM", "cpu": "fits, CPU", "no_fit": "too big"}
@@ -30,6 +39,11 @@ def file_size(n: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{value:.1f} TB"
+
+
+def sold_as(n: int) -> str:
+    """Memory as the box says it, the way the recommendations name it: 23.5 GiB of RAM is '24 GB'."""
+    return f"{n / 2**30:.0f} GB"
 
 
 def fit_words(verdict: str | None, *, unknown: str = "not known") -> str:

@@ -10,6 +10,7 @@ from app.cli.common import (
     hardware_from_args,
     human_bytes,
     print_json,
+    sold_as,
 )
 from app.core.machine import HardwareProfile
 
@@ -56,7 +57,8 @@ def describe(profile: HardwareProfile) -> str:
     if cpu.features:
         lines.append(f"          features: {' '.join(cpu.features)}")
     ram_label = "Memory " if profile.unified_memory else "RAM    "
-    lines.append(f"  {ram_label} {human_bytes(profile.ram.total_bytes)} total, "
+    lines.append(f"  {ram_label} {human_bytes(profile.ram.total_bytes)} total "
+                 f"(sold as {sold_as(profile.ram.total_bytes)}), "
                  f"{human_bytes(profile.ram.available_bytes)} available"
                  + (" (unified: shared by CPU and GPU)" if profile.unified_memory else ""))
     if profile.apple:
@@ -68,7 +70,8 @@ def describe(profile: HardwareProfile) -> str:
     for gpu in profile.gpus:
         if gpu.vendor == "apple":
             continue
-        detail = [f"{human_bytes(gpu.vram_total_bytes)} VRAM" if gpu.vram_total_bytes else "shared memory"]
+        detail = [f"{human_bytes(gpu.vram_total_bytes)} VRAM (sold as {sold_as(gpu.vram_total_bytes)})"
+                  if gpu.vram_total_bytes else "shared memory"]
         if gpu.vram_free_bytes is not None and gpu.source != "simulated":
             detail.append(f"{human_bytes(gpu.vram_free_bytes)} free")
         if gpu.driver:

@@ -69,3 +69,12 @@ def test_catalog_columns_fit_their_longest_cell(capsys: pytest.CaptureFixture[st
     assert code == 0 and "File sizes in GB" in out
     table = out.split("\n\n")[0].splitlines()
     assert len(table) > 10 and all(len(line) == len(table[0]) for line in table[1:])
+
+
+def test_hw_names_memory_as_sold_next_to_the_measure(capsys: pytest.CaptureFixture[str]) -> None:
+    from app.cli.common import sold_as
+
+    assert (sold_as(int(23.5 * 2**30) + 2**20), sold_as(8 * 2**30)) == ("24 GB", "8 GB")
+    code, out, _ = _run(capsys, "hw", "--preset", "rtx-4090")
+    assert code == 0
+    assert "64.0 GiB total (sold as 64 GB)" in out and "24.0 GiB VRAM (sold as 24 GB)" in out
