@@ -75,6 +75,14 @@ def test_a_long_code_line_does_not_widen_the_view(qtbot) -> None:
     assert QApplication.clipboard().text() == f"def add(a, b):\n    {LONG_LINE}"
     # The Copy and Edit buttons stay inside the bubble.
     assert reply.copy_button.geometry().right() <= reply.width()
+    # The conversation ends where its last bubble ends (no empty scrolling past it).
+    for n in range(6):
+        chat._add_bubble("user", POEM + f" {n} " + "more words " * 40)
+    qtbot.wait(50)
+    QApplication.processEvents()
+    last = chat.bubbles[-1].geometry().bottom()
+    assert chat.messages_widget.height() > chat.scroll.viewport().height()
+    assert chat.messages_widget.height() - last < 40
     close_window(window)
 
 

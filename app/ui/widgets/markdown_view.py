@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QFontDatabase, QGuiApplication, QTextOption
 from PySide6.QtWidgets import (
     QFrame,
@@ -145,12 +145,23 @@ class CodeBlock(QFrame):
         self.copied.emit()
 
 
+class _Prose(QLabel):
+    """Wrapped rich text whose height always comes from the width it is given.
+
+    QLabel's own minimum height is the text wrapped at its narrowest, several
+    times the real height: the conversation would scroll far past its end.
+    """
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(0, 0)
+
+
 class MarkdownView(QWidget):
     """A message body: prose labels and code blocks, updated in place while a reply streams."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._layout = QVBoxLayout(self)
         self._layout.setContentsMargins(0, 0, 0, 0)
         self._layout.setSpacing(6)
@@ -182,14 +193,14 @@ class MarkdownView(QWidget):
                     part.setText(rendered)
 
     def _prose(self) -> QLabel:
-        label = QLabel()
+        label = _Prose()
         label.setTextFormat(Qt.TextFormat.MarkdownText)
         label.setWordWrap(True)
         label.setOpenExternalLinks(True)
         label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
                                       | Qt.TextInteractionFlag.LinksAccessibleByMouse)
         # Ignored: a long unbroken word (a URL) may not set the bubble's width.
-        label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+        label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         return label
 
     def code_blocks(self) -> list[CodeBlock]:

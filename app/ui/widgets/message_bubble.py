@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QFrame,
@@ -64,7 +64,7 @@ class MessageBubble(QFrame):
         self.setObjectName("Bubble")
         self.setProperty("role", role)
         # Ignored: the bubble takes the view's width, never its content's (a long line scrolls inside).
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 8, 12, 6)
         layout.setSpacing(4)
@@ -135,6 +135,11 @@ class MessageBubble(QFrame):
         button.setCursor(Qt.CursorShape.PointingHandCursor)
         button.clicked.connect(lambda _checked=False: slot())
         return button
+
+    def minimumSizeHint(self) -> QSize:
+        # Qt would take the text wrapped at the bubble's narrowest as its minimum height, so the
+        # conversation scrolled far past its end; the height comes from the width it gets instead.
+        return QSize(super().minimumSizeHint().width(), 0)
 
     def set_text(self, text: str) -> None:
         self.text = text
