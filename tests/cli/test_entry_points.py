@@ -127,3 +127,17 @@ def test_search_offline_is_fast_and_one_sentence() -> None:
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("camelid: Could not reach http://127.0.0.1:9"), out.stderr
+
+
+def test_chat_into_a_closed_pipe_ends_quietly(starter_model: Path) -> None:
+    base = ["chat", str(starter_model), "--ctx", "512", "--max-tokens", "16", "--seed", "1"]
+    for argv, typed in ((["--prompt", "Write a poem"], None), (["--prompt", "hi", "--json"], None),
+                        ([], b"Write a poem\n/quit\n")):
+        proc = subprocess.Popen([sys.executable, "-m", "app", *base, *argv], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=_env())
+        assert proc.stdout is not None
+        proc.stdout.close()
+        _, err = proc.communicate(typed, timeout=120)
+        text = err.decode("utf-8", "replace")
+        assert proc.returncode == EXIT_BROKEN_PIPE, text
+        assert "Traceback" not in text and "Exception ignored" not in text
