@@ -48,9 +48,13 @@ def render(path: Path, page: str = "hardware", *, theme_choice: str = "light",
         # The recommendation step: the most informative one (picks, bars, verdicts, why).
         target = demo.open_wizard(window)
     else:
-        demo.prepare(window, page)
+        # Shown and laid out first, so the sample content is measured at the page's real width
+        # (a message wrapped at a narrow width would keep that height).
         window.show_page(page.capitalize())
         window.show()
+        for _ in range(3):
+            QApplication.processEvents()
+        demo.prepare(window, page)
     for _ in range(5):
         QApplication.processEvents()
     path = Path(path)
