@@ -86,7 +86,9 @@ def backend_lines(profile: Any, *, in_use: str | None = None) -> list[str]:
     lines.append(f"compiled: {', '.join(backend.compiled) or 'CPU'}; GPU offload "
                  f"{'yes' if backend.gpu_offload else 'no'}")
     if backend.llama_cpp_version:
-        lines.append(f"llama.cpp: {backend.llama_cpp_version}")
+        lines.append(f"llama.cpp: as built into llama-cpp-python {backend.llama_cpp_version}")
+    if backend.libraries:
+        lines.append(f"libraries: {', '.join(backend.libraries)}")
     cpu_code = backend.cpu_code()
     if cpu_code:
         lines.append(f"CPU code: {cpu_code}")
