@@ -62,9 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app import logging_setup
 
     logging_setup.configure_cli(argv)  # the log file, never the terminal
-    # Library log lines (huggingface_hub's retries, say) are not for the terminal: the CLI says what
-    # happened in its own sentence.
-    logging.getLogger("huggingface_hub").setLevel(logging.CRITICAL)
+    _quiet_library_logs()
     try:
         try:
             code = _run(argv)
@@ -76,6 +74,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+
+
+def _quiet_library_logs() -> None:
+    """Library log lines (huggingface_hub's retries, say) go to the log file, not the terminal.
+
+    huggingface_hub gives its logger a stderr handler when it is imported; importing it here (10 ms)
+    and removing that handler keeps its warnings in Camelid's log, where the CLI's sentence points.
+    """
+    try:
+        import huggingface_hub.utils.logging  # noqa: F401  (adds the handler, once)
+    except ImportError:
+        return
+    hf_root = logging.getLogger("huggingface_hub")
+    for handler in list(hf_root.handlers):
+        if type(handler) is logging.StreamHandler:
+            hf_root.removeHandler(handler)
 
 
 def _run(argv: Sequence[str] | None) -> int:

@@ -141,3 +141,16 @@ def test_chat_into_a_closed_pipe_ends_quietly(starter_model: Path) -> None:
         text = err.decode("utf-8", "replace")
         assert proc.returncode == EXIT_BROKEN_PIPE, text
         assert "Traceback" not in text and "Exception ignored" not in text
+
+
+def test_library_warnings_go_to_the_log_not_the_terminal(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    script = ("import logging, sys\n"
+              "from app.cli import main\n"
+              "code = main(['starter', '--json'])\n"
+              "import huggingface_hub.utils._http\n"
+              "logging.getLogger('huggingface_hub.utils._http').warning('Retrying in 1s [Retry 1/5] LEAK')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                         env=_env(CAMELID_HOME=str(home)), timeout=120)
+    assert "LEAK" not in out.stderr, out.stderr
+    assert "LEAK" in (home / "logs" / "camelid.log").read_text(encoding="utf-8")
