@@ -299,3 +299,15 @@ def test_the_download_queue_judges_on_the_machine_measured_after_it_was_made(qtb
     before = queue.judge
     state.set_profile(preset_profile("desktop-16gb-cpu"))
     assert queue.judge is not before
+
+
+def test_an_ollama_model_loads_from_its_blob_in_place(qtbot, window: MainWindow, starter_model: Path) -> None:
+    blob = _ollama_model(Path(os.environ["OLLAMA_MODELS"]), "registry.ollama.ai/library/smollm2/135m",
+                         starter_model, file_type="Q4_1")
+    view, chat = pages(window)
+    view.refresh_button.click()
+    qtbot.waitUntil(lambda: [m.path for m in view.library_model.models] == [blob], timeout=10_000)
+    view.table.selectRow(0)
+    view.chat_button.click()  # "Chat with it": the blob (no .gguf name) is what llama.cpp opens
+    qtbot.waitUntil(lambda: chat.load_job is None and chat.host.engine.loaded, timeout=120_000)
+    assert window.state.model["path"] == str(blob) and window.current_page() == "Chat"
