@@ -194,3 +194,18 @@ def test_the_status_bar_shows_the_simulated_machines_ram_not_this_computers(wind
     from app.ui import text
 
     assert f"RAM {text.size(used)} / {text.size(profile.ram.total_bytes)}" in window.memory_label.text()
+
+
+def test_qt_warnings_go_to_the_log(capfd) -> None:
+    from PySide6.QtCore import qInstallMessageHandler, qWarning
+
+    from app.ui.main_window import _qt_message
+
+    logging_setup.configure("gui")
+    previous = qInstallMessageHandler(_qt_message)
+    try:
+        qWarning("Launch of 'file:///models' failed: Unable to detect a launcher")
+    finally:
+        qInstallMessageHandler(previous)
+    assert "WARNING qt: Launch of 'file:///models' failed" in log_text()
+    assert "Unable to detect a launcher" not in capfd.readouterr().err
