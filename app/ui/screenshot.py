@@ -33,9 +33,10 @@ def render(path: Path, page: str = "hardware", *, theme_choice: str = "light",
     from app.core.machine import preset_profile
     from app.core.settings import Settings
     from app.ui import demo
-    from app.ui.main_window import build_app, create_window
+    from app.ui.main_window import build_app, create_window, route_qt_messages
     from app.ui.state import AppState
 
+    route_qt_messages()  # the offscreen plugin's notes go to the log, not the terminal
     app = build_app()
     settings = Settings()
     settings.set("theme", theme_choice)
