@@ -1043,12 +1043,13 @@ def refuse_impossible(path: Path, plan: MemoryPlan) -> None:
     """Raise WontFitError before loading when `plan` needs more than the machine's whole memory."""
     if not plan.impossible:
         return
-    per_token = plan.kv_bytes_per_token
-    fixed = plan.total_bytes - plan.weights_bytes - per_token * plan.n_ctx
-    room = (plan.capacity_bytes - fixed) / per_token if per_token else 0
-    hint = (f"Ask for a context well under {int(room):,} tokens, or leave the context to Camelid "
-            "(it picks the longest that fits)." if room >= 256 else
-            "Choose a smaller quantization or a smaller model.")
+    # The compute buffers grow with the context too, so no exact "longest that could fit" is given here.
+    trained = int(plan.model.get("n_ctx_train") or 0)
+    if trained and plan.n_ctx > trained:
+        hint = (f"This model was trained for {trained:,} tokens: ask for that or less, or leave the context "
+                "to Camelid (it picks the longest that fits).")
+    else:
+        hint = "Ask for a shorter context, or choose a smaller quantization or a smaller model."
     raise WontFitError(
         f"{path.name} with a {plan.n_ctx:,}-token context needs about "
         f"{human_bytes(plan.total_bytes - plan.weights_bytes)} for its context cache and working buffers "

@@ -725,6 +725,7 @@ def test_an_impossible_context_is_refused_before_llama_cpp(starter_model: Path) 
     with pytest.raises(WontFitError, match="whole memory") as err:
         Engine(loader=never).load(starter_model, params, plan=plan)
     assert "99,999,999-token context" in str(err.value)
+    assert f"trained for {read_gguf(starter_model).n_ctx_train:,} tokens: ask for that or less" in str(err.value)
     with pytest.raises(WontFitError):
         Engine(loader=never).load(starter_model, choices=LoadChoices(n_ctx=99_999_999))
 
