@@ -112,7 +112,11 @@ def configure(front: str) -> Path | None:
     for name in ("httpx", "httpcore", "urllib3", "filelock", "PIL"):
         logging.getLogger(name).setLevel(logging.WARNING)
     _route_llama_log()
-    logging.getLogger("camelid").info("Camelid (%s) started", front)
+    # A full disk mid-run must not print "--- Logging error ---" tracebacks to the terminal.
+    logging.raiseExceptions = False
+    from app import __version__
+
+    logging.getLogger("camelid").info("Camelid %s (%s) started", __version__, front)
     return path
 
 
