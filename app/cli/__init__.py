@@ -59,9 +59,6 @@ EXIT_BROKEN_PIPE = 141
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every way it can end is an exit code and at most one sentence, never a traceback."""
-    from app import logging_setup
-
-    logging_setup.configure_cli(argv)  # the log file, never the terminal
     _quiet_library_logs()
     try:
         try:
@@ -95,10 +92,13 @@ def _quiet_library_logs() -> None:
 def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.self_test:
+    if args.self_test:  # works in a temporary home: writes nothing, not even a log, in the user's
         from app.selftest import run_self_test
 
         return run_self_test()
+    from app import logging_setup
+
+    logging_setup.configure_cli(argv)  # the log file, never the terminal
     if args.command is None:
         from app.cli.gui import open_app
 
