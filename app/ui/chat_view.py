@@ -546,6 +546,7 @@ class ChatView(QWidget):
         if reply.notices:
             self.notice.show_text(" ".join(reply.notices))
         self._update_meter(message.stats)
+        self._update_buttons()
         # Reload so message ids (for edit and regenerate) and the title match the store.
         assert self.conversation is not None
         conv_id = self.conversation.id

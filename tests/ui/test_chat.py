@@ -119,7 +119,8 @@ def test_stop_during_a_reply_keeps_what_was_shown(qtbot, installed_model: Path) 
     assert [m.role for m in messages] == ["user", "assistant"]
     # The stopped reply is kept as version 1 of 2, and the switcher goes back to it.
     assert len(messages[1].versions) == 2 and messages[1].version == 2
-    qtbot.waitUntil(lambda: chat.bubbles[-1].version_label.text() == "2/2", timeout=5000)
+    qtbot.waitUntil(lambda: chat.bubbles[-1].version_label.text() == "2/2"
+                    and chat.bubbles[-1].previous_button.isEnabled(), timeout=5000)
     chat.bubbles[-1].previous_button.click()
     qtbot.waitUntil(lambda: len(chat.bubbles) == 2 and chat.bubbles[-1].text == shown, timeout=5000)
     assert chat.bubbles[-1].version_label.text() == "1/2"
@@ -152,6 +153,7 @@ def test_edit_in_place_keeps_the_old_version_and_delete(qtbot, installed_model: 
     qtbot.waitUntil(lambda: chat.reply_job is None and len(chat.bubbles) == 2, timeout=120_000)
     qtbot.waitUntil(lambda: chat.bubbles[0].version_label.text() == "2/2", timeout=5000)
     assert chat.bubbles[0].text == "Say goodbye."
+    qtbot.waitUntil(lambda: chat.bubbles[0].previous_button.isEnabled(), timeout=5000)
     with ChatStore() as store:
         messages = store.conversation(conv_id).messages
         assert messages[0].content == "Say goodbye." and len(messages[0].versions) == 2
