@@ -40,10 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="upper bound for the chosen context (default 8192)")
     parser.add_argument("--gpu-layers", type=int, metavar="N",
                         help="layers to offload, counting the output layer (-1: all; default: the most that fit)")
-    parser.add_argument("--flash-attn", action="store_true", help="plan with flash attention on")
-    parser.add_argument("--cache-type", choices=CACHE_TYPES, default="f16", metavar="TYPE",
-                        help=f"KV cache type for K and V ({', '.join(CACHE_TYPES)}); quantized V needs flash "
-                             "attention, which is then turned on")
+    parser.add_argument("--flash-attn", action=argparse.BooleanOptionalAction, default=None,
+                        help="plan with flash attention on (--no-flash-attn: off); default: as chat loads "
+                             "the model, from Settings (on unless you turned it off)")
+    parser.add_argument("--cache-type", choices=CACHE_TYPES, default=None, metavar="TYPE",
+                        help=f"KV cache type for K and V ({', '.join(CACHE_TYPES)}; default: the Settings' "
+                             "KV cache type, f16 unless changed); quantized V needs flash attention, which "
+                             "is then turned on")
     parser.add_argument("--ubatch", type=int, default=512, metavar="N", help="micro-batch size (default 512)")
     parser.add_argument("--revision", default="main", help="Hub revision (default main)")
     add_hardware_flags(parser)
@@ -75,9 +78,16 @@ def load_meta(model: str, *, revision: str = "main") -> ModelMeta:
 def run(args: argparse.Namespace) -> int:
     meta = load_meta(args.model, revision=args.revision)
     hardware = hardware_from_args(args)
+    # The bill chat will pay: the engine's load settings (Settings), unless a flag says otherwise.
+    from app.core.fit import LoadChoices
+
+    choices = LoadChoices.current()
+    flash = choices.flash_attention if args.flash_attn is None else bool(args.flash_attn)
+    cache = args.cache_type or choices.kv_cache_type
     plan = plan_memory(meta, hardware, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers,
-                       flash_attn=bool(args.flash_attn), cache_type_k=args.cache_type,
-                       cache_type_v=args.cache_type, n_ubatch=args.ubatch, ctx_cap=args.ctx_cap)
+                       flash_attn=flash, cache_type_k=cache,
+                       cache_type_v=cache, n_ubatch=args.ubatch, ctx_cap=args.ctx_cap,
+                       cpu_repack=choices.cpu_repack)
     if args.json:
         print_json(plan.to_dict())
     else:

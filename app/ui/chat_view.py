@@ -102,6 +102,8 @@ class ChatView(QWidget):
         #: Reserved at Send (before the conversation exists), so a Stop at once is not lost.
         self._ticket: int | None = None
         self.load_job: Job | None = None
+        #: The first Send with no model loaded loads the chosen one, then sends (see `send`).
+        self._send_after_load = False
         self._stream_bubble: MessageBubble | None = None
         self._stream_text = ""
         self._stream_dirty = False
@@ -391,7 +393,8 @@ class ChatView(QWidget):
     def _update_buttons(self) -> None:
         replying = self.reply_job is not None
         self.send_button.setText("Stop" if replying else "Send")
-        self.send_button.setEnabled(replying or self.host.engine.loaded or self.state.demo)
+        self.send_button.setEnabled(replying or self.host.engine.loaded or self.state.demo
+                                    or bool(self.model_picker.currentData()))
         has_conv = self.conversation is not None and not replying
         self.rename_button.setEnabled(has_conv)
         self.delete_button.setEnabled(has_conv)
@@ -458,13 +461,24 @@ class ChatView(QWidget):
                               "n_ctx": report.n_ctx, "memory": memory})
         if report.notices:
             self.notice.show_text(" ".join(report.notices))
-        self._update_meter(None)
+        # The meter counts the open conversation (its last reply's prompt + answer), not zero.
+        self._update_meter(self._last_stats())
         if self.model_picker.findData(str(path)) < 0:
             self.refresh_models(select=path)
         self._update_buttons()
         self.input.setFocus()
+        if self._send_after_load:
+            self._send_after_load = False
+            self.send()
+
+    def _last_stats(self) -> dict[str, Any] | None:
+        if self.conversation is None:
+            return None
+        return next((m.stats for m in reversed(self.conversation.messages)
+                     if m.role == "assistant" and m.stats), None)
 
     def _load_failed(self, message: str) -> None:
+        self._send_after_load = False
         self.load_job = None
         self.load_progress.hide()
         self.verdict.setText("No model loaded")
@@ -492,8 +506,15 @@ class ChatView(QWidget):
         if not text or self.reply_job is not None:
             return
         if not self.host.engine.loaded:
-            self.error.show_text("No model is loaded. Pick one above and press Load, "
-                                 "or download one on the Models page.")
+            # As Ollama and Jan do: the first Send loads the chosen model, then sends.
+            if self.model_picker.currentData() and self.load_job is None:
+                self._send_after_load = True
+                self.load_selected()
+                return
+            if self.load_job is not None:
+                self._send_after_load = True
+                return
+            self.error.show_text("No model is on disk yet: download one on the Models page.")
             return
         self.input.clear()
         self.error.show_text("")

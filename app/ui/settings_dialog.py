@@ -115,7 +115,7 @@ class SettingsDialog(QDialog):
 
         self.threads = QSpinBox()
         self.threads.setRange(0, 256)
-        self.threads.setSpecialValueText("Automatic (physical cores)")
+        self.threads.setSpecialValueText("Automatic (leaves a core free on small machines)")
         self.threads.setValue(settings["threads"])
         form.addRow("CPU threads", self.threads)
         self._controls["threads"] = self.threads

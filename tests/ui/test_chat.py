@@ -169,12 +169,33 @@ def test_edit_in_place_keeps_the_old_version_and_delete(qtbot, installed_model: 
     close_window(window)
 
 
-def test_send_without_a_model_says_what_to_do(qtbot) -> None:
+def test_send_without_a_model_on_disk_says_what_to_do(qtbot) -> None:
     window = open_window(qtbot)
     chat: ChatView = window.pages["Chat"]
     chat.input.setPlainText("hello")
     chat.send()
-    assert "No model is loaded" in chat.error.text() and "Load" in chat.error.text()
+    assert "No model is on disk yet" in chat.error.text() and "Models page" in chat.error.text()
+    close_window(window)
+
+
+def test_the_first_send_loads_the_chosen_model_and_the_meter_counts_the_conversation(
+        qtbot, installed_model: Path) -> None:
+    """As Ollama and Jan do: Send with nothing loaded loads the picker's model, then sends. Loading
+    again afterwards shows the conversation's tokens on the context meter, not zero."""
+    window = open_window(qtbot)
+    chat: ChatView = window.pages["Chat"]
+    qtbot.waitUntil(lambda: chat.model_picker.findData(str(installed_model)) >= 0, timeout=10_000)
+    chat.model_picker.setCurrentIndex(chat.model_picker.findData(str(installed_model)))
+    short_replies(chat, 8)
+    assert not chat.host.engine.loaded and chat.send_button.isEnabled()
+    type_and_send(qtbot, chat, "Say hi.")
+    qtbot.waitUntil(lambda: chat.host.engine.loaded, timeout=120_000)
+    qtbot.waitUntil(lambda: chat.reply_job is None and len(chat.bubbles) == 2 and bool(chat.bubbles[1].text),
+                    timeout=120_000)
+    chat.load_button.click()
+    qtbot.waitUntil(lambda: chat.load_job is None and chat.host.engine.loaded, timeout=120_000)
+    used = int(chat.context_label.text().split(" of ")[0].replace(",", ""))
+    assert used > 0 and chat.context_meter.value() == used
     close_window(window)
 
 
