@@ -591,7 +591,7 @@ def _place(part: Path, destination: Path) -> None:
         os.link(part, destination)
     except FileExistsError:
         raise
-    except (OSError, NotImplementedError):
+    except OSError:
         # A file system without hard links (FAT, some network shares). Windows' rename refuses an
         # existing destination; elsewhere the part lock keeps other Camelids away from this path.
         if os.path.lexists(destination):
