@@ -260,17 +260,12 @@ class MainWindow(QMainWindow):
         wizard.model_ready.connect(self.chat_with)
         # A finished or skipped wizard is deleted, not kept hidden: a hidden one's cleaned-up pages
         # crashed Qt when the next theme switch repolished every widget (setStyleSheet).
-        # A bound method, not a lambda holding the wizard: that reference cycle left the wrapper to the
-        # garbage collector, which may run on a worker thread (and crashed there).
-        wizard.finished.connect(self._wizard_finished)
+        wizard.finished.connect(lambda _result, w=wizard: self._wizard_finished(w))
         self.wizard = wizard
         wizard.open()
         return wizard
 
-    def _wizard_finished(self, _result: int) -> None:
-        wizard = self.sender()
-        if wizard is None:
-            return
+    def _wizard_finished(self, wizard) -> None:
         if self.wizard is wizard:
             self.wizard = None
         wizard.deleteLater()
