@@ -258,17 +258,9 @@ class MainWindow(QMainWindow):
             current.deleteLater()  # a finished or skipped one: start afresh
         wizard = HardwareFitWizard(self.state, catalog=catalog, parent=self)
         wizard.model_ready.connect(self.chat_with)
-        # A finished or skipped wizard is deleted, not kept hidden: a hidden one's cleaned-up pages
-        # crashed Qt when the next theme switch repolished every widget (setStyleSheet).
-        wizard.finished.connect(lambda _result, w=wizard: self._wizard_finished(w))
         self.wizard = wizard
         wizard.open()
         return wizard
-
-    def _wizard_finished(self, wizard) -> None:
-        if self.wizard is wizard:
-            self.wizard = None
-        wizard.deleteLater()
 
     def chat_with(self, path) -> None:
         """Open the Chat page and load `path` there."""
