@@ -10,6 +10,8 @@ LLAMA_VERSION := 0.3.36
 # Where `make test` keeps the starter model between runs.
 CACHE := .cache
 TEST_MODEL := $(CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
+# The embedding test model: all-MiniLM-L6-v2 converted to GGUF (scripts/embedder_gguf.py).
+TEST_EMBEDDER := $(CACHE)/models/all-MiniLM-L6-v2-F16.gguf
 
 # One build of llama.cpp serves every target (run, test, dist): the portable
 # one, with runtime CPU dispatch (one CPU library per instruction level, the
@@ -32,7 +34,7 @@ else
   RESOLVED_BACKEND := $(BACKEND)
 endif
 QT_ENV := QT_QPA_PLATFORM=offscreen
-TEST_ENV := $(QT_ENV) HF_HUB_DISABLE_XET=1 HF_HUB_DISABLE_TELEMETRY=1 CAMELID_TEST_MODEL=$(abspath $(TEST_MODEL))
+TEST_ENV := $(QT_ENV) HF_HUB_DISABLE_XET=1 HF_HUB_DISABLE_TELEMETRY=1 CAMELID_TEST_MODEL=$(abspath $(TEST_MODEL)) CAMELID_TEST_EMBEDDER=$(abspath $(TEST_EMBEDDER))
 
 .PHONY: run test lint bench gpu sysdeps clean help starter dist screenshots
 
@@ -59,6 +61,9 @@ $(TEST_MODEL): scripts/fetch_starter.py
 	$(PYTHON) scripts/fetch_starter.py --dest $(TEST_MODEL)
 	@touch $@
 
+$(TEST_EMBEDDER): $(VENV)/.installed scripts/embedder_gguf.py
+	$(PY) scripts/embedder_gguf.py --dest $(TEST_EMBEDDER)
+
 starter: $(VENV)/.installed $(TEST_MODEL)
 	$(PY) -m app starter --install-from $(TEST_MODEL)
 
@@ -76,7 +81,7 @@ run: sysdeps starter
 # The whole suite with the CPU code llama.cpp picks here, then the model tests
 # again with the kernels an AVX2-only CPU runs (haswell): greedy replies round
 # differently there, and no test may depend on it.
-test: sysdeps-test $(VENV)/.installed $(TEST_MODEL)
+test: sysdeps-test $(VENV)/.installed $(TEST_MODEL) $(TEST_EMBEDDER)
 	$(TEST_ENV) $(PY) -m pytest -q $(PYTEST_ARGS)
 	@if $(PY) -c "import sys; from app.core.machine import probe_backend; sys.exit('haswell' not in probe_backend().cpu_variants)"; then \
 		echo "Model tests again with the AVX2-only CPU variant (CAMELID_CPU_VARIANT=haswell):"; \

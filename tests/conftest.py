@@ -33,6 +33,16 @@ def starter_model() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def embedding_model() -> Path:
+    """all-MiniLM-L6-v2 as an F16 GGUF (46 MB), converted by `make test` (scripts/embedder_gguf.py)."""
+    default = REPO_ROOT / ".cache" / "models" / "all-MiniLM-L6-v2-F16.gguf"
+    path = Path(os.environ.get("CAMELID_TEST_EMBEDDER", default))
+    if not path.is_file():
+        pytest.fail(f"The embedding test model is missing at {path}: run `make test`, which converts it.")
+    return path
+
+
 @pytest.fixture
 def loopback_hub(monkeypatch: pytest.MonkeyPatch):
     """A real Hub-compatible HTTP server on 127.0.0.1 (tests/fixtures/loopback_hub.py).
