@@ -107,6 +107,12 @@ class ContextOverflowError(GenerationError):
     code = "context_overflow"
 
 
+class PromptTooLongError(UsageError):
+    """A prompt that must not be trimmed (an API request) is longer than the loaded context."""
+
+    code = "prompt_too_long"
+
+
 class ChatTemplateError(GenerationError):
     """The model's chat template could not format the conversation."""
 

@@ -49,8 +49,11 @@ class TemplateLimits:
     ratio: int = 2
     overhead_chars: int = 256 * 1024
 
-    def max_chars(self, messages: Sequence[dict[str, Any]]) -> int:
-        text = sum(len(str(m.get("content") or "")) for m in messages)
+    def max_chars(self, messages: Sequence[dict[str, Any]],
+                  tools: Sequence[dict[str, Any]] | None = None) -> int:
+        text = sum(len(str(m.get("content") or "")) + len(str(m.get("tool_calls") or ""))
+                   for m in messages)
+        text += sum(len(str(t)) for t in tools or ())
         return self.ratio * text + self.overhead_chars
 
 
@@ -314,14 +317,17 @@ class ChatTemplate:
             self._codes |= _template_codes(block.__code__)
 
     def render(self, messages: Sequence[dict[str, Any]], *, add_generation_prompt: bool = True,
-               stop: threading.Event | None = None, deadline: float | None = None) -> str:
+               stop: threading.Event | None = None, deadline: float | None = None,
+               tools: Sequence[dict[str, Any]] | None = None) -> str:
         """The prompt text. Raises ChatTemplateError past a limit, RenderStopped on stop, TemplateRejected
         when the template itself refuses the messages.
 
         `deadline` (time.monotonic()) lets several renders for one reply share one time limit.
+        `tools` (OpenAI-style function definitions) reach the template as its `tools` variable, the
+        way Hugging Face's apply_chat_template passes them.
         """
         limits = self.limits
-        max_chars = limits.max_chars(messages)
+        max_chars = limits.max_chars(messages, tools)
         if deadline is None:
             deadline = time.monotonic() + limits.time_s
         budget = _Budget(deadline, max_chars, stop, limits.time_s)
@@ -354,7 +360,8 @@ class ChatTemplate:
             for chunk in self._template.generate(
                     messages=[dict(m) for m in messages], bos_token=self.bos_token, eos_token=self.eos_token,
                     add_generation_prompt=add_generation_prompt, raise_exception=raise_exception,
-                    strftime_now=strftime_now, tools=None, functions=None, tool_choice=None,
+                    strftime_now=strftime_now, tools=[dict(t) for t in tools] if tools else None,
+                    functions=None, tool_choice=None,
                     function_call=None):
                 written += len(chunk)
                 if written > max_chars:

@@ -61,6 +61,7 @@ from app.core.errors import (
     GenerationError,
     ModelFileError,
     ModelLoadError,
+    PromptTooLongError,
     UsageError,
     WontFitError,
 )
@@ -394,6 +395,46 @@ class ReplyStats:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class GenerateOptions:
+    """What an API request asks of a reply beyond sampling (the chat window uses the defaults)."""
+
+    #: Strings that end the reply where they first appear (not included in the text).
+    stop: tuple[str, ...] = ()
+    #: A GBNF grammar the reply must follow (llama.cpp's grammar sampler), e.g. from a JSON schema.
+    grammar: str | None = None
+    #: None: no log-probabilities; N >= 0: each token's own and the N most likely alternatives.
+    logprobs: int | None = None
+    #: False: a conversation longer than the context raises PromptTooLongError instead of being
+    #: trimmed (an API client must be told, never silently answered about half its prompt).
+    trim: bool = True
+    #: OpenAI-style function definitions, passed to the chat template's `tools`.
+    tools: tuple[dict[str, Any], ...] | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.stop) > 16 or any(not s or len(s) > 256 for s in self.stop):
+            raise UsageError("Up to 16 stop strings of 1 to 256 characters each can be given.",
+                             "Shorten the stop list.")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            raise UsageError("top_logprobs must be from 0 to 20.", "Ask for 20 alternatives or fewer.")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                raise UsageError(f"{name} must be from -2 to 2.", "Use a value in that range.")
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability under the model (before sampling), and its rivals."""
+
+    text: str
+    raw: bytes
+    logprob: float
+    #: The most likely tokens at this position: (text, raw bytes, logprob), most likely first.
+    top: tuple[tuple[str, bytes, float], ...] = ()
+
+
 @dataclass
 class Reply:
     text: str
@@ -401,6 +442,10 @@ class Reply:
     #: Sentences for the user: trimmed history, folded system prompt.
     notices: list[str] = field(default_factory=list)
     window: WindowFit | None = None
+    #: The stop string that ended the reply (stats.stop_reason is then "stop").
+    stop_sequence: str | None = None
+    #: Per generated token, when GenerateOptions.logprobs asked for them.
+    logprobs: list[TokenLogprob] | None = None
 
 
 # --------------------------------------------------------------------------
@@ -427,6 +472,8 @@ class Engine:
         self._issued = 0
         self._stopped_upto = 0
         self._running: int | None = None
+        #: Tickets stopped one by one (`cancel`): a client of the API server that went away.
+        self._cancelled: set[int] = set()
         self._template: ChatTemplate | None = None
         #: Time and size limits for rendering the chat template (per reply).
         self.template_limits = TemplateLimits()
@@ -448,6 +495,17 @@ class Engine:
     def n_ctx(self) -> int:
         self._require_model()
         return int(self._llm.n_ctx())
+
+    @property
+    def template_source(self) -> str | None:
+        """The Jinja source of the chat template in use (the GGUF's, a user's, or the ChatML fallback)."""
+        return self._template.source if self._template is not None else None
+
+    @property
+    def architecture(self) -> str | None:
+        plan = self.report.plan if self.report is not None else None
+        return str(plan.model.get("architecture")) if plan is not None and plan.model.get("architecture") \
+            else None
 
     def _check_owner(self) -> None:
         if self._owner is not None and self._owner != threading.get_ident():
@@ -588,6 +646,15 @@ class Engine:
                 self._stop.set()
                 self._abort_flag[0] = b"\x01"
 
+    def cancel(self, ticket: int) -> None:
+        """End the reply of this one ticket (running or not yet started), leaving others alone. Any thread."""
+        with self._ticket_lock:
+            if ticket > self._stopped_upto:
+                self._cancelled.add(ticket)
+            if self._running == ticket:
+                self._stop.set()
+                self._abort_flag[0] = b"\x01"
+
     def _begin_reply(self, ticket: int | None) -> bool:
         """Mark a reply running; True when it was stopped before it began."""
         with self._ticket_lock:
@@ -595,7 +662,11 @@ class Engine:
                 self._issued += 1
                 ticket = self._issued
             self._running = ticket
-            stopped = ticket <= self._stopped_upto
+            stopped = ticket <= self._stopped_upto or ticket in self._cancelled
+            self._cancelled.discard(ticket)
+            # Cancels of tickets long finished are never looked at again.
+            if len(self._cancelled) > 1024:
+                self._cancelled = {t for t in self._cancelled if t > ticket}
             if stopped:
                 self._stop.set()
                 self._abort_flag[0] = b"\x01"
@@ -695,8 +766,8 @@ class Engine:
         self._require_model()
         return self._render(messages)
 
-    def _render(self, messages: Sequence[dict[str, str]], *, stop: threading.Event | None = None,
-                deadline: float | None = None) -> str:
+    def _render(self, messages: Sequence[dict[str, Any]], *, stop: threading.Event | None = None,
+                deadline: float | None = None, tools: Sequence[dict[str, Any]] | None = None) -> str:
         assert self._template is not None
         template = self._template
         template.limits = self.template_limits
@@ -704,22 +775,23 @@ class Engine:
         if self._fold_system:
             msgs = _fold_system(msgs)
         try:
-            return template.render(msgs, stop=stop, deadline=deadline)
+            return template.render(msgs, stop=stop, deadline=deadline, tools=tools)
         except TemplateRejected as exc:
             if self._fold_system or not msgs or msgs[0]["role"] != "system":
                 raise _rejected(template.model, exc) from exc
         # The template refused the system role (Gemma, Mistral and others): put
         # the system prompt at the start of the first user turn from now on.
         try:
-            prompt = template.render(_fold_system(msgs), stop=stop, deadline=deadline)
+            prompt = template.render(_fold_system(msgs), stop=stop, deadline=deadline, tools=tools)
         except TemplateRejected as exc:
             raise _rejected(template.model, exc) from exc
         self._fold_system = True
         return prompt
 
-    def tokenize_prompt(self, messages: Sequence[dict[str, str]], *, stop: threading.Event | None = None,
-                        deadline: float | None = None) -> list[int]:
-        prompt = self._render(messages, stop=stop, deadline=deadline)
+    def tokenize_prompt(self, messages: Sequence[dict[str, Any]], *, stop: threading.Event | None = None,
+                        deadline: float | None = None,
+                        tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
+        prompt = self._render(messages, stop=stop, deadline=deadline, tools=tools)
         # The template writes BOS itself where the model wants it.
         return self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
 
@@ -752,8 +824,9 @@ class Engine:
         return self._llm.detokenize(tokens[n:]).decode("utf-8", errors="ignore")
 
     # -- chat ----------------------------------------------------------------
-    def chat(self, messages: Sequence[dict[str, str]], sampling: SamplingSettings | None = None, *,
-             on_text: OnText | None = None, ticket: int | None = None) -> Reply:
+    def chat(self, messages: Sequence[dict[str, Any]], sampling: SamplingSettings | None = None, *,
+             on_text: OnText | None = None, ticket: int | None = None,
+             options: GenerateOptions | None = None) -> Reply:
         """Answer the conversation `messages` ({"role", "content"} dicts, oldest first).
 
         Text is passed to `on_text` as it is generated (on this thread).
@@ -761,59 +834,117 @@ class Engine:
         chat template renders; with a `ticket` from `reserve_reply()`, a stop
         that came after the ticket and before this call stops it at once. Too
         long a conversation is trimmed per `context_window` and the reply says
-        so in `notices`; text that is not valid UTF-8 is replaced, with a notice.
+        so in `notices` (with `options.trim` off it raises PromptTooLongError);
+        text that is not valid UTF-8 is replaced, with a notice. `options` adds
+        what API requests ask for: stop strings, a grammar, log-probabilities,
+        tools for the template. The conversation may end with a tool's result.
         """
         self._require_model()
         self._check_owner()
         sampling = sampling or SamplingSettings()
+        options = options or GenerateOptions()
         started = time.perf_counter()
         stopped = self._begin_reply(ticket)
         try:
-            if not messages or messages[-1]["role"] != "user":
+            if not messages or messages[-1]["role"] not in ("user", "tool"):
                 raise UsageError("A reply needs a conversation that ends with a user message.")
             if stopped:
                 return _cancelled(started, sampling)
             try:
-                return self._reply(messages, sampling, on_text, started)
+                return self._reply(messages, sampling, on_text, started, options)
             except RenderStopped:
                 return _cancelled(started, sampling)
         finally:
             self._end_reply()
 
-    def _reply(self, messages: Sequence[dict[str, str]], sampling: SamplingSettings, on_text: OnText | None,
-               started: float) -> Reply:
-        import llama_cpp
+    def complete(self, prompt: str, sampling: SamplingSettings | None = None, *,
+                 on_text: OnText | None = None, ticket: int | None = None,
+                 options: GenerateOptions | None = None) -> Reply:
+        """Continue `prompt` as plain text, without the chat template (OpenAI's /v1/completions).
 
+        The prompt is never trimmed: one longer than the context raises PromptTooLongError.
+        Special-token text in it (`<|im_start|>`) is read as those tokens, as llama-server does.
+        """
+        self._require_model()
+        self._check_owner()
+        sampling = sampling or SamplingSettings()
+        options = options or GenerateOptions()
+        started = time.perf_counter()
+        stopped = self._begin_reply(ticket)
+        try:
+            if stopped:
+                return _cancelled(started, sampling)
+            text, n = clean_text(prompt)
+            notices = [invalid_text_notice(n, "The prompt")] if n else []
+            n_ctx = int(self._llm.n_ctx())
+            if len(text) > n_ctx * self._longest_piece():
+                raise _too_long(None, n_ctx)
+            tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+            if not tokens:
+                raise UsageError("The prompt is empty.", "Send some text to continue.")
+            if len(tokens) >= n_ctx:
+                raise _too_long(len(tokens), n_ctx)
+            reply = self._generate(tokens, sampling, options, on_text, started)
+            reply.notices[:0] = notices
+            return reply
+        finally:
+            self._end_reply()
+
+    def _reply(self, messages: Sequence[dict[str, Any]], sampling: SamplingSettings, on_text: OnText | None,
+               started: float, options: GenerateOptions) -> Reply:
         llm = self._llm
         n_ctx = int(llm.n_ctx())
         messages, notices = _clean_messages(messages)
         # One time limit for every render of this reply's template (fitting may render several times).
         deadline = time.monotonic() + self.template_limits.time_s
-        counted: dict[str, Any] = {}
+        tools = options.tools
+        if not options.trim:
+            chars = sum(len(m["content"]) for m in messages)
+            if chars > n_ctx * self._longest_piece():
+                raise _too_long(None, n_ctx)
+            tokens = self.tokenize_prompt(messages, stop=self._stop, deadline=deadline, tools=tools)
+            if len(tokens) >= n_ctx:
+                raise _too_long(len(tokens), n_ctx)
+            window = None
+        else:
+            counted: dict[str, Any] = {}
 
-        def count(msgs: list[dict[str, str]]) -> int:
-            counted["messages"] = msgs
-            counted["tokens"] = self.tokenize_prompt(msgs, stop=self._stop, deadline=deadline)
-            return len(counted["tokens"])
+            def count(msgs: list[dict[str, Any]]) -> int:
+                counted["messages"] = msgs
+                counted["tokens"] = self.tokenize_prompt(msgs, stop=self._stop, deadline=deadline, tools=tools)
+                return len(counted["tokens"])
 
-        budget = n_ctx - reply_reserve(n_ctx, sampling.max_tokens)
-        chars = sum(len(m["content"]) for m in messages)
-        # Only a conversation that might not fit pays for measuring the longest token.
-        max_chars = budget * self._longest_piece() if chars > budget * 4 else None
-        window = fit_to_window(messages, budget=budget, count=count, cut_head=self._cut_head,
-                               max_chars=max_chars)
-        notices += window.notices()
+            budget = n_ctx - reply_reserve(n_ctx, sampling.max_tokens)
+            chars = sum(len(m["content"]) for m in messages)
+            # Only a conversation that might not fit pays for measuring the longest token.
+            max_chars = budget * self._longest_piece() if chars > budget * 4 else None
+            window = fit_to_window(messages, budget=budget, count=count, cut_head=self._cut_head,
+                                   max_chars=max_chars)
+            notices += window.notices()
+            # The last count is usually of exactly the messages kept: reuse its tokens.
+            same = counted.get("messages") == window.messages
+            tokens = counted["tokens"] if same else self.tokenize_prompt(
+                window.messages, stop=self._stop, deadline=deadline, tools=tools)
         if self._fold_system and not self._fold_noticed:
             self._fold_noticed = True
             notices.append("This model's chat template has no system role, so the system prompt "
                            "is sent at the start of the first user message.")
-        # The last count is usually of exactly the messages kept: reuse its tokens.
-        same = counted.get("messages") == window.messages
-        tokens = counted["tokens"] if same else self.tokenize_prompt(window.messages, stop=self._stop,
-                                                                     deadline=deadline)
         if not tokens:
             raise ChatTemplateError(f"The chat template of {self._template_model()} gave an empty prompt.",
                                     "Use a different model, or give it a chat template of your own.")
+        reply = self._generate(tokens, sampling, options, on_text, started)
+        reply.notices[:0] = notices
+        reply.window = window
+        return reply
+
+    def _generate(self, tokens: list[int], sampling: SamplingSettings, options: GenerateOptions,
+                  on_text: OnText | None, started: float) -> Reply:
+        """Sample a reply to the prompt `tokens`: the one generation loop of chat() and complete()."""
+        import llama_cpp
+
+        llm = self._llm
+        n_ctx = int(llm.n_ctx())
+        grammar = _grammar(options.grammar) if options.grammar else None
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31 - 1)
         llm.set_seed(seed)
         stats = ReplyStats(prompt_tokens=len(tokens), seed=seed)
@@ -829,13 +960,26 @@ class Engine:
         else:
             self._drop_unusable_cache(tokens)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = _StopScanner(options.stop)
+        logprobs: list[TokenLogprob] | None = [] if options.logprobs is not None else None
         parts: list[str] = []
+
+        def emit(text: str) -> None:
+            if text:
+                if stats.ttft_s is None:
+                    stats.ttft_s = time.perf_counter() - started
+                parts.append(text)
+                if on_text is not None:
+                    on_text(text)
+
         max_tokens = sampling.max_tokens
         generated = 0
         reason = "stop"
         generator = llm.generate(tokens, top_k=sampling.top_k, top_p=sampling.top_p,
                                  min_p=sampling.min_p, temp=sampling.temperature,
-                                 repeat_penalty=sampling.repeat_penalty, reset=True)
+                                 repeat_penalty=sampling.repeat_penalty,
+                                 frequency_penalty=options.frequency_penalty,
+                                 presence_penalty=options.presence_penalty, grammar=grammar, reset=True)
         try:
             if self._stop.is_set():
                 raise _Stopped
@@ -843,13 +987,12 @@ class Engine:
                 if self._is_eog(token):
                     break
                 generated += 1
-                text = decoder.decode(self._piece(token))
-                if text:
-                    if stats.ttft_s is None:
-                        stats.ttft_s = time.perf_counter() - started
-                    parts.append(text)
-                    if on_text is not None:
-                        on_text(text)
+                piece = self._piece(token)
+                if logprobs is not None:
+                    logprobs.append(self._logprob(token, piece, options.logprobs or 0))
+                emit(stops.feed(decoder.decode(piece)))
+                if stops.hit is not None:
+                    break
                 if self._stop.is_set():
                     reason = "cancelled"
                     break
@@ -870,11 +1013,9 @@ class Engine:
         finally:
             generator.close()
             self._abort_flag[0] = b"\x00"
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            parts.append(tail)
-            if on_text is not None:
-                on_text(tail)
+        if stops.hit is None:
+            emit(stops.feed(decoder.decode(b"", final=True)))
+            emit(stops.flush())
         llama_cpp.llama_synchronize(llm.ctx)
         perf = llama_cpp.llama_perf_context(llm.ctx)
         stats.completion_tokens = generated
@@ -885,7 +1026,26 @@ class Engine:
         if perf.n_p_eval > 0 and perf.t_p_eval_ms > 0:
             stats.prompt_tokens_per_s = perf.n_p_eval / (perf.t_p_eval_ms / 1000)
         stats.total_s = time.perf_counter() - started
-        return Reply(text="".join(parts), stats=stats, notices=notices, window=window)
+        return Reply(text="".join(parts), stats=stats, stop_sequence=stops.hit, logprobs=logprobs)
+
+    def _logprob(self, token: int, piece: bytes, top: int) -> TokenLogprob:
+        """The sampled token's log-probability from the logits that produced it (still in the context)."""
+        import llama_cpp
+        import numpy as np
+
+        n_vocab = int(self._llm.n_vocab())
+        pointer = llama_cpp.llama_get_logits_ith(self._llm.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(n_vocab,)).astype(np.float64)
+        peak = float(logits.max())
+        log_z = peak + float(np.log(np.exp(logits - peak).sum()))
+        rivals: tuple[tuple[str, bytes, float], ...] = ()
+        if top:
+            best = np.argpartition(-logits, top - 1)[:top]
+            best = best[np.argsort(-logits[best])]
+            rivals = tuple((raw.decode("utf-8", errors="replace"), raw, float(logits[t]) - log_z)
+                           for t in best for raw in (self._piece(int(t)),))
+        return TokenLogprob(text=piece.decode("utf-8", errors="replace"), raw=piece,
+                            logprob=float(logits[token]) - log_z, top=rivals)
 
     def _drop_unusable_cache(self, tokens: list[int]) -> None:
         """Start from an empty KV cache when the cached prefix cannot be reused.
@@ -978,12 +1138,13 @@ class EngineThread:
         return self.submit(lambda e: e.load(path, params, plan=plan, choices=choices, progress=progress,
                                             cancel=cancel))
 
-    def chat(self, messages: Sequence[dict[str, str]], sampling: SamplingSettings | None = None, *,
-             on_text: OnText | None = None) -> Future[Reply]:
+    def chat(self, messages: Sequence[dict[str, Any]], sampling: SamplingSettings | None = None, *,
+             on_text: OnText | None = None, options: GenerateOptions | None = None) -> Future[Reply]:
         messages = [dict(m) for m in messages]
         # Reserved now, so a stop() right after this call stops the reply even before it starts.
         ticket = self.engine.reserve_reply()
-        return self.submit(lambda e: e.chat(messages, sampling, on_text=on_text, ticket=ticket))
+        return self.submit(lambda e: e.chat(messages, sampling, on_text=on_text, ticket=ticket,
+                                            options=options))
 
     def unload(self) -> Future[None]:
         return self.submit(lambda e: e.unload())
@@ -1185,6 +1346,59 @@ def _libc_strlen() -> Any:
         return None
 
 
+class _StopScanner:
+    """Finds stop strings in streamed text, holding back only what could still become one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+        self.hit: str | None = None
+
+    def feed(self, text: str) -> str:
+        """What of the text so far may be shown now; sets `hit` (and keeps what follows back) on a stop."""
+        if not self.stops:
+            return text
+        self.pending += text
+        found = [(self.pending.find(s), s) for s in self.stops]
+        found = [(i, s) for i, s in found if i >= 0]
+        if found:
+            index, self.hit = min(found)
+            out, self.pending = self.pending[:index], ""
+            return out
+        keep = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(self.pending)), 0, -1):
+                if self.pending.endswith(stop[:n]):
+                    keep = max(keep, n)
+                    break
+        out = self.pending[:len(self.pending) - keep]
+        self.pending = self.pending[len(self.pending) - keep:]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+def _grammar(gbnf: str) -> Any:
+    """llama.cpp's grammar object for GBNF text; UsageError with the parser's reason when it is invalid."""
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    if len(gbnf) > 1_000_000:
+        raise UsageError("The grammar is over 1 MB.", "Use a smaller grammar or JSON schema.")
+    try:
+        return LlamaGrammar.from_string(gbnf, verbose=False)
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(f"The grammar could not be parsed ({exc}).", "Check its GBNF syntax.") from exc
+
+
+def _too_long(tokens: int | None, n_ctx: int) -> PromptTooLongError:
+    size = f"{tokens:,} tokens" if tokens is not None else "far longer than the context"
+    return PromptTooLongError(
+        f"The prompt is {size}, but the loaded model's context holds {n_ctx:,} tokens (and the reply "
+        "needs room too).", "Send a shorter prompt, or load the model with a longer context.")
+
+
 def _cancelled(started: float, sampling: SamplingSettings) -> Reply:
     """The reply to a conversation stopped before any of its prompt was evaluated."""
     stats = ReplyStats(stop_reason="cancelled", seed=sampling.seed,
@@ -1197,9 +1411,9 @@ def _rejected(model: str, exc: TemplateRejected) -> ChatTemplateError:
                              "Start a new chat; if it persists, try another model.")
 
 
-def _clean_messages(messages: Sequence[dict[str, str]]) -> tuple[list[dict[str, str]], list[str]]:
+def _clean_messages(messages: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """Messages whose text is valid UTF-8 (invalid bytes and lone surrogates replaced), and a notice if any were."""
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     replaced = 0
     for m in messages:
         content, n = clean_text(str(m.get("content") or ""))
