@@ -222,7 +222,7 @@ def _sse(data: dict[str, Any] | str) -> bytes:
 
 
 def _service(request: Request) -> ModelService:
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 async def _run(request: Request, route: str, model: str | None, stream: bool,
