@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "app.cli.download",
     "app.cli.models",
     "app.cli.chat",
+    "app.cli.serve",
     "app.cli.gui",
 )
 

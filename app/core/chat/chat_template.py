@@ -361,6 +361,8 @@ class ChatTemplate:
                     messages=[dict(m) for m in messages], bos_token=self.bos_token, eos_token=self.eos_token,
                     add_generation_prompt=add_generation_prompt, raise_exception=raise_exception,
                     strftime_now=strftime_now, tools=[dict(t) for t in tools] if tools else None,
+                    # SmolLM3's template reads its tools from `xml_tools`.
+                    xml_tools=[dict(t) for t in tools] if tools else None,
                     functions=None, tool_choice=None,
                     function_call=None):
                 written += len(chunk)

@@ -412,6 +412,8 @@ class GenerateOptions:
     tools: tuple[dict[str, Any], ...] | None = None
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    #: Write special tokens' text (tool-call markers such as [TOOL_CALLS] are special tokens).
+    special_text: bool = False
 
     def __post_init__(self) -> None:
         if len(self.stop) > 16 or any(not s or len(s) > 256 for s in self.stop):
@@ -987,7 +989,7 @@ class Engine:
                 if self._is_eog(token):
                     break
                 generated += 1
-                piece = self._piece(token)
+                piece = self._piece(token, special=options.special_text)
                 if logprobs is not None:
                     logprobs.append(self._logprob(token, piece, options.logprobs or 0))
                 emit(stops.feed(decoder.decode(piece)))
@@ -1079,16 +1081,16 @@ class Engine:
             return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
         return token == self._llm.token_eos()
 
-    def _piece(self, token: int) -> bytes:
+    def _piece(self, token: int, *, special: bool = False) -> bytes:
         import llama_cpp
 
         if self._vocab is None:
-            return self._llm.detokenize([token])
+            return self._llm.detokenize([token], special=special)
         buf = self._piece_buf
-        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         if n < 0:  # the piece is longer than the buffer: grow it once
             self._piece_buf = buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         return buf.raw[:n]
 
 

@@ -78,10 +78,13 @@ def create_app(service: ModelService, *, api_key: str | None = None, cors: tuple
 
 def validation_sentence(exc: RequestValidationError) -> str:
     """pydantic's errors as one sentence: which fields, what is wrong."""
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return "The request body is not valid JSON."
     parts = []
-    for error in exc.errors()[:3]:
+    for error in errors[:3]:
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "the body"
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    more = len(exc.errors()) - 3
+    more = len(errors) - 3
     tail = f" (and {more} more)" if more > 0 else ""
     return "The request is not valid: " + "; ".join(parts) + tail + "."

@@ -84,6 +84,9 @@ class ChatResult:
     content: str
     tool_calls: list[tc.ToolCall]
     finish: str  # stop | length | tool_calls
+    #: Streaming with tools: content held back while it might have begun a tool call, and that
+    #: turned out not to; send it before the end of the stream.
+    tail: str = ""
 
 
 @dataclass
@@ -112,14 +115,14 @@ class ChatWork:
             messages = _messages_for(messages, native=native)
             if not native:
                 messages = _with_system(messages, tc.tools_system_prompt(self.tools))
-            if self.tool_choice in ("auto",):
-                options = _replace(options, tools=tuple(self.tools) if native else None)
+            # Markers such as [TOOL_CALLS] or <|python_tag|> are special tokens: their text is needed.
+            options = _replace(options, tools=tuple(self.tools) if native else None, special_text=native)
+            if self.tool_choice == "auto":
                 stream = tc.ToolCallStream(self.tool_format if native else "generic")
             else:
                 self.forced = True
                 name = None if self.tool_choice == "required" else self.tool_choice
-                options = _replace(options, tools=tuple(self.tools) if native else None,
-                                   grammar=schema_grammar(tc.forced_call_schema(self.tools, name)))
+                options = _replace(options, grammar=schema_grammar(tc.forced_call_schema(self.tools, name)))
         else:
             messages = _messages_for(messages, native=False)
         emit = on_text
@@ -133,34 +136,24 @@ class ChatWork:
         reply = engine.chat(messages, self.sampling, on_text=emit, ticket=ticket, options=options)
         finish = FINISH.get(reply.stats.stop_reason, "stop")
         if self.forced:
-            calls = _forced_calls(reply.text)
-            if calls:
-                return ChatResult(reply, "", calls, "tool_calls")
-            return ChatResult(reply, reply.text, [], finish)
+            call = tc.parse_forced_call(reply.text)
+            if call is not None:
+                return ChatResult(reply, "", [call], "tool_calls")
+            # Cut short (max_tokens) before the call's JSON closed: what there is, as text.
+            return ChatResult(reply, reply.text, [], finish, tail=reply.text if on_text else "")
         if stream is not None:
             if on_text is None:
                 stream.feed(reply.text)
             parsed = stream.finish()
+            tail = stream.unsent if on_text is not None else ""
             if parsed.tool_calls:
-                return ChatResult(reply, parsed.content, parsed.tool_calls, "tool_calls")
-            return ChatResult(reply, reply.text, [], finish)
+                return ChatResult(reply, parsed.content, parsed.tool_calls, "tool_calls", tail=tail)
+            return ChatResult(reply, parsed.content, [], finish, tail=tail)
         return ChatResult(reply, reply.text, [], finish)
 
 
 def _replace(options: GenerateOptions, **changes: Any) -> GenerateOptions:
     return replace(options, **changes)
-
-
-def _forced_calls(text: str) -> list[tc.ToolCall]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return []
-    if isinstance(data, dict) and isinstance(data.get("name"), str):
-        args = data.get("arguments")
-        return [tc.ToolCall(name=data["name"], arguments=args if isinstance(args, dict) else {},
-                            id=tc.new_call_id())]
-    return []
 
 
 def _with_system(messages: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:

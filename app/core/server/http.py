@@ -209,6 +209,9 @@ class Exchange:
     completion_tokens: int = 0
     status: int = 200
     error: str | None = None
+    stop_reason: str | None = None
+    #: The client went away; the log line is written when the job has really ended.
+    abandoned: bool = False
     _recorded: bool = False
 
     def on_text(self, text: str) -> None:
@@ -231,14 +234,37 @@ class Exchange:
 
         def done(f: Future[Any]) -> None:
             self.service.release()
+            if self.abandoned:
+                self._record_abandoned(f)
             loop.call_soon_threadsafe(self.queue.put_nowait, ("done", f))
 
         future.add_done_callback(done)
 
     def cancel(self) -> None:
-        """The client went away: end its reply (running or still queued) within one graph node."""
+        """End this request's reply (running or still queued) within one graph node."""
         if self.ticket is not None and self.future is not None and not self.future.done():
             self.service.engine.cancel(self.ticket)
+
+    def abandon(self) -> None:
+        """The client went away: cancel its reply; the log line follows when the engine is free."""
+        if self._recorded:
+            return
+        self.abandoned = True
+        self.cancel()
+        if self.future is None or self.future.done():
+            self._record_abandoned(self.future)
+
+    def _record_abandoned(self, future: Future[Any] | None) -> None:
+        reply = None
+        if future is not None and not future.cancelled() and future.exception() is None:
+            result = future.result()
+            reply = getattr(result, "reply", result)
+        stats = getattr(reply, "stats", None)
+        if stats is not None:
+            self.prompt_tokens = stats.prompt_tokens
+            self.completion_tokens = stats.completion_tokens
+            self.stop_reason = stats.stop_reason
+        self.finish(499, "the client disconnected")
 
     def finish(self, status: int, error: str | None = None) -> None:
         if self._recorded:
@@ -249,7 +275,7 @@ class Exchange:
         self.service.record(RequestRecord(
             at=self.at, method=self.method, route=self.route, model=self.model,
             prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, tokens_per_s=rate,
-            status=status, seconds=seconds, error=error))
+            status=status, seconds=seconds, error=error, stop_reason=self.stop_reason))
 
     async def next_event(self, receive: Receive | None) -> tuple[str, Any]:
         """The next ("text", str) or ("done", Future); ("gone", None) when the client disconnected first."""
@@ -272,8 +298,7 @@ class Exchange:
         while True:
             kind, value = await self.next_event(receive)
             if kind == "gone":
-                self.cancel()
-                self.finish(499, "client disconnected")
+                self.abandon()
                 raise Disconnected
             if kind == "done":
                 return value.result()
@@ -308,5 +333,4 @@ async def stream_events(exchange: Exchange, first: tuple[str, Any],
             event = await exchange.queue.get()
     finally:
         if not finished:
-            exchange.cancel()
-            exchange.finish(499, "client disconnected")
+            exchange.abandon()

@@ -245,8 +245,7 @@ async def _run(request: Request, route: str, model: str | None, stream: bool,
             return JSONResponse(body)
         first = await exchange.next_event(request.receive)
         if first[0] == "gone":
-            exchange.cancel()
-            exchange.finish(499, "client disconnected")
+            exchange.abandon()
             return Response(status_code=499)
         if first[0] == "done" and first[1].exception() is not None:
             raise first[1].exception()
@@ -311,6 +310,8 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
                 return [*out, _sse({"error": {"message": describe(exc), "type": "server_error"}}),
                         _sse("[DONE]")]
             _count(ex, result.reply)
+            if result.tail:
+                out.append(chunk({"content": result.tail}))
             if result.tool_calls:
                 out.append(chunk({"tool_calls": _calls_json(result.tool_calls, indexed=True)}))
             out.append(chunk({}, result.finish, logprobs=_logprobs_json(result.reply.logprobs)))
@@ -329,6 +330,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
 def _count(ex: Exchange, reply: Reply) -> None:
     ex.prompt_tokens = reply.stats.prompt_tokens
     ex.completion_tokens = reply.stats.completion_tokens
+    ex.stop_reason = reply.stats.stop_reason
 
 
 @router.post("/v1/completions")

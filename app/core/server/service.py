@@ -96,18 +96,11 @@ class RequestRecord:
     status: int = 200
     seconds: float = 0.0
     error: str | None = None
+    #: How the reply ended: stop | length | context | cancelled (None: no reply, e.g. an error).
+    stop_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class Usage:
-    """Filled in by a route's job so the log line can show tokens."""
-
-    model: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
 
 
 Listener = Callable[[str, Any], None]
