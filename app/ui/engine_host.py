@@ -10,14 +10,33 @@ reply (ChatStore keeps one SQLite connection per thread).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject
 
 from app.core.chat import ChatStore, Engine, LoadReport, SamplingSettings, answer, send_message
 from app.core.fit import LoadChoices
 from app.ui.workers import Handler, Job, OwnerThread, run_job
+
+T = TypeVar("T")
+
+
+class OwnerRunner:
+    """The server's way onto the window's engine: its `EngineRunner` (app/core/server/service.py).
+
+    Calls run on the window's engine thread, in order with the window's own loads and replies,
+    so a model loaded in the window is the one the server answers with (and the other way round).
+    """
+
+    def __init__(self, engine: Engine, thread: OwnerThread) -> None:
+        self.engine = engine
+        self._thread = thread
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        return self._thread.call(fn)
 
 
 class EngineHost(QObject):
@@ -82,6 +101,10 @@ class EngineHost(QObject):
 
         return run_job(run, result=result, error=error, progress=progress, finished=finished,
                        where=self.engine_thread)
+
+    def runner(self) -> OwnerRunner:
+        """The engine and its thread as the local server's runner (shared with the window)."""
+        return OwnerRunner(self.engine, self.engine_thread)
 
     def stop(self) -> None:
         """End the current reply now (safe from any thread)."""

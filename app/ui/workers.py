@@ -24,17 +24,25 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
 from app.core.errors import CamelidError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Cancelled(Exception):
     """Raised by a core callable that noticed its cancel event (any exception works too)."""
+
+
+class OwnerClosed(CamelidError):
+    """A call reached an OwnerThread that has stopped (the window is closing)."""
+
+    code = "owner_closed"
 
 
 def user_message(exc: BaseException) -> str:
@@ -184,17 +192,34 @@ def running_jobs() -> int:
 
 
 class _Executor(QObject):
-    """Lives in an OwnerThread and runs the jobs queued to it, one at a time."""
+    """Lives in an OwnerThread and runs the jobs (and plain calls) queued to it, one at a time."""
 
     submitted = Signal(object)
+    #: (callable, Future): a plain call from any thread (`OwnerThread.call`).
+    called = Signal(object)
 
-    def __init__(self) -> None:
+    def __init__(self, owner: OwnerThread) -> None:
         super().__init__()
+        self._owner = owner
         self.submitted.connect(self._run)
+        self.called.connect(self._call)
 
     @Slot(object)
     def _run(self, job: Job) -> None:
         job.run()
+
+    @Slot(object)
+    def _call(self, item: tuple[Callable[[], Any], Future[Any]]) -> None:
+        fn, future = item
+        self._owner._forget(future)
+        if not future.set_running_or_notify_cancel():
+            return  # cancelled by its caller while it waited
+        try:
+            value = fn()
+        except BaseException as exc:  # the caller gets it from the future, as from any executor
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
 
 
 class OwnerThread(QObject):
@@ -210,9 +235,12 @@ class OwnerThread(QObject):
         super().__init__(parent)
         self._thread = QThread()
         self._thread.setObjectName(name)
-        self._executor = _Executor()
+        self._executor = _Executor(self)
         self._executor.moveToThread(self._thread)
         self._closed = False
+        #: Futures of plain calls not started yet: failed with a sentence if the thread stops first.
+        self._pending: set[Future[Any]] = set()
+        self._pending_lock = threading.Lock()
         self._thread.start()
 
     def _enqueue(self, job: Job) -> None:
@@ -226,6 +254,26 @@ class OwnerThread(QObject):
         # Queued because the executor lives in the other thread.
         self._executor.submitted.emit(job)
 
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run `fn()` on this thread, in order with its jobs; from any thread (a server's too).
+
+        The future holds the return value or the exception. Once the owner has stopped, the
+        future fails at once with OwnerClosed (a sentence), never waits forever.
+        """
+        future: Future[T] = Future()
+        with self._pending_lock:
+            if self._closed:
+                future.set_exception(_closed_error())
+                return future
+            self._pending.add(future)
+            # Queued because the executor lives in the other thread: the same queue as the jobs.
+            self._executor.called.emit((fn, future))
+        return future
+
+    def _forget(self, future: Future[Any]) -> None:
+        with self._pending_lock:
+            self._pending.discard(future)
+
     def is_running(self) -> bool:
         return self._thread.isRunning()
 
@@ -238,9 +286,23 @@ class OwnerThread(QObject):
         last._register()
         self._enqueue(last)
         last.done.wait(timeout_ms / 1000)
-        self._closed = True
+        with self._pending_lock:
+            self._closed = True
         self._thread.quit()
-        return self._thread.wait(timeout_ms)
+        stopped = self._thread.wait(timeout_ms)
+        if stopped:
+            # Calls queued after the last job never ran: their callers get the sentence.
+            with self._pending_lock:
+                left, self._pending = self._pending, set()
+            for future in left:
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(_closed_error())
+        return stopped
+
+
+def _closed_error() -> OwnerClosed:
+    return OwnerClosed("Camelid is closing, so the model takes no more work.",
+                       "Start Camelid again and retry.")
 
 
 def wait_for_jobs(timeout_ms: int = 10_000) -> bool:
