@@ -183,9 +183,14 @@ class ChatView(QWidget):
         top.addWidget(self.preset)
         top.addWidget(self.system_button)
         layout.addLayout(top)
+        #: "Serving 2 requests" while the local server uses the model (show_serving).
+        self.serving = QLabel("")
+        self.serving.setProperty("subtle", True)
+        self.serving.hide()
         status_row = QHBoxLayout()
         status_row.addWidget(self.load_progress)
         status_row.addWidget(self.verdict, 1)
+        status_row.addWidget(self.serving)
         layout.addLayout(status_row)
 
         self.system_prompt = QPlainTextEdit()
@@ -450,6 +455,15 @@ class ChatView(QWidget):
     def _loaded(self, report: LoadReport) -> None:
         self.load_job = None
         self.load_progress.hide()
+        self._show_loaded(report)
+        self._update_buttons()
+        self.input.setFocus()
+        if self._send_after_load:
+            self._send_after_load = False
+            self.send()
+
+    def _show_loaded(self, report: LoadReport) -> None:
+        """The verdict line, the status bar (through the state) and the meter for the loaded model."""
         path = Path(report.path)
         where = load_verdict(report)
         self.verdict.setText(f"Loaded · {where} · {report.n_ctx:,} tokens of context")
@@ -465,11 +479,6 @@ class ChatView(QWidget):
         self._update_meter(self._last_stats())
         if self.model_picker.findData(str(path)) < 0:
             self.refresh_models(select=path)
-        self._update_buttons()
-        self.input.setFocus()
-        if self._send_after_load:
-            self._send_after_load = False
-            self.send()
 
     def _last_stats(self) -> dict[str, Any] | None:
         if self.conversation is None:
@@ -484,6 +493,28 @@ class ChatView(QWidget):
         self.verdict.setText("No model loaded")
         self.error.show_text(message)
         self._update_buttons()
+
+    def show_engine_model(self) -> None:
+        """The local server loaded or unloaded a model on the shared engine: show what is loaded now."""
+        if self.load_job is not None:
+            return  # this page's own load reports when it ends
+        engine = self.host.engine
+        report = engine.report if engine.loaded else None
+        self.host.report = report
+        if report is None:
+            self.state.set_model(None)
+        else:
+            self._show_loaded(report)
+            index = self.model_picker.findData(str(report.path))
+            if index >= 0:
+                self.model_picker.setCurrentIndex(index)
+        self._update_buttons()
+
+    def show_serving(self, active: int) -> None:
+        """How many requests the local server has waiting or running (hidden at none)."""
+        self.serving.setText(f"Serving {active} request{'' if active == 1 else 's'} from the local server"
+                             if active > 0 else "")
+        self.serving.setVisible(active > 0)
 
     def _model_changed(self, model: dict[str, Any] | None) -> None:
         if model is None:

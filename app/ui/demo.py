@@ -123,3 +123,36 @@ def fill_models(view) -> None:
         models.append(LibraryModel(name=name, path=path, files=(path,), size_bytes=size, source=source,
                                    repo_id=repo, quant=quant, verdict=verdict))
     view._show_installed(models)
+
+
+def fill_server(view) -> None:
+    """The Local server page running, with the demo model loaded and a few finished requests."""
+    import time
+
+    from app.core.server.service import RequestRecord
+    from app.ui.server_view import serving_text
+
+    name = "Qwen2.5-32B-Instruct-Q4_K_M"
+    speed = demo_speed()
+    view.url_field.set_text("http://127.0.0.1:1234")
+    view.state_label.setText("Running on port 1234")
+    view.switch.setText("Stop server")
+    view.switch.setProperty("primary", False)
+    view.switch.style().unpolish(view.switch)
+    view.switch.style().polish(view.switch)
+    view.switch.setEnabled(True)
+    for widget in (view.port_box, view.cors_edit, view.lan_box):
+        widget.setEnabled(False)
+    view.state.set_model({"name": name, "verdict_text": "all on GPU", "backend": "CUDA"})
+    view.serving_label.setText(serving_text(1))
+    now = time.time()
+    for ago, method, route, prompt, completion, status in (
+            (95, "GET", "/v1/models", 0, 0, 200),
+            (80, "POST", "/v1/chat/completions", 412, 96, 200),
+            (41, "POST", "/api/chat", 128, 240, 200),
+            (12, "POST", "/v1/chat/completions", 1_024, 310, 200)):
+        view.add_record(RequestRecord(at=now - ago, method=method, route=route, model=name if prompt else None,
+                                      prompt_tokens=prompt, completion_tokens=completion,
+                                      tokens_per_s=speed if completion else None, status=status))
+    view._names = [name]
+    view._refresh_snippets()

@@ -1,4 +1,4 @@
-"""The main window: navigation (Chat, Models, Hardware), status bar, menus, and `run_app()`."""
+"""The main window: navigation (Chat, Models, Hardware, Server), status bar, menus, and `run_app()`."""
 
 from __future__ import annotations
 
@@ -133,8 +133,20 @@ class MainWindow(QMainWindow):
             self.state.library_changed.connect(lambda: view.refresh_models())
             return view
 
+        def server() -> QWidget:
+            from app.ui.server_view import ServerView
+
+            view = ServerView(self.state)
+            page = self.pages.get("Chat")  # built before this one
+            if page is not None:
+                # One engine: the Chat page shows the server's work and the model it loads or unloads.
+                view.active_changed.connect(page.show_serving)
+                view.model_changed.connect(lambda _m: page.show_engine_model())
+            return view
+
         factories: list[tuple[str, Callable[[], QWidget]]] = [("Chat", chat), ("Models", models)]
         factories.append(("Hardware", lambda: HardwareView(self.state)))
+        factories.append(("Server", server))
         return factories
 
     def add_page(self, name: str, widget: QWidget) -> None:
@@ -395,7 +407,9 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self.state.demo:
             self.save_window_state()
-        for page in self.pages.values():
+        # The server first: its open requests end and it lets go of the engine before anything else stops.
+        pages = sorted(self.pages.values(), key=lambda p: p is not self.pages.get("Server"))
+        for page in pages:
             if hasattr(page, "shutdown"):
                 page.shutdown()
         self._memory_timer.stop()
