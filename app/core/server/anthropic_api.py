@@ -15,7 +15,9 @@ Differences a client may notice:
   `message_delta`'s usage (the client's final message has it).
 - Tool calls are reported once the reply is complete (each tool_use block's
   input arrives as one `input_json_delta`), not while the model writes them.
-- metadata, thinking, service_tier and cache_control are accepted and ignored.
+- temperature, top_p and top_k (which newer clients send through extra_body) are honoured;
+  output_config.format (a JSON schema) constrains the reply with a grammar.
+- metadata, thinking, service_tier, output_config.effort and cache_control are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from app.core.server.generation import (
     _with_system,
     default_sampling,
     sampling_from,
+    schema_grammar,
     stop_list,
 )
 from app.core.server.http import Exchange, describe, status_of
@@ -73,6 +76,8 @@ class MessagesRequest(_Base):
     top_k: int | None = Field(default=None, ge=0)
     stream: bool = False
     metadata: dict[str, Any] | None = None
+    #: Structured outputs: {"format": {"type": "json_schema", "schema": {...}}} (effort is ignored).
+    output_config: dict[str, Any] | None = None
 
 
 class CountTokensRequest(_Base):
@@ -182,13 +187,25 @@ def _tool_choice(choice: dict[str, Any] | None, tools: list[dict[str, Any]]) -> 
     raise UsageError(f"tool_choice type {kind!r} is not known.", "Use auto, any, tool or none.")
 
 
+def _format_grammar(config: dict[str, Any] | None) -> str | None:
+    """output_config.format json_schema as a grammar the reply must follow."""
+    fmt = (config or {}).get("format")
+    if not fmt:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise UsageError("output_config.format must be {\"type\": \"json_schema\", \"schema\": {...}}.",
+                         "Send a JSON schema, or leave out the format.")
+    return schema_grammar(fmt.get("schema") if fmt.get("schema") is not None else {"type": "object"})
+
+
 def message_work(body: MessagesRequest) -> ChatWork:
     messages = _messages(body)
     if messages[-1]["role"] not in ("user", "tool"):
         raise UsageError("The conversation ends with an assistant turn; Camelid cannot continue a prefilled "
                          "assistant message.", "End the messages with a user turn.")
     tools = tc.validate_tools(body.tools) if body.tools else []
-    options = GenerateOptions(stop=stop_list(body.stop_sequences), trim=False)
+    options = GenerateOptions(stop=stop_list(body.stop_sequences), grammar=_format_grammar(body.output_config),
+                              trim=False)
     sampling = sampling_from(base=default_sampling(), temperature=body.temperature, top_p=body.top_p,
                              top_k=body.top_k, max_tokens=body.max_tokens)
     return ChatWork(messages=messages, sampling=sampling, options=options, tools=tools,
