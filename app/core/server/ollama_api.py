@@ -293,7 +293,9 @@ async def _load_only(request: Request, route: str, body: _Generating, shape: Cal
     """An empty prompt: load the model (done_reason "load"), or with keep_alive 0 unload it ("unload")."""
     service = _service(request)
     if keep_alive_zero(body.keep_alive):
-        service.resolve(body.model)  # an unknown name is still a 404
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(service.resolve, body.model)  # an unknown name is still a 404
         await asyncio.wrap_future(service.runner.call(service.unload_idle))
         return JSONResponse({"model": body.model, "created_at": now_iso(), **shape(""), "done": True,
                              "done_reason": "unload"})
