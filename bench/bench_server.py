@@ -77,7 +77,8 @@ def main() -> None:
         handle.stop()
         service.close()
         runner.close()
-    write(model, params, single, crowd, cancel)
+    parallel = parallel_sequences(model)
+    write(model, params, single, crowd, cancel, parallel)
 
 
 def _stream_server(http: Any, name: str, seed: int) -> tuple[float, float, int]:
@@ -196,7 +197,63 @@ def cancel_latency(http: Any, service: Any, name: str, tries: int = 5) -> list[f
     return out
 
 
-def write(model: Path, params: Any, single: dict[str, Any], crowd: dict[str, Any], cancel: list[float]) -> None:
+def _put(batch: Any, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
+    batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, pos, 1
+    batch.seq_id[i][0], batch.logits[i] = seq, logits
+
+
+def parallel_sequences(model: Path, counts: tuple[int, ...] = (1, 2, 4, 8), steps: int = 64) -> dict[int, float]:
+    """Bare llama.cpp: aggregate tokens/s when N sequences decode in one batch (what parallel slots would give).
+
+    Greedy (argmax) on each sequence's logits, 64 steps after a shared-length prompt; no Camelid code.
+    """
+    import numpy as np
+
+    from app.core.chat.engine import default_threads
+    from app.core.machine import llama_cpp_module
+
+    lc = llama_cpp_module()
+    loaded = lc.llama_model_load_from_file(str(model).encode(), lc.llama_model_default_params())
+    vocab = lc.llama_model_get_vocab(loaded)
+    n_vocab = lc.llama_vocab_n_tokens(vocab)
+    prompt = b"Once upon a time, in a desert far away,"
+    buf = (lc.llama_token * 64)()
+    tokens = list(buf[:lc.llama_tokenize(vocab, prompt, len(prompt), buf, 64, True, False)])
+    out: dict[int, float] = {}
+    for n_seq in counts:
+        cp = lc.llama_context_default_params()
+        cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = 4096, 512, 512, n_seq
+        cp.n_threads = cp.n_threads_batch = default_threads()
+        ctx = lc.llama_init_from_model(loaded, cp)
+        batch = lc.llama_batch_init(512, 0, n_seq)
+
+        k = 0
+        for seq in range(n_seq):
+            for pos, token in enumerate(tokens):
+                _put(batch, k, token, pos, seq, pos == len(tokens) - 1)
+                k += 1
+        batch.n_tokens = k
+        assert lc.llama_decode(ctx, batch) == 0
+        rows = [(seq + 1) * len(tokens) - 1 for seq in range(n_seq)]
+        pos = len(tokens)
+        started = time.perf_counter()
+        for _ in range(steps):
+            picks = [int(np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, r), shape=(n_vocab,)).argmax())
+                     for r in rows]
+            for seq, token in enumerate(picks):
+                _put(batch, seq, token, pos, seq, True)
+            batch.n_tokens = n_seq
+            assert lc.llama_decode(ctx, batch) == 0
+            rows, pos = list(range(n_seq)), pos + 1
+        out[n_seq] = n_seq * steps / (time.perf_counter() - started)
+        lc.llama_batch_free(batch)
+        lc.llama_free(ctx)
+    lc.llama_model_free(loaded)
+    return out
+
+
+def write(model: Path, params: Any, single: dict[str, Any], crowd: dict[str, Any], cancel: list[float],
+          parallel: dict[int, float]) -> None:
     s_rate = [r[1] for r in single["server"]]
     b_rate = [r[1] for r in single["bare"]]
     s_ttft = [r[0] for r in single["server"]]
