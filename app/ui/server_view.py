@@ -78,7 +78,7 @@ def _sentence(message: str) -> str:
 
 def url_note(lan_url: str | None) -> str:
     """How clients use the base URL (and the address other computers use)."""
-    note = "OpenAI and Anthropic clients: the address followed by /v1. Ollama clients: the address itself."
+    note = "OpenAI and Anthropic clients add /v1 to it; Ollama clients use it as it is."
     return note + (f" Other computers: {lan_url}" if lan_url else "")
 
 
@@ -235,10 +235,10 @@ class ServerView(QWidget):
         grid.addWidget(QLabel("Port"), 0, 0)
         grid.addWidget(self.port_box, 0, 1, Qt.AlignmentFlag.AlignLeft)
         self.cors_edit = QLineEdit()
-        self.cors_edit.setPlaceholderText("Optional, e.g. http://localhost:3000")
+        self.cors_edit.setPlaceholderText("Optional: http://localhost:3000")
         self.cors_edit.setToolTip("Origins (scheme, host and port) whose pages may call the server from a "
                                   "browser; separate several with commas. Empty: none.")
-        grid.addWidget(QLabel("Browser origins (CORS)"), 1, 0)
+        grid.addWidget(QLabel("CORS origins"), 1, 0)
         grid.addWidget(self.cors_edit, 1, 1)
         grid.setColumnStretch(1, 1)
         settings.body.addLayout(grid)
@@ -268,7 +268,7 @@ class ServerView(QWidget):
         rows = QGridLayout()
         rows.setHorizontalSpacing(10)
         rows.setVerticalSpacing(8)
-        self.url_field = CopyField("Start the server to get its address")
+        self.url_field = CopyField("Shown once it runs")
         rows.addWidget(QLabel("Base URL"), 0, 0)
         rows.addWidget(self.url_field, 0, 1)
         self.url_note = subtle(url_note(None))
@@ -555,13 +555,14 @@ class ServerView(QWidget):
     def _refresh_model(self) -> None:
         loaded = self._loaded()
         if loaded is None:
-            self.model_label.setText("None loaded. A request that names a model from the library loads it "
-                                     "(when it fits); load one on the Chat page to serve it.")
+            self.model_label.setText("None yet: a request that names a model of the library loads it, "
+                                     "if it fits.")
         elif loaded.get("by_server"):
-            self.model_label.setText(f"{loaded['name']} (loaded by the server; unloaded when the server "
-                                     "stops or has been idle for 15 minutes)")
+            minutes = round(self.handle.service.idle_unload_s / 60) if self.handle is not None else 15
+            self.model_label.setText(f"{loaded['name']}, loaded by the server (unloaded when it stops, or "
+                                     f"after {minutes} idle minutes)")
         else:
-            self.model_label.setText(f"{loaded['name']} (loaded on the Chat page)")
+            self.model_label.setText(f"{loaded['name']}, loaded on the Chat page")
 
     def _refresh_snippets(self) -> None:
         url = self.url_field.text() or f"http://127.0.0.1:{self.port_box.value() or DEFAULT_PORT}"

@@ -162,6 +162,14 @@ def test_serving_on_the_network_warns_and_shows_a_key_once(qtbot) -> None:
     # The snippets never repeat the key itself.
     assert all(key not in block.code and "YOUR-API-KEY" in block.code for block in server.snippet_blocks.values())
     save_screenshots(window, "server-lan")
+    # Started, it listens on every address and asks for the key.
+    start(qtbot, server)
+    assert server.running and server.handle.config.host == "0.0.0.0"
+    url = server.url_field.text()
+    assert httpx.get(f"{url}/v1/models", timeout=10).status_code == 401
+    assert httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code == 200
+    assert server.key_field.text() == key
+    stop(qtbot, server)
     server.lan_box.setChecked(False)
     assert not server.lan_warning.isVisible() and server.key_field.text() == ""
     close_window(window)
