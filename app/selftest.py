@@ -1,6 +1,7 @@
 """`camelid --self-test`: prove an installed (or frozen) Camelid works, offline.
 
-Loads the starter model, generates a few tokens, starts the GUI offscreen,
+Loads the starter model, generates a few tokens, answers one request through the
+API server on a free loopback port, starts the GUI offscreen,
 prints one line and returns 0; on any failure it prints one line that says
 what failed and returns 1. It works in a temporary CAMELID_HOME so the
 user's chats and settings are never touched.
@@ -47,6 +48,36 @@ def _check_model(model: Path) -> str:
             f"{reply.stats.completion_tokens} tokens{speed}")
 
 
+def _check_server(model: Path) -> str:
+    """The API server answers one OpenAI-style request on a free loopback port (proves uvicorn is bundled)."""
+    import json
+    import urllib.request
+
+    from app.core.models.library import find_library_model
+    from app.core.server import ModelService, ServerConfig, ServerHandle, ThreadRunner
+
+    entry = find_library_model(str(model))
+    runner = ThreadRunner()
+    service = ModelService(runner, models=lambda: [entry], idle_unload_s=0)
+    handle = ServerHandle(service, ServerConfig(port=0))
+    started = time.perf_counter()
+    try:
+        handle.start()
+        body = json.dumps({"model": entry.name, "max_tokens": 4,
+                           "messages": [{"role": "user", "content": "Hi"}]}).encode()
+        request = urllib.request.Request(handle.url + "/v1/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = json.loads(response.read(1 << 20))
+        if not answer.get("choices"):
+            raise RuntimeError("the API server answered without a reply")
+    finally:
+        handle.stop()
+        service.close()
+        runner.close()
+    return f"API server answered in {time.perf_counter() - started:.2f} s"
+
+
 def _check_gui() -> str:
     os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a self-test must not need a screen
     started = time.perf_counter()
@@ -79,6 +110,8 @@ def run_self_test() -> int:
             os.environ["CAMELID_HOME"] = home
             step = "loading the starter model and generating"
             model_line = _check_model(model)
+            step = "starting the API server"
+            server_line = _check_server(model)
             step = "starting the GUI"
             gui_line = _check_gui()
     except Exception as exc:  # one line, whatever broke
@@ -89,5 +122,5 @@ def run_self_test() -> int:
             os.environ.pop("CAMELID_HOME", None)
         else:
             os.environ["CAMELID_HOME"] = previous_home
-    print(f"Camelid {__version__} self-test OK: {model_line}; {gui_line}.")
+    print(f"Camelid {__version__} self-test OK: {model_line}; {server_line}; {gui_line}.")
     return 0

@@ -26,6 +26,7 @@ def test_self_test_loads_generates_and_starts_the_gui(starter_model: Path, camel
     line = out.stdout.strip().splitlines()[-1]
     assert line.startswith("Camelid ") and "self-test OK" in line
     assert "SmolLM2-135M-Instruct.Q4_1.gguf loaded on CPU" in line and "GUI started offscreen" in line
+    assert "API server answered" in line
     # It works in a temporary home: the user's folder gains nothing.
     assert sorted(p.name for p in camelid_home.iterdir()) == settings_before
 
