@@ -206,6 +206,8 @@ def test_embed(client: ollama.Client) -> None:
     assert len(one.embeddings) == 1 and len(one.embeddings[0]) == 384
     old = client.embeddings(model=EMBED_MODEL, prompt="One text.")
     assert len(old.embedding) == 384
+    running = {m.model: m for m in client.ps().models}
+    assert EMBED_MODEL + ":latest" in running and running[EMBED_MODEL + ":latest"].expires_at is not None
     with pytest.raises(ollama.ResponseError) as err:
         client.embed(model=EMBED_MODEL, input="x " * 2000, truncate=False)
     assert err.value.status_code == 400

@@ -15,10 +15,16 @@ How Camelid differs:
   from the loaded one; a context that does not fit is refused (507) with the
   plan's reason. Load options (num_gpu, num_thread...) and mirostat are ignored:
   Camelid plans those itself.
-- `keep_alive` 0 (or "0s") unloads what the server loaded once the request is
+- `keep_alive` 0 (or "0s") unloads what the server loaded (the chat and the
+  embedding model; never the model loaded in the window) once the request is
   answered; other values are accepted and the server's idle timer applies.
   An empty prompt (or no messages) loads the model, or with keep_alive 0
   unloads it, as Ollama does.
+- /api/show lists the "tools" capability when the model's chat template
+  writes tools itself; other models accept tools too (they are taught a
+  generic call syntax in the system prompt), but call them less reliably.
+- Ollama's model management (pull, push, create, copy, delete) answers 501:
+  Camelid's library and commands do that.
 - A prompt longer than the context is refused with a 400, never silently cut.
 - Images, `suffix` (fill in the middle), a custom `template` and `context`
   are refused with a 400 sentence (`context` is ignored when empty); `think`
@@ -681,6 +687,8 @@ async def ps(request: Request) -> JSONResponse:
                 size_bytes=entry.get("size_bytes") or 0, source="path")
             name = tagged(model.name)
             expires = entry.get("expires_at")
+            if kind == "embedding" and expires is None and service.idle_unload_s > 0:
+                expires = time.time() + service.idle_unload_s  # the server always loads this one itself
             out.append({"name": name, "model": name, "size": max(model.size_bytes, entry.get("gpu_bytes") or 0),
                         "digest": digest(model), "details": details(model),
                         "expires_at": _iso(expires) if expires else FOREVER,
