@@ -55,14 +55,16 @@ def test_max_tokens_is_the_limit(client: anthropic.Anthropic) -> None:
 
 def test_system_prompt_string_and_blocks(client: anthropic.Anthropic) -> None:
     """A system prompt is rendered into the prompt: as a string or as text blocks, the same tokens."""
-    system = "You answer in one short sentence, always politely."
+    # Longer than the default system prompt SmolLM2's template writes when there is none.
+    system = ("You answer every question in one short sentence, always politely, never with lists, and "
+              "you never mention that you are a language model or who trained you.")
     as_string = client.messages.create(model=CHAT_MODEL, max_tokens=4, system=system, messages=HELLO)
     as_blocks = client.messages.create(model=CHAT_MODEL, max_tokens=4, messages=HELLO,
                                        system=[{"type": "text", "text": system}])
     counted = client.messages.count_tokens(model=CHAT_MODEL, system=system, messages=HELLO)
     assert as_string.usage.input_tokens == as_blocks.usage.input_tokens == counted.input_tokens
     plain = client.messages.count_tokens(model=CHAT_MODEL, messages=HELLO)
-    assert plain.input_tokens > 0 and plain.input_tokens != counted.input_tokens
+    assert 0 < plain.input_tokens < counted.input_tokens
 
 
 def test_stream_helper(client: anthropic.Anthropic) -> None:
