@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "app.cli.models",
     "app.cli.chat",
     "app.cli.serve",
+    "app.cli.docs",
     "app.cli.gui",
 )
 

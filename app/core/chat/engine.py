@@ -802,6 +802,12 @@ class Engine:
         self._check_owner()
         return len(self.tokenize_prompt(messages))
 
+    def count_text(self, text: str) -> int:
+        """Tokens of plain text without the template (budgeting documents for a prompt)."""
+        self._require_model()
+        self._check_owner()
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
     def _template_model(self) -> str:
         return self._template.model if self._template is not None else "this model"
 
