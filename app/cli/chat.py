@@ -32,6 +32,7 @@ HELP = """Commands:
   /new            start a new conversation (same system prompt)
   /system [TEXT]  show or set the system prompt of this conversation
   /save [FILE]    export this conversation to Markdown (FILE.md) or JSON (FILE.json)
+  /attach PATH    let this conversation draw on a file or folder (answers cite it)
   /quit           leave (so do Ctrl-D and Ctrl-C at the prompt)
 Ctrl-C while the model writes stops the reply."""
 
@@ -63,8 +64,87 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ctx", type=at_least(1), metavar="N", help="context window in tokens")
     parser.add_argument("--resume", type=int, metavar="ID", help="continue a saved conversation")
     parser.add_argument("--list", action="store_true", help="list saved conversations and exit")
+    parser.add_argument("--docs", action="append", default=[], metavar="NAME",
+                        help="answer from this document collection (`camelid docs list`), citing passages; "
+                             "repeatable")
+    parser.add_argument("--embedder", metavar="MODEL",
+                        help="embedding model for --docs and /attach (default: the embedding_model setting)")
     add_json_flag(parser)
     parser.set_defaults(run=run)
+
+
+class DocsSession:
+    """The documents a terminal chat draws on: --docs collections and /attach'ed files.
+
+    Everything that touches a model (the embedding model, counting tokens) runs on the engine's
+    thread; the attachments of a conversation are a private collection named after it.
+    """
+
+    def __init__(self, worker: Any, names: list[str], embedder: str | None) -> None:
+        self.worker = worker
+        self.names = names
+        self.embedder_choice = embedder
+        self.index: Any = None
+        self.embedding: Any = None
+        self.loaded = False
+
+    def _open(self) -> None:
+        if self.index is None:
+            from app.core.docs.store import DocIndex
+
+            self.index = DocIndex()
+            for name in self.names:
+                self.index.collection(name)  # a missing collection is a sentence now, not at the first turn
+
+    def _embedding(self, engine: Any) -> Any:
+        if not self.loaded:
+            from app.cli.docs import load_embedding
+
+            known = [self.index.collection(n).embedder for n in self.names]
+            self.embedding = load_embedding(self.embedder_choice,
+                                            collection_embedder=next((k for k in known if k), None), quiet=True)
+            self.loaded = True
+        return self.embedding
+
+    def start(self) -> None:
+        if self.names:
+            self._open()
+            wait(self.worker.submit(self._embedding), self.worker)
+
+    def augment(self, conversation_id: int) -> Any:
+        if not self.names and self.index is None:
+            return None
+        from app.core.docs.answer import DocumentChat
+
+        names = [*self.names, f"chat-{conversation_id}"]
+        engine = self.worker.engine
+        return lambda messages: DocumentChat(self.index, names, engine,
+                                             embedding=self._embedding(engine))(messages)
+
+    def attach(self, conversation_id: int, rest: str) -> None:
+        from app.core.docs.indexer import add_paths
+
+        if not rest:
+            print("Usage: /attach PATH (a file or a folder).")
+            return
+        self._open()
+        path = Path(rest).expanduser()
+        try:
+            report = wait(self.worker.submit(lambda e: add_paths(
+                self.index, f"chat-{conversation_id}", [path], embedding=self._embedding(e), private=True)),
+                self.worker)
+        except CamelidError as exc:
+            print(f"camelid: {exc}")
+            return
+        files = len(report.added) + len(report.updated) + len(report.unchanged)
+        print(f"Attached {files} file{'s' if files != 1 else ''} ({report.chunks:,} new passages); the next "
+              "answers draw on them.")
+        for failed, problem in report.failed:
+            print(f"  skipped {failed}: {problem}")
+
+    def close(self) -> None:
+        if self.index is not None:
+            self.index.close()
 
 
 def resolve_model(name: str) -> Path:
@@ -185,6 +265,7 @@ def chat(args: argparse.Namespace, store: Any, *, saved: bool = True) -> int:
                                                  settings={"sampling": sampling.to_dict()})
     interactive = args.prompt is None
     worker = EngineThread()
+    docs = DocsSession(worker, list(args.docs), args.embedder)
     try:
         progress = _progress_printer(path.name) if interactive and not args.json else None
         cancel = threading.Event()
@@ -196,18 +277,20 @@ def chat(args: argparse.Namespace, store: Any, *, saved: bool = True) -> int:
         logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL)
         for notice in notices + report.notices:
             print(f"note: {notice}", file=sys.stderr)
+        docs.start()
         if interactive:
             if report.memory is not None:
                 print(f"memory: {report.memory.summary()}", file=sys.stderr)
-            return interactive_chat(worker, store, conversation, sampling, report)
+            return interactive_chat(worker, store, conversation, sampling, report, docs)
         return one_shot(worker, store, conversation.id, args.prompt, sampling, as_json=args.json,
-                        report=report, saved=saved)
+                        report=report, saved=saved, augment=docs.augment(conversation.id))
     finally:
         worker.close()
+        docs.close()
 
 
 def one_shot(worker: Any, store: Any, conversation_id: int, prompt: str, sampling: Any, *,
-             as_json: bool, report: Any = None, saved: bool = True) -> int:
+             as_json: bool, report: Any = None, saved: bool = True, augment: Any = None) -> int:
     from app.core.chat import send_message
 
     def show(text: str) -> None:
@@ -218,7 +301,8 @@ def one_shot(worker: Any, store: Any, conversation_id: int, prompt: str, samplin
     ticket = worker.engine.reserve_reply()
     reply, _message = wait(worker.submit(
         lambda e: send_message(e, store, conversation_id, prompt, sampling,
-                               on_text=None if as_json else show, ticket=ticket)), worker)
+                               on_text=None if as_json else show, ticket=ticket, augment=augment)), worker)
+    stored = _message.stats or {}
     if as_json:
         s = reply.stats
         print_json({"reply": reply.text,
@@ -228,12 +312,24 @@ def one_shot(worker: Any, store: Any, conversation_id: int, prompt: str, samplin
                               "prompt_tokens_evaluated": s.prompt_tokens_evaluated,
                               "prompt_tokens_per_s": s.prompt_tokens_per_s, "seed": s.seed},
                     "notices": reply.notices, "conversation_id": conversation_id if saved else None,
-                    "load": load_summary(report) if report is not None else None})
+                    "load": load_summary(report) if report is not None else None}
+                   | ({"citations": stored["citations"]} if "citations" in stored else {}))
     else:
         print(_ending(reply.stats.stop_reason))
+        _print_sources(stored)
         for notice in reply.notices:
             print(f"note: {notice}", file=sys.stderr)
     return 0
+
+
+def _print_sources(stats: dict[str, Any]) -> None:
+    """The passages a documents answer cited (file, page, heading)."""
+    from app.core.docs.answer import Citation
+
+    for c in stats.get("citations") or []:
+        citation = Citation(**{k: c.get(k) for k in ("n", "source", "page", "page_end", "heading", "text",
+                                                      "start", "end")})
+        print(f"  [{citation.n}] {citation.label}")
 
 
 def load_summary(report: Any) -> dict[str, Any]:
@@ -247,7 +343,8 @@ def load_summary(report: Any) -> dict[str, Any]:
             "notices": report.notices}
 
 
-def interactive_chat(worker: Any, store: Any, conversation: Any, sampling: Any, report: Any) -> int:
+def interactive_chat(worker: Any, store: Any, conversation: Any, sampling: Any, report: Any,
+                     docs: DocsSession | None = None) -> int:
     print(f"Chatting with {Path(report.path).name} (context {report.n_ctx} tokens). "
           "Type /help for commands; Ctrl-C stops a reply.")
     if conversation.messages:
@@ -258,7 +355,7 @@ def interactive_chat(worker: Any, store: Any, conversation: Any, sampling: Any, 
         reconfigure(errors="surrogateescape")
     on = [conversation]  # the conversation the loop is on (/new moves it), for the clean-up after it
     try:
-        return _chat_loop(worker, store, on, sampling)
+        return _chat_loop(worker, store, on, sampling, docs)
     finally:
         _forget_if_empty(store, on[0])
 
@@ -272,7 +369,7 @@ def _forget_if_empty(store: Any, conversation: Any) -> None:
         pass  # the history cannot be written or read: nothing to tidy
 
 
-def _chat_loop(worker: Any, store: Any, on: list[Any], sampling: Any) -> int:
+def _chat_loop(worker: Any, store: Any, on: list[Any], sampling: Any, docs: DocsSession | None = None) -> int:
     from app.core.chat import send_message
 
     current = on[0]
@@ -287,6 +384,9 @@ def _chat_loop(worker: Any, store: Any, on: list[Any], sampling: Any) -> int:
             continue
         if not text.startswith("/"):
             text = gather_paste(line, sys.stdin, _stdin_ready).strip()
+        if text.startswith("/attach") and docs is not None:
+            docs.attach(current.id, text.removeprefix("/attach").strip())
+            continue
         if text.startswith("/"):
             previous = current
             current, leave = command(text, store, current)
@@ -302,11 +402,13 @@ def _chat_loop(worker: Any, store: Any, on: list[Any], sampling: Any) -> int:
 
         conversation_id = current.id
         ticket = worker.engine.reserve_reply()
-        reply, _message = wait(worker.submit(
-            lambda e, cid=conversation_id, t=text, k=ticket, w=show: send_message(
-                e, store, cid, t, sampling, on_text=w, ticket=k)), worker)
+        augment = docs.augment(conversation_id) if docs is not None else None
+        reply, message = wait(worker.submit(
+            lambda e, cid=conversation_id, t=text, k=ticket, w=show, a=augment: send_message(
+                e, store, cid, t, sampling, on_text=w, ticket=k, augment=a)), worker)
         wrap.flush()
         print(_ending(reply.stats.stop_reason))
+        _print_sources(message.stats or {})
         for notice in reply.notices:
             print(f"note: {notice}", file=sys.stderr)
 

@@ -96,8 +96,10 @@ def gather(index: DocIndex, collections: Sequence[Collection], question: str, *,
            ) -> Context:
     """The passages for `question` within `budget` tokens (the chat model's), whole documents first."""
     notices: list[str] = []
-    total = 0
-    if whole:
+    # Stored token counts (the embedding model's, or an estimate) say cheaply whether whole is worth
+    # counting exactly with the chat model: a 100k-passage collection is never read through.
+    total = sum(d.tokens for c in collections for d in index.documents(c))
+    if whole and total <= budget * 2:
         everything = [p for c in collections for p in whole_passages(index, c)]
         counts = [count_tokens(p.text) + 12 for p in everything]
         total = sum(counts)
@@ -179,3 +181,52 @@ def longer_context_note(engine: Any) -> Callable[[int], str | None]:
                 f"memory than now ({human_bytes(bigger.total_bytes)} in all), {verdict}.")
 
     return note
+
+
+class DocumentChat:
+    """A conversation that draws on collections: each reply gets the passages for its question.
+
+    Called on the engine's owner thread (the chat model counts the tokens; the embedding model, when
+    there is one, must have been loaded on that thread too). Collections are looked up on each turn,
+    so files attached mid-conversation count from the next question.
+    """
+
+    def __init__(self, index: DocIndex, collections: Sequence[str], engine: Any, *, embedding: Any = None,
+                 reply_tokens: int = REPLY_TOKENS) -> None:
+        self.index = index
+        self.names = list(collections)
+        self.engine = engine
+        self.embedding = embedding
+        self.reply_tokens = reply_tokens
+        self.last: Context | None = None
+
+    def __call__(self, messages: list[dict[str, Any]]) -> Any:
+        from app.core.chat.conversation import Augmented
+
+        collections = []
+        for name in self.names:
+            try:
+                collections.append(self.index.collection(name))
+            except Exception:  # an attachments collection not made yet
+                continue
+        if not collections or not messages or messages[-1].get("role") != "user":
+            return Augmented(messages=messages)
+        question = str(messages[-1]["content"])
+        system = [m for m in messages if m.get("role") == "system"]
+        history = [m for m in messages[:-1] if m.get("role") != "system"]
+        count = self.engine.count_text
+        used = sum(count(str(m.get("content") or "")) + 8 for m in history + system)
+        budget = self.engine.n_ctx - self.reply_tokens - OVERHEAD_TOKENS - count(question) - used
+        vector = self.embedding.embed_query(question) if self.embedding is not None else None
+        context = gather(self.index, collections, question, count_tokens=count, budget=max(0, budget),
+                         query_vector=vector, longer_context=longer_context_note(self.engine))
+        self.last = context
+        out = prompt_messages(question, context, history=history)
+        if system and system[0].get("content"):
+            out[0]["content"] = f"{out[0]['content']}\n\n{system[0]['content']}"
+
+        def stats(text: str) -> dict[str, Any]:
+            return {"docs_mode": context.mode, "citations": [c.to_dict() for c in cited(text, context)],
+                    "passages": [c.to_dict() for c in context.passages]}
+
+        return Augmented(messages=out, notices=list(context.notices), stats=stats)

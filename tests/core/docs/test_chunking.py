@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from app.core.docs.chunking import Piece, chunk, estimate_tokens
@@ -37,7 +39,7 @@ def test_overlap_repeats_the_tail_of_the_previous_passage() -> None:
     pieces, full = _units(sentences)
     chunks = chunk(pieces, count=_words, size=30, overlap=10)
     assert len(chunks) > 3
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in pairwise(chunks):
         assert b.start < a.end  # they overlap
         assert a.text.endswith(full[b.start:a.end])
 
