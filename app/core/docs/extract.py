@@ -237,9 +237,10 @@ class _Out:
         room = self.limits.max_chars - start
         if len(text) > room:
             self.truncated = True
-            if room > 0:
-                self.units.append(Unit(text[:room], page, heading, start))
-                self.chars = start + room
+            piece = text[:room].rstrip() if room > 0 else ""
+            if piece:
+                self.units.append(Unit(piece, page, heading, start))
+                self.chars = start + len(piece)
             raise _Full
         self.units.append(Unit(text, page, heading, start))
         self.chars = start + len(text)
@@ -316,7 +317,15 @@ def _decode(data: bytes, name: str, warnings: list[str], html: bool = False) -> 
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        text = _legacy(data, name, warnings, html)
+        text = data.decode("utf-8", errors="replace")
+        bad = text.count("\ufffd") - data.count("\ufffd".encode())
+        good = sum(1 for c in text if ord(c) > 0x7F) - text.count("\ufffd")
+        if good >= 10 * bad:  # UTF-8 with a few damaged bytes, not a legacy encoding
+            warnings.append(f"{name} has {bad:,} {'byte' if bad == 1 else 'bytes'} that "
+                            f"{'is' if bad == 1 else 'are'} not valid UTF-8; "
+                            f"{'it was' if bad == 1 else 'they were'} replaced with \ufffd.")
+        else:
+            text = _legacy(data, name, warnings, html)
     sample = text[:4096]
     controls = sum(1 for c in sample if c < " " and c not in "\t\n\r\f")
     if controls > max(8, len(sample) // 20):
@@ -747,7 +756,7 @@ def _pdf_units(path: Path, out: _Out) -> int:
         with PDFIUM_LOCK:
             try:
                 document = pdfium.PdfDocument(handle)
-            except pdfium.PdfiumError as error:
+            except (RuntimeError, ValueError, OSError) as error:  # PdfiumError is a RuntimeError
                 if getattr(error, "err_code", None) == pdfium_c.FPDF_ERR_PASSWORD:
                     raise DocumentError(f"{name} is protected by a password.",
                                         "Open it with its password and save or print an "
@@ -766,8 +775,6 @@ def _pdf_units(path: Path, out: _Out) -> int:
 
 
 def _pdf_pages(document: Any, out: _Out) -> int:
-    import pypdfium2 as pdfium
-
     name = out.name
     with PDFIUM_LOCK:
         total = len(document)
@@ -784,7 +791,7 @@ def _pdf_pages(document: Any, out: _Out) -> int:
         try:
             with PDFIUM_LOCK:
                 lines, has_objects = _pdf_page(document, index)
-        except pdfium.PdfiumError:
+        except (RuntimeError, ValueError, OSError):  # PdfiumError: a page PDFium cannot load
             damaged.append(index + 1)
             continue
         page_paras = _paragraphs(lines, index + 1)

