@@ -781,9 +781,7 @@ def _pdf_pages(document: Any, out: _Out) -> int:
     count = min(total, out.limits.max_pages)
     if total > count:
         out.warnings.append(f"{name} has {total:,} pages; only the first {count:,} were read.")
-    paras: list[_Para] = []
-    blank: list[int] = []
-    no_text: list[int] = []
+    read: list[tuple[int, bool, list[_Para]]] = []  # (page, has objects, paragraphs)
     damaged: list[int] = []
     chars = 0
     for index in range(count):
@@ -795,12 +793,14 @@ def _pdf_pages(document: Any, out: _Out) -> int:
             damaged.append(index + 1)
             continue
         page_paras = _paragraphs(lines, index + 1)
-        if not page_paras:
-            (no_text if has_objects else blank).append(index + 1)
-        paras.extend(page_paras)
+        read.append((index + 1, has_objects, page_paras))
         chars += sum(len(p.text) + 2 for p in page_paras)
         if chars > out.limits.max_chars:
             break
+    _drop_furniture([page_paras for _, _, page_paras in read])
+    paras = [para for _, _, page_paras in read for para in page_paras]
+    blank = [page for page, has_objects, page_paras in read if not page_paras and not has_objects]
+    no_text = [page for page, has_objects, page_paras in read if not page_paras and has_objects]
     if not paras:
         if damaged and not no_text:
             raise DocumentError(f"{name} is not a readable PDF (it may be damaged or encrypted).",
@@ -822,13 +822,63 @@ def _pdf_pages(document: Any, out: _Out) -> int:
     return total
 
 
-def _pdf_headings(paras: list[_Para], out: _Out) -> None:
-    """Short paragraphs set clearly larger than the body text are headings."""
+_PAGE_NUMBER = re.compile(
+    r"(?i:page|seite|página|pagina|p\.|s\.)?\s*[-–—(\[]?\s*(\d{1,5}|x{0,3}(ix|iv|v?i{0,3})|"
+    r"X{0,3}(IX|IV|V?I{0,3}))\s*[-–—)\]]?\s*((?i:of|/|von|de|sur)\s*\d{1,5})?")
+_LAST_NUMBER = re.compile(r"\d+(?!.*\d)")
+
+
+def _body_size(paras: list[_Para]) -> float | None:
+    """The font size that sets the most characters."""
     weight: dict[float, int] = {}
     for para in paras:
         if para.size:
             weight[round(para.size, 1)] = weight.get(round(para.size, 1), 0) + len(para.text)
-    body = max(weight, key=lambda size: weight[size]) if weight else None
+    return max(weight, key=lambda size: weight[size]) if weight else None
+
+
+def _drop_furniture(pages: list[list[_Para]]) -> None:
+    """Remove page numbers and running headers/footers from the pages' edges.
+
+    A running header is a short line, no larger than the body text, atop (or under) 3+ pages,
+    the same each time or differing only in a number that moves with the page number.
+    """
+    body = _body_size([para for paras in pages for para in paras])
+
+    def shape(para: _Para) -> tuple[str, int | None] | None:
+        if len(para.text) > 150 or (body and para.size and para.size > 1.05 * body):
+            return None
+        match = _LAST_NUMBER.search(para.text)
+        if match is None or len(match.group()) > 6:
+            return para.text.lower(), None
+        key = para.text[: match.start()] + "#" + para.text[match.end():]
+        return key.lower(), para.page - int(match.group())
+
+    seen: dict[tuple[str, tuple[str, int | None]], int] = {}
+    for paras in pages:
+        for edge, para in (("top", paras[:1]), ("bottom", paras[-1:])):
+            for one in para:
+                key = shape(one)
+                if key is not None:
+                    seen[(edge, key)] = seen.get((edge, key), 0) + 1
+
+    def furniture(para: _Para, edge: str) -> bool:
+        if len(pages) > 1 and _PAGE_NUMBER.fullmatch(para.text):
+            return True
+        key = shape(para)
+        return key is not None and seen.get((edge, key), 0) >= 3
+
+    for paras in pages:
+        for _ in range(2):  # a running header and a page number may both sit at an edge
+            if paras and furniture(paras[0], "top"):
+                del paras[0]
+            if paras and furniture(paras[-1], "bottom"):
+                del paras[-1]
+
+
+def _pdf_headings(paras: list[_Para], out: _Out) -> None:
+    """Short paragraphs set clearly larger than the body text are headings."""
+    body = _body_size(paras)
     heading: str | None = None
     for para in paras:
         if (body and para.size and para.size >= 1.15 * body and len(para.text) <= 200

@@ -157,13 +157,44 @@ def test_pdf_with_some_scanned_pages_warns(tmp_path: Path) -> None:
             pdf.image(str(png), x=10, y=10, w=150)
         else:
             pdf.set_font("Helvetica", "", 11)
-            pdf.multi_cell(0, 6, f"Text on page {page}.")
+            pdf.multi_cell(0, 6, f"Llama number {page * 7} grazes.")
     path = tmp_path / "mixed.pdf"
     pdf.output(str(path))
     result = extract(path)
     check_offsets(result)
     assert result.warnings == ["Pages 3 and 7 have no text layer (scanned?); they were skipped."]
     assert [u.page for u in result.units] == [1, 2, 4, 5, 6, 8]
+
+
+class HandbookPDF(FPDF):
+    def header(self) -> None:
+        self.set_font("Helvetica", "I", 9)
+        self.cell(0, 8, "Llama Handbook - draft", align="C")
+        self.ln(12)
+
+    def footer(self) -> None:
+        self.set_y(-15)
+        self.set_font("Helvetica", "", 9)
+        self.cell(0, 8, f"Page {self.page_no()} of {{nb}}", align="C")
+
+
+def test_running_headers_and_page_numbers_are_dropped(tmp_path: Path) -> None:
+    pdf = HandbookPDF()
+    for section in range(1, 6):
+        pdf.add_page()
+        pdf.set_font("Helvetica", "B", 16)
+        pdf.multi_cell(0, 9, f"Section {section}")
+        pdf.ln(3)
+        pdf.set_font("Helvetica", "", 11)
+        pdf.multi_cell(0, 6, f"Body of section {section}. " + LLAMA)
+    path = tmp_path / "handbook.pdf"
+    pdf.output(str(path))
+    result = extract(path)
+    check_offsets(result)
+    assert [(u.text, u.page, u.heading) for u in result.units] == [
+        (text, page, f"Section {page}") for page in range(1, 6)
+        for text in (f"Section {page}", f"Body of section {page}. {LLAMA.strip()}")]
+    assert "Handbook" not in result.text and "of 5" not in result.text
 
 
 def test_truncated_and_random_pdfs_are_refused_with_a_sentence(tmp_path: Path) -> None:
