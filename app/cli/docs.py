@@ -101,12 +101,14 @@ def load_embedding(choice: str | None, *, collection_embedder: str | None = None
                   "`camelid settings embedding_model NAME` (e.g. after `camelid download "
                   "Qwen/Qwen3-Embedding-0.6B-GGUF --quant Q8_0`).", file=sys.stderr)
         return None
-    from app.cli.chat import resolve_model
+    from app.cli.chat import looks_like_path, resolve_model
 
     path = resolve_model(name)
     embedder = Embedder()
     embedder.load(path)
-    return EmbedderModel(embedder, path.name.removesuffix(".gguf"))
+    # The collection remembers the model by library name, or by full path for a file outside the library.
+    ident = str(path.resolve()) if looks_like_path(name) or Path(name).expanduser().exists() else name
+    return EmbedderModel(embedder, ident)
 
 
 def _index() -> Any:

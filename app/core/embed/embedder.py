@@ -26,6 +26,8 @@ ENCODER_ARCHITECTURES = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina
 #: Most inputs one request may embed, and most characters per input.
 MAX_INPUTS = 2048
 MAX_CHARS = 1_000_000
+#: Tokens of the texts embedded in one llama.cpp batch (see `Embedder.embed`).
+BATCH_TOKENS = 256
 #: The longest context an embedding model is loaded with (its whole input must fit one batch).
 MAX_CTX = 8192
 
@@ -142,6 +144,7 @@ class Embedder:
         started = time.perf_counter()
         n_ctx = int(self._llm.n_ctx())
         total, cut = 0, []
+        counts: list[int] = []
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise UsageError(f"Input {i} is not text.", "Send strings to embed.")
@@ -157,6 +160,20 @@ class Embedder:
                 cut.append(i)
                 n = n_ctx
             total += n
-        vectors = self._llm.embed(list(texts), normalize=normalize, truncate=True)
+            counts.append(n)
+        # llama-cpp-python evaluates a list as one batch of sequences whose attention spans the whole
+        # batch: long texts are faster one by one (measured 1.5x on 256-token passages), short ones
+        # (queries) together. Texts are grouped up to BATCH_TOKENS.
+        vectors: list[list[float]] = []
+        group: list[str] = []
+        size = 0
+        for text, n in zip(texts, counts, strict=True):
+            if group and size + n > BATCH_TOKENS:
+                vectors += self._llm.embed(group, normalize=normalize, truncate=True)
+                group, size = [], 0
+            group.append(text)
+            size += n
+        if group:
+            vectors += self._llm.embed(group, normalize=normalize, truncate=True)
         return Embeddings(vectors=[list(map(float, v)) for v in vectors], tokens=total, truncated=cut,
                           seconds=time.perf_counter() - started)
