@@ -718,7 +718,8 @@ def _paragraphs(lines: list[_Line], page: int) -> list[_Para]:
             delta = prev.bottom - line.bottom
             if 0 < delta < 4 * prev.size:
                 gaps.setdefault(round(prev.size, 1), []).append(delta)
-    usual = {size: sorted(deltas)[len(deltas) // 2] for size, deltas in gaps.items()}
+    # the lower median: paragraph gaps are the larger deltas
+    usual = {size: sorted(deltas)[(len(deltas) - 1) // 2] for size, deltas in gaps.items()}
     groups: list[list[_Line]] = [[lines[0]]] if lines else []
     for prev, line in itertools.pairwise(lines):
         new = False

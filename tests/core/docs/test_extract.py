@@ -109,6 +109,56 @@ def test_pdf_unicode_text_round_trips(tmp_path: Path) -> None:
     assert result.units[0].text == line and result.units[0].page == 1
 
 
+def cjk_pdf(lines_by_page: list[list[str]]) -> bytes:
+    """A PDF in Chinese with PDFium's built-in STSong-Light font (CMap UniGB-UCS2-H, no font file
+    needed); "" in a page's lines leaves an empty line (a paragraph gap)."""
+    objs: dict[int, bytes] = {}
+    kids: list[int] = []
+    n = 5
+    for lines in lines_by_page:
+        ops = ["BT /F1 12 Tf 16 TL 72 720 Td"]
+        for line in lines:
+            if line == "":
+                ops.append("T*")
+                continue
+            ops.append("<" + line.encode("utf-16-be").hex() + "> Tj T*")
+        ops.append("ET")
+        content = "\n".join(ops).encode()
+        objs[n] = b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream"
+        objs[n + 1] = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> /Contents %d 0 R >>" % n
+        kids.append(n + 1)
+        n += 2
+    objs[1] = b"<< /Type /Catalog /Pages 2 0 R >>"
+    objs[2] = b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % k for k in kids) + b"] /Count %d >>" % len(kids)
+    objs[3] = b"<< /Type /Font /Subtype /Type0 /BaseFont /STSong-Light /Encoding /UniGB-UCS2-H /DescendantFonts [4 0 R] >>"
+    objs[4] = b"<< /Type /Font /Subtype /CIDFontType0 /BaseFont /STSong-Light /CIDSystemInfo << /Registry (Adobe) /Ordering (GB1) /Supplement 2 >> /FontDescriptor << /Type /FontDescriptor /FontName /STSong-Light /Flags 6 /FontBBox [0 -200 1000 900] /ItalicAngle 0 /Ascent 880 /Descent -120 /CapHeight 880 /StemV 80 >> >>"
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets: dict[int, int] = {}
+    for num in sorted(objs):
+        offsets[num] = len(out)
+        out += b"%d 0 obj\n" % num + objs[num] + b"\nendobj\n"
+    xref = len(out)
+    size = max(objs) + 1
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % size
+    for num in range(1, size):
+        out += b"%010d 00000 n \n" % offsets[num]
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (size, xref)
+    return bytes(out)
+
+
+def test_chinese_pdf_lines_join_without_spaces(tmp_path: Path) -> None:
+    path = tmp_path / "羊驼.pdf"
+    path.write_bytes(cjk_pdf([["羊驼是一种原产于南美洲的驯养动物，", "主要分布在秘鲁、玻利维亚和智利。", "",
+                                "它们的毛非常柔软。"], ["第二页：羊驼以草为食。"]]))
+    result = extract(path)
+    check_offsets(result)
+    assert [(u.text, u.page) for u in result.units] == [
+        ("羊驼是一种原产于南美洲的驯养动物，主要分布在秘鲁、玻利维亚和智利。", 1),
+        ("它们的毛非常柔软。", 1),
+        ("第二页：羊驼以草为食。", 2)]
+    assert "驯养动物，主要分布" in result.text
+
+
 def test_pdf_with_an_empty_page_warns(tmp_path: Path) -> None:
     result = extract(write_pdf(tmp_path / "gap.pdf", chapters=2, blank_after=1))
     check_offsets(result)
