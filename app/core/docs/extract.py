@@ -309,7 +309,8 @@ def _decode(data: bytes, name: str, warnings: list[str], html: bool = False) -> 
         if data.startswith(bom):
             text = data.decode(codec, errors="replace")
             if "\ufffd" in text:
-                warnings.append(f"{name} has bytes that are not valid {codec.upper()}; "
+                label = "UTF-8" if codec == "utf-8-sig" else codec.upper()
+                warnings.append(f"{name} has bytes that are not valid {label}; "
                                 "they were replaced with \ufffd.")
             return text
     if b"\x00" in data:
