@@ -586,6 +586,7 @@ def _docx_units(path: Path, out: _Out) -> None:
     except Exception as error:  # python-docx raises zip, XML, KeyError and ValueError alike
         raise damaged from error
     heading: str | None = None
+    styles: dict[str | None, str] = {}
     for n, block in enumerate(blocks):
         if n % 200 == 199:
             out.check()
@@ -605,7 +606,10 @@ def _docx_units(path: Path, out: _Out) -> None:
         text = _prose(block.text)
         if not text:
             continue
-        style = _style_name(block)
+        style_id = getattr(block._p, "style", None)  # the pStyle id; looking a style up is slow
+        if style_id not in styles:
+            styles[style_id] = _style_name(block)
+        style = styles[style_id]
         if style.startswith("heading") or style == "title":
             heading = text[:MAX_UNIT_CHARS]
         out.add_prose(text, heading)
