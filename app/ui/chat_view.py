@@ -4,31 +4,52 @@ Store reads and writes run on the store thread, the model on the engine
 thread (engine_host.py); this file only arranges widgets and reacts to
 signals. Streamed text is buffered and drawn at most every STREAM_REPAINT_MS,
 so a fast model never floods the GUI thread with re-layouts.
+
+Documents: files attached (the Attach button, or dropped on the page) are
+indexed into the conversation's private collection `chat-<id>` on the engine
+thread (docs_view.IndexProgress), and "Use documents" adds named collections,
+remembered in the conversation's settings. A reply then draws on them through
+core's DocumentChat; its citations show under it, and a click opens the
+passage in the side panel.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
+from PySide6.QtCore import QEvent, QMimeData, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QDragEnterEvent,
+    QDragMoveEvent,
+    QDropEvent,
+    QKeyEvent,
+    QKeySequence,
+    QPalette,
+    QShortcut,
+)
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSplitter,
+    QTextBrowser,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -36,6 +57,8 @@ from PySide6.QtWidgets import (
 from app.core.chat import PRESETS, Conversation, LoadReport, Message, Reply, preset
 from app.core.fit import LoadChoices
 from app.core.models import LibraryModel, list_models
+from app.ui import docs_view, theme
+from app.ui.docs_view import Attachment, IndexProgress, citation_label, citation_links
 from app.ui.engine_host import EngineHost
 from app.ui.state import AppState
 from app.ui.widgets.common import Notice, subtle
@@ -45,6 +68,33 @@ from app.ui.widgets.text_prompt import ask_text
 from app.ui.workers import Job, run_job
 
 STREAM_REPAINT_MS = 50
+#: Where a conversation keeps the collections it draws on (Conversation.settings).
+DOCS_KEY = "documents"
+#: Attachment chips shown before "+N more".
+MAX_CHIPS = 6
+#: What a reply's stored docs_mode says in the notices and under the reply.
+MODE_WORDS = {"whole": "Read the documents whole", "retrieval": "Searched the documents",
+              "empty": "Nothing in the documents matched the question"}
+
+
+def dropped_paths(mime: QMimeData) -> list[str]:
+    """The local files and folders in a drag (empty when it carries none)."""
+    if not mime.hasUrls():
+        return []
+    return [url.toLocalFile() for url in mime.urls() if url.isLocalFile() and url.toLocalFile()]
+
+
+def mode_text(stats: dict[str, Any]) -> str:
+    """"Searched the documents: the 8 best passages given" / "Read the documents whole (12 passages)"."""
+    mode = stats.get("docs_mode")
+    n = len(stats.get("passages") or [])
+    if mode == "retrieval":
+        return f"{MODE_WORDS[mode]}: the {n} best passage{'s' if n != 1 else ''} given to the model."
+    if mode == "whole":
+        return f"{MODE_WORDS[mode]} ({n} passage{'s' if n != 1 else ''})."
+    if mode == "empty":
+        return f"{MODE_WORDS[mode]}."
+    return ""
 
 
 def when_text(timestamp: float, now: float | None = None) -> str:
@@ -66,6 +116,18 @@ class PromptEdit(QPlainTextEdit):
 
     submitted = Signal()
     stop_requested = Signal()
+    #: Local files or folders dropped on the box: attached, not pasted as text.
+    files_dropped = Signal(list)
+
+    def canInsertFromMimeData(self, source: QMimeData) -> bool:
+        return bool(dropped_paths(source)) or super().canInsertFromMimeData(source)
+
+    def insertFromMimeData(self, source: QMimeData) -> None:
+        paths = dropped_paths(source)
+        if paths:
+            self.files_dropped.emit(paths)
+            return
+        super().insertFromMimeData(source)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() == Qt.Key.Key_Escape:
@@ -89,6 +151,165 @@ def load_verdict(report: LoadReport) -> str:
     return verdict_text("partial", layers, total) if total else f"{layers} layers on GPU"
 
 
+class SourcesRow(QWidget):
+    """Under a documents reply: its citations as links (or the passages given, folded) and how it read them."""
+
+    #: A citation or passage (the stored dict) to show in the side panel.
+    opened = Signal(dict)
+
+    def __init__(self, stats: dict[str, Any], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.citations: list[dict[str, Any]] = list(stats.get("citations") or [])
+        self.passages: list[dict[str, Any]] = list(stats.get("passages") or [])
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 4, 0, 0)
+        layout.setSpacing(2)
+        self.mode = QLabel(mode_text(stats))
+        self.mode.setProperty("subtle", True)
+        self.mode.setWordWrap(True)
+        self.mode.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.links = self._links("")
+        self.toggle: QToolButton | None = None
+        if self.citations:
+            heading = QLabel("Sources")
+            heading.setObjectName("SectionTitle")
+            layout.addWidget(heading)
+            layout.addWidget(self.links)
+        elif self.passages:
+            self.toggle = QToolButton()
+            self.toggle.setCheckable(True)
+            self.toggle.setAutoRaise(True)
+            self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            self.toggle.setArrowType(Qt.ArrowType.RightArrow)
+            self.toggle.setText(f"Passages given ({len(self.passages)}); the reply cites none")
+            self.toggle.toggled.connect(self._fold)
+            layout.addWidget(self.toggle)
+            self.links.hide()
+            layout.addWidget(self.links)
+        layout.addWidget(self.mode)
+        self.mode.setVisible(bool(self.mode.text()))
+        self._render()
+
+    def _render(self) -> None:
+        """The links in the theme's link colour (Qt's rich text keeps its own blue otherwise)."""
+        dark = self.palette().color(QPalette.ColorRole.Window).lightness() < 128
+        color = theme.colors(dark)["accent_text"]
+        if self.citations:
+            self.links.setText(citation_links(self.citations, "cite", color))
+        elif self.passages:
+            self.links.setText(citation_links(self.passages, "passage", color))
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.StyleChange):
+            self._render()  # light ↔ dark
+        super().changeEvent(event)
+
+    def _links(self, text: str) -> QLabel:
+        label = QLabel(text)
+        label.setTextFormat(Qt.TextFormat.RichText)
+        label.setWordWrap(True)
+        label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        label.setTextInteractionFlags(Qt.TextInteractionFlag.LinksAccessibleByMouse
+                                      | Qt.TextInteractionFlag.LinksAccessibleByKeyboard)
+        label.linkActivated.connect(self.open_link)
+        return label
+
+    def _fold(self, open_: bool) -> None:
+        assert self.toggle is not None
+        self.toggle.setArrowType(Qt.ArrowType.DownArrow if open_ else Qt.ArrowType.RightArrow)
+        self.links.setVisible(open_)
+
+    def open_link(self, href: str) -> None:
+        kind, _, at = href.partition(":")
+        items = self.citations if kind == "cite" else self.passages
+        if at.isdigit() and int(at) < len(items):
+            self.opened.emit(items[int(at)])
+
+
+class SourcePanel(QFrame):
+    """The side pane: one cited passage with its file, page and heading (from the citation itself)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("Card")
+        self.setMinimumWidth(260)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(14, 12, 14, 12)
+        layout.setSpacing(6)
+        head = QHBoxLayout()
+        self.number = QLabel("Source")
+        self.number.setObjectName("SectionTitle")
+        self.close_button = QPushButton("Close")
+        self.close_button.clicked.connect(lambda _c=False: self.hide())
+        head.addWidget(self.number, 1)
+        head.addWidget(self.close_button)
+        layout.addLayout(head)
+        self.file_label = QLabel("")
+        self.file_label.setWordWrap(True)
+        self.file_label.setStyleSheet("font-weight: 600;")
+        self.where_label = QLabel("")
+        self.where_label.setProperty("subtle", True)
+        self.where_label.setWordWrap(True)
+        self.path_label = subtle("")
+        self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.text = QTextBrowser()
+        self.text.setOpenLinks(False)
+        for widget in (self.file_label, self.where_label, self.path_label):
+            widget.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            layout.addWidget(widget)
+        layout.addWidget(self.text, 1)
+        self.citation: dict[str, Any] | None = None
+        self.hide()
+
+    def show_citation(self, c: dict[str, Any]) -> None:
+        self.citation = c
+        source = str(c.get("source") or "")
+        self.number.setText(f"Source [{c.get('n', '?')}]")
+        self.file_label.setText(Path(source).name or source)
+        where = []
+        page, page_end = c.get("page"), c.get("page_end")
+        if page is not None:
+            where.append(f"Page {page}" if page_end in (None, page) else f"Pages {page}–{page_end}")
+        if c.get("heading"):
+            where.append(f"Under “{c['heading']}”")
+        if c.get("start") is not None and c.get("end") is not None:
+            where.append(f"characters {c['start']:,}–{c['end']:,}")
+        self.where_label.setText(" · ".join(where))
+        self.path_label.setText(source)
+        self.path_label.setToolTip(source)
+        self.text.setPlainText(str(c.get("text") or ""))
+        self.setToolTip(citation_label(c))
+        self.show()
+
+
+class AttachmentChip(QFrame):
+    """One attached file or folder: its name, a ⚠ when it could not be read, and × to detach it."""
+
+    removed = Signal(str)
+
+    def __init__(self, attachment: Attachment, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.attachment = attachment
+        self.setObjectName("Card")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(8, 1, 2, 1)
+        layout.setSpacing(2)
+        mark = "⚠ " if attachment.problems and attachment.documents <= len(attachment.problems) else ""
+        self.label = QLabel(f"{mark}{attachment.name}")
+        tip = [attachment.path, f"{attachment.documents} file{'s' if attachment.documents != 1 else ''}, "
+                                f"{attachment.passages:,} passages"]
+        tip += [docs_view.sentence(p) for p in attachment.problems]
+        self.setToolTip("\n".join(tip))
+        self.remove_button = QToolButton()
+        self.remove_button.setText("×")
+        self.remove_button.setAutoRaise(True)
+        self.remove_button.setToolTip(f"Detach {attachment.name} (the file stays where it is)")
+        self.remove_button.clicked.connect(lambda _c=False: self.removed.emit(attachment.path))
+        layout.addWidget(self.label)
+        layout.addWidget(self.remove_button)
+
+
 class ChatView(QWidget):
     """Conversation list, messages, input, model picker and sampling controls."""
 
@@ -108,8 +329,17 @@ class ChatView(QWidget):
         self._stream_text = ""
         self._stream_dirty = False
         self._models: list[LibraryModel] = []
+        #: The open conversation's attached files and folders (its `chat-<id>` collection).
+        self.attachments: list[Attachment] = []
+        #: The collections a conversation not created yet will draw on ("Use documents").
+        self._docs_choice: list[str] = []
+        #: The named collections the picker offers (read from the index on the pool).
+        self.collection_names: list[str] = []
+        #: The conversation whose attachments are being indexed.
+        self._attaching: int | None = None
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter = splitter
         root = QHBoxLayout(self)
         root.setContentsMargins(0, 0, 0, 0)
         root.addWidget(splitter)
@@ -238,12 +468,44 @@ class ChatView(QWidget):
         meter_row.addWidget(self.context_label)
         layout.addLayout(meter_row)
 
+        # --- documents: attach, pick collections, the attached files as chips ----------------
+        docs_row = QHBoxLayout()
+        docs_row.setSpacing(6)
+        self.attach_button = QPushButton("Attach…")
+        self.attach_button.setToolTip("Let this chat answer from files or a folder, citing them "
+                                      "(you can also drop files on the chat).")
+        attach_menu = QMenu(self.attach_button)
+        attach_menu.addAction("Files…", self.choose_files)
+        attach_menu.addAction("Folder…", self.choose_folder)
+        self.attach_button.setMenu(attach_menu)
+        self.docs_button = QPushButton("Use documents: none")
+        self.docs_button.setToolTip("Collections from the Documents page this chat also answers from.")
+        self.docs_menu = QMenu(self.docs_button)
+        self.docs_menu.aboutToShow.connect(self._fill_docs_menu)
+        self.docs_button.setMenu(self.docs_menu)
+        self.chips = QWidget()
+        self.chips_layout = QHBoxLayout(self.chips)
+        self.chips_layout.setContentsMargins(0, 0, 0, 0)
+        self.chips_layout.setSpacing(4)
+        self.chips.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        docs_row.addWidget(self.attach_button)
+        docs_row.addWidget(self.docs_button)
+        docs_row.addWidget(self.chips, 1)
+        layout.addLayout(docs_row)
+        self.attach_progress = IndexProgress()
+        self.attach_progress.done.connect(self._attached)
+        self.attach_progress.failed.connect(self._attach_failed)
+        layout.addWidget(self.attach_progress)
+        self.attach_notice = Notice("warning")
+        layout.addWidget(self.attach_notice)
+
         input_row = QHBoxLayout()
         self.input = PromptEdit()
         self.input.setPlaceholderText("Message the model (Enter to send, Shift+Enter for a new line)")
         self.input.setFixedHeight(76)
         self.input.submitted.connect(self.send)
         self.input.stop_requested.connect(self.stop)
+        self.input.files_dropped.connect(self.attach_paths)
         self.send_button = QPushButton("Send")
         self.send_button.setProperty("primary", True)
         self.send_button.clicked.connect(lambda _c=False: self.send_or_stop())
@@ -251,8 +513,12 @@ class ChatView(QWidget):
         input_row.addWidget(self.send_button)
         layout.addLayout(input_row)
         splitter.addWidget(right)
-        splitter.setSizes([250, 900])
+        self.source_panel = SourcePanel()
+        splitter.addWidget(self.source_panel)
+        splitter.setSizes([250, 900, 0])
         splitter.setStretchFactor(1, 1)
+        splitter.setCollapsible(1, False)
+        self.setAcceptDrops(True)
 
         # Esc anywhere on the page (the input box handles its own Esc).
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.stop,
@@ -264,6 +530,7 @@ class ChatView(QWidget):
         if not state.demo:
             self.refresh_list()
             self.refresh_models()
+            self.refresh_collections()
             # Said once, when the store opens: a damaged history set aside, or storage that keeps nothing.
             self.host.store_call("opening_notice", result=lambda text: text and self.notice.show_text(text),
                                  error=self.error.show_text)
@@ -309,6 +576,7 @@ class ChatView(QWidget):
         if self.reply_job is not None:
             return
         self.conversation = None
+        self._docs_choice = []
         self.show_conversation(None)
         self.list.clearSelection()
         self.input.setFocus()
@@ -332,6 +600,9 @@ class ChatView(QWidget):
         self.new_conversation()
         self.host.store_call("delete", conv_id, result=lambda _r: self.refresh_list(),
                              error=self.error.show_text)
+        # Its attachments go with it (the files themselves stay where they are).
+        host = self.host
+        run_job(lambda: docs_view.forget_attachments(host, conv_id), error=self.error.show_text)
 
     def _after_change(self, conv_id: int) -> None:
         self.refresh_list(select=conv_id)
@@ -357,8 +628,14 @@ class ChatView(QWidget):
             bubble.set_versions(message.versions, message.id)
             if message.role == "assistant":
                 bubble.set_stats(message.stats, message.state)
+                self._show_sources(bubble, message.stats)
                 last_stats = message.stats or last_stats
         self._update_meter(last_stats)
+        if not self.attach_progress.running:
+            self.attach_progress.hide()
+            self.attach_notice.show_text("")
+        self._show_docs_choice()
+        self._load_attachments()
         self._update_buttons()
 
     def _add_bubble(self, role: str, text: str, message: Message | None = None) -> MessageBubble:
@@ -405,6 +682,7 @@ class ChatView(QWidget):
         self.delete_button.setEnabled(has_conv)
         self.export_button.setEnabled(self.conversation is not None)
         self.load_button.setEnabled(self.load_job is None and not replying and self.model_picker.count() > 0)
+        self.attach_button.setEnabled(not self.attach_progress.running)
         for bubble in self.bubbles:
             bubble.set_actions_enabled(not replying)
             bubble.regenerate_button.setVisible(False)
@@ -554,6 +832,7 @@ class ChatView(QWidget):
             model = self.host.engine.model_path.name if self.host.engine.model_path else None
             self.host.store_call("create_conversation", model=model,
                                  system_prompt=self.system_prompt.toPlainText().strip(),
+                                 settings={DOCS_KEY: list(self._docs_choice)} if self._docs_choice else None,
                                  result=lambda conv: self._start_reply(conv, text),
                                  error=self._send_failed)
         else:
@@ -571,8 +850,13 @@ class ChatView(QWidget):
         self.notice.show_text("")
         self._at_bottom = True
         ticket, self._ticket = self._ticket, None
-        self.reply_job = self.host.send(conversation.id, text, self.sampling(), progress=self._on_chunk,
-                                        result=self._reply_done, error=self._reply_failed, ticket=ticket)
+        sampling = self.sampling()
+        names = self.document_names()
+        augment = docs_view.documents_augment(self.host, names, self._embedding_setting(),
+                                              reply_tokens=sampling.max_tokens) if names else None
+        self.reply_job = self.host.send(conversation.id, text, sampling, progress=self._on_chunk,
+                                        result=self._reply_done, error=self._reply_failed, ticket=ticket,
+                                        augment=augment)
         self._repaint_timer.start()
         self._update_buttons()
         if new:
@@ -595,8 +879,13 @@ class ChatView(QWidget):
             bubble.set_text(message.content)
             bubble.message_id = message.id
             bubble.set_stats(message.stats, message.state)
-        if reply.notices:
-            self.notice.show_text(" ".join(reply.notices))
+            self._show_sources(bubble, message.stats)
+        notices = list(reply.notices)
+        said = mode_text(message.stats or {})
+        if said:
+            notices.insert(0, said)
+        if notices:
+            self.notice.show_text(" ".join(notices))
         self._update_meter(message.stats)
         self._update_buttons()
         # Reload so message ids (for edit and regenerate) and the title match the store.
@@ -716,9 +1005,218 @@ class ChatView(QWidget):
                                  system_prompt=self.system_prompt.toPlainText().strip(),
                                  error=self.error.show_text)
 
+    # --------------------------------------------------------------- documents
+    def _embedding_setting(self) -> str:
+        return str(self.state.settings[docs_view.EMBEDDING_SETTING] or "")
+
+    def documents_choice(self) -> list[str]:
+        """The named collections this conversation draws on (stored with it once it exists)."""
+        if self.conversation is None:
+            return list(self._docs_choice)
+        return [str(n) for n in self.conversation.settings.get(DOCS_KEY) or []]
+
+    def document_names(self) -> list[str]:
+        """Every collection the next reply draws on: the chosen ones and the attachments."""
+        names = self.documents_choice()
+        if self.conversation is not None and self.attachments:
+            names.append(docs_view.attachments_collection(self.conversation.id))
+        return names
+
+    def refresh_collections(self) -> None:
+        """Re-read the named collections for the "Use documents" picker (pool thread)."""
+        if self.state.demo:
+            return
+        host = self.host
+
+        def got(names: list[str]) -> None:
+            self.collection_names = names
+            self._show_docs_choice()
+
+        run_job(lambda: docs_view.collection_names(host), result=got, error=self.error.show_text)
+
+    def _fill_docs_menu(self) -> None:
+        self.docs_menu.clear()
+        chosen = {n.lower() for n in self.documents_choice()}
+        names = list(self.collection_names)
+        names += [n for n in self.documents_choice() if n.lower() not in {m.lower() for m in names}]
+        if not names:
+            action = self.docs_menu.addAction("No collections yet: add some on the Documents page")
+            action.setEnabled(False)
+        for name in names:
+            action = self.docs_menu.addAction(name)
+            action.setCheckable(True)
+            action.setChecked(name.lower() in chosen)
+            action.toggled.connect(lambda on, n=name: self._toggle_collection(n, on))
+        self.refresh_collections()  # for the next time: the Documents page may have changed them
+
+    def _toggle_collection(self, name: str, on: bool) -> None:
+        names = [n for n in self.documents_choice() if n.lower() != name.lower()]
+        self.set_documents([*names, name] if on else names)
+
+    def set_documents(self, names: list[str]) -> None:
+        """Draw on the collections `names` (from the picker), remembered with the conversation."""
+        names = list(dict.fromkeys(names))
+        if self.conversation is None:
+            self._docs_choice = names
+        else:
+            settings = {**self.conversation.settings, DOCS_KEY: names}
+            self.conversation = replace(self.conversation, settings=settings)
+            self.host.store_call("update_conversation", self.conversation.id, settings=settings,
+                                 error=self.error.show_text)
+        self._show_docs_choice()
+
+    def _show_docs_choice(self) -> None:
+        names = self.documents_choice()
+        text = ", ".join(names) if names else "none"
+        self.docs_button.setText(f"Use documents: {text if len(text) <= 32 else text[:31] + '…'}")
+        self.docs_button.setToolTip("Collections from the Documents page this chat also answers from"
+                                    + (f": {', '.join(names)}." if names else "."))
+
+    def choose_files(self) -> None:
+        from app.ui.docs_view import file_filter
+
+        files, _filter = QFileDialog.getOpenFileNames(self, "Attach files", str(Path.home()), file_filter())
+        if files:
+            self.attach_paths(files)
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Attach a folder", str(Path.home()))
+        if folder:
+            self.attach_paths([folder])
+
+    def attach_paths(self, paths: list[str] | list[Path]) -> None:
+        """Index files and folders into this conversation's attachments (creating the conversation first)."""
+        paths = [str(p) for p in paths]
+        if not paths or self.attach_progress.running or self.state.demo:
+            return
+        self.attach_notice.show_text("")
+        self.error.show_text("")
+        if self.conversation is None:
+            model = self.host.engine.model_path.name if self.host.engine.model_path else None
+            self.attach_button.setEnabled(False)
+
+            def created(conv: Conversation) -> None:
+                self.conversation = conv
+                self._docs_choice = []
+                self.refresh_list(select=conv.id)
+                self._start_attach(conv, paths)
+
+            self.host.store_call("create_conversation", model=model,
+                                 system_prompt=self.system_prompt.toPlainText().strip(),
+                                 settings={DOCS_KEY: list(self._docs_choice)} if self._docs_choice else None,
+                                 result=created, error=self._attach_failed)
+        else:
+            self._start_attach(self.conversation, paths)
+
+    def _start_attach(self, conversation: Conversation, paths: list[str]) -> None:
+        name = docs_view.attachments_collection(conversation.id)
+        self._attaching = conversation.id
+        self.attach_progress.start(self.host, docs_view.index_work(
+            self.host, name, paths, setting=self._embedding_setting(), private=True), what="Attaching")
+        self._update_buttons()
+
+    def _attached(self, report: Any) -> None:
+        self._update_buttons()
+        if report is not None and report.failed:
+            self.attach_notice.show_text(docs_view.problems_text(report))
+        if self.conversation is not None and self.conversation.id == self._attaching:
+            self._load_attachments()
+
+    def _attach_failed(self, message: str) -> None:
+        self.attach_notice.show_text(docs_view.sentence(message))
+        self._update_buttons()
+
+    def _load_attachments(self) -> None:
+        conversation = self.conversation
+        if conversation is None or self.state.demo:
+            self._show_attachments(None, [])
+            return
+        host = self.host
+        run_job(lambda: docs_view.list_attachments(host, conversation.id),
+                result=lambda found: self._show_attachments(conversation.id, found), error=self.error.show_text)
+
+    def _show_attachments(self, conversation_id: int | None, found: list[Attachment]) -> None:
+        current = self.conversation.id if self.conversation is not None else None
+        if conversation_id != current:
+            return
+        self.attachments = found
+        while self.chips_layout.count():
+            item = self.chips_layout.takeAt(0)
+            widget = item.widget()
+            if widget is not None:
+                widget.setParent(None)
+                widget.deleteLater()
+        for attachment in found[:MAX_CHIPS]:
+            chip = AttachmentChip(attachment)
+            chip.removed.connect(self.detach)
+            self.chips_layout.addWidget(chip)
+        if len(found) > MAX_CHIPS:
+            more = QLabel(f"+{len(found) - MAX_CHIPS} more")
+            more.setProperty("subtle", True)
+            more.setToolTip("\n".join(a.path for a in found[MAX_CHIPS:]))
+            self.chips_layout.addWidget(more)
+        self.chips_layout.addStretch(1)
+
+    def chip_names(self) -> list[str]:
+        """The attachment chips' texts, in order (tests)."""
+        return [w.label.text() for w in self.chips.findChildren(AttachmentChip) if not w.isHidden()]
+
+    def detach(self, path: str) -> None:
+        """Forget an attached file or folder (its passages; the file stays)."""
+        if self.conversation is None or self.attach_progress.running:
+            return
+        host, conv_id = self.host, self.conversation.id
+        run_job(lambda: docs_view.detach(host, conv_id, path), result=lambda _n: self._load_attachments(),
+                error=self.error.show_text)
+
+    def _show_sources(self, bubble: MessageBubble, stats: dict[str, Any] | None) -> None:
+        """Citations under a documents reply (or the passages given, folded), replacing any shown."""
+        old = getattr(bubble, "sources_row", None)
+        if old is not None:
+            old.setParent(None)
+            old.deleteLater()
+            bubble.sources_row = None
+        if not stats or not (stats.get("citations") or stats.get("passages") or stats.get("docs_mode")):
+            return
+        row = SourcesRow(stats)
+        row.opened.connect(self.open_source)
+        layout = bubble.layout()
+        layout.insertWidget(layout.indexOf(bubble.footer), row)
+        bubble.sources_row = row
+
+    def open_source(self, citation: dict[str, Any]) -> None:
+        """Show a cited passage in the side panel."""
+        self.source_panel.show_citation(citation)
+        sizes = self.splitter.sizes()
+        if len(sizes) == 3 and sizes[2] < 200:
+            total = sum(sizes)
+            side = max(300, total // 4)
+            self.splitter.setSizes([sizes[0], max(300, total - sizes[0] - side), side])
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if dropped_paths(event.mimeData()) and not self.state.demo:
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        if dropped_paths(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            super().dragMoveEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = dropped_paths(event.mimeData())
+        if paths:
+            event.acceptProposedAction()
+            self.attach_paths(paths)
+        else:
+            super().dropEvent(event)
+
     # --------------------------------------------------------------- lifecycle
     def shutdown(self) -> None:
         self.stop()
+        self.attach_progress.cancel()
         self._repaint_timer.stop()
 
     def show_demo(self) -> None:

@@ -51,6 +51,10 @@ class EngineHost(QObject):
         self._store: ChatStore | None = None
         self._store_lock = threading.Lock()
         self.report: LoadReport | None = None
+        #: The document index (app/core/docs/store.py), opened on first use from a worker (see docs_index).
+        self._docs_index: Any = None
+        #: (name, EmbedderModel) of the embedding model loaded on the engine thread (see embedding).
+        self._embedding: tuple[str, Any] | None = None
 
     # --- store ------------------------------------------------------------------
     def store(self) -> ChatStore:
@@ -83,11 +87,13 @@ class EngineHost(QObject):
 
     def send(self, conversation_id: int, text: str | None, sampling: SamplingSettings, *,
              result: Handler = None, error: Handler = None, progress: Handler = None,
-             finished: Handler = None, ticket: int | None = None) -> Job:
+             finished: Handler = None, ticket: int | None = None, augment: Any = None) -> Job:
         """Add `text` as the user's turn (None: answer the stored conversation again) and stream the reply.
 
         `progress` receives text chunks; `result` gets (Reply, stored Message). A `stop()` from now
         on stops this reply, even before its job starts (`ticket`: one reserved when Send was pressed).
+        `augment` (app.core.chat.conversation.Augment, e.g. documents' passages) is called on the
+        engine thread with the stored conversation and rewrites what the model reads.
         """
         if ticket is None:
             ticket = self.engine.reserve_reply()
@@ -95,12 +101,60 @@ class EngineHost(QObject):
         def run(progress: Any) -> Any:
             store = self.store()
             if text is None:
-                return answer(self.engine, store, conversation_id, sampling, on_text=progress, ticket=ticket)
+                return answer(self.engine, store, conversation_id, sampling, on_text=progress, ticket=ticket,
+                              augment=augment)
             return send_message(self.engine, store, conversation_id, text, sampling, on_text=progress,
-                                ticket=ticket)
+                                ticket=ticket, augment=augment)
 
         return run_job(run, result=result, error=error, progress=progress, finished=finished,
                        where=self.engine_thread)
+
+    # --- documents ----------------------------------------------------------------
+    def docs_index(self) -> Any:
+        """The window's document index (one SQLite connection, thread-safe), opened on first use.
+
+        Call it from a worker: opening creates or checks the file.
+        """
+        with self._store_lock:
+            if self._docs_index is None:
+                from app.core.docs.store import DocIndex
+
+                self._docs_index = DocIndex()
+            return self._docs_index
+
+    def embedding(self, setting: str, wanted: str | None = None) -> Any:
+        """The embedding model (an `indexer.EmbedderModel`), loaded once; None for words-only search.
+
+        Only on the engine thread (the Embedder belongs to the thread that loaded it). `setting` is
+        the embedding_model setting (a library name or .gguf path); `wanted` the model a collection
+        was indexed with, which wins when the setting names another one.
+        """
+        from app.core.docs.indexer import EmbedderModel
+
+        name = setting.strip()
+        if wanted and (not name or Path(name).name.removesuffix(".gguf") != wanted):
+            name = wanted
+        if not name or name.lower() == "none":
+            return None
+        if self._embedding is not None and self._embedding[0] == name:
+            return self._embedding[1]
+        from app.core.embed import Embedder
+        from app.core.models import find_model
+
+        path = Path(find_model(name))
+        if self._embedding is not None:
+            self._embedding[1].embedder.unload()
+            self._embedding = None
+        embedder = Embedder()
+        embedder.load(path)
+        model = EmbedderModel(embedder, path.name.removesuffix(".gguf"))
+        self._embedding = (name, model)
+        return model
+
+    def _unload_embedding(self) -> None:
+        if self._embedding is not None:
+            self._embedding[1].embedder.unload()
+            self._embedding = None
 
     def runner(self) -> OwnerRunner:
         """The engine and its thread as the local server's runner (shared with the window)."""
@@ -114,7 +168,11 @@ class EngineHost(QObject):
         """Stop, unload and end both threads (window closing)."""
         self.engine.stop()
         run_job(self.engine.unload, where=self.engine_thread)
+        run_job(self._unload_embedding, where=self.engine_thread)
         self.engine_thread.shutdown()
+        if self._docs_index is not None:
+            self._docs_index.close()
+            self._docs_index = None
         if self._store is not None:
             run_job(self._store.close, where=self.store_thread)
         self.store_thread.shutdown()

@@ -1,4 +1,4 @@
-"""The main window: navigation (Chat, Models, Hardware, Server), status bar, menus, and `run_app()`."""
+"""The main window: navigation (Chat, Documents, Models, Hardware, Server), status bar, menus, and `run_app()`."""
 
 from __future__ import annotations
 
@@ -144,7 +144,18 @@ class MainWindow(QMainWindow):
                 view.model_changed.connect(lambda _m: page.show_engine_model())
             return view
 
-        factories: list[tuple[str, Callable[[], QWidget]]] = [("Chat", chat), ("Models", models)]
+        def documents() -> QWidget:
+            from app.ui.docs_view import DocsView
+
+            view = DocsView(self.state)
+            page = self.pages.get("Chat")  # built before this one
+            if page is not None:
+                # The chat's "Use documents" picker offers the collections made or removed here.
+                view.collections_changed.connect(page.refresh_collections)
+            return view
+
+        factories: list[tuple[str, Callable[[], QWidget]]] = [("Chat", chat), ("Documents", documents),
+                                                              ("Models", models)]
         factories.append(("Hardware", lambda: HardwareView(self.state)))
         factories.append(("Server", server))
         return factories
