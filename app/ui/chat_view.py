@@ -1018,7 +1018,9 @@ class ChatView(QWidget):
     def document_names(self) -> list[str]:
         """Every collection the next reply draws on: the chosen ones and the attachments."""
         names = self.documents_choice()
-        if self.conversation is not None and self.attachments:
+        # Files still being indexed count too: the reply's job runs after theirs on the engine thread.
+        if self.conversation is not None and (self.attachments or (
+                self.attach_progress.running and self._attaching == self.conversation.id)):
             names.append(docs_view.attachments_collection(self.conversation.id))
         return names
 

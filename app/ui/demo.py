@@ -156,3 +156,33 @@ def fill_server(view) -> None:
                                       tokens_per_s=speed if completion else None, status=status))
     view._names = [name]
     view._refresh_snippets()
+
+
+def fill_documents(view) -> None:
+    """The Documents page with two sample collections, the first one's files listed (no index, no model)."""
+    from pathlib import Path
+
+    from app.core.docs.store import Collection, Document
+
+    root = Path("~/Documents").expanduser()
+    handbook = root / "Team handbook"
+    files = (
+        ("Onboarding.pdf", "pdf", 24, 61, None),
+        ("Expenses policy.docx", "docx", None, 18, None),
+        ("Security checklist.md", "markdown", None, 9, None),
+        ("Office map.pdf", "pdf", None, 0,
+         "Office map.pdf has no text layer (it looks like a scan). Run it through OCR, then add it again."),
+        ("Release notes.html", "html", None, 27, None),
+    )
+    documents = [Document(id=i, path=str(handbook / name), sha256="", size=0, mtime=0.0, kind=kind, pages=pages,
+                          chars=0, tokens=0, chunks=chunks, problem=problem)
+                 for i, (name, kind, pages, chunks, problem) in enumerate(files, start=1)]
+    collections = [
+        Collection(id=1, name="Team handbook", embedder="Qwen3-Embedding-0.6B-Q8_0", dims=1024,
+                   documents=len(documents), chunks=sum(d.chunks for d in documents), sources=(str(handbook),)),
+        Collection(id=2, name="Research papers", embedder="Qwen3-Embedding-0.6B-Q8_0", dims=1024, documents=42,
+                   chunks=3_918, sources=(str(root / "Papers"),)),
+    ]
+    view.embed_note.show_text("")
+    view._fill((None, collections), "Team handbook")
+    view._show_documents(documents)

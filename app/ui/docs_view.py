@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -432,6 +433,7 @@ class DocsView(QWidget):
         state.settings_changed.connect(lambda keys: EMBEDDING_SETTING in keys and self._show_embed_note())
         self._show_embed_note()
         self._update_buttons()
+        self.setAcceptDrops(True)
         if not state.demo:
             self.refresh()
 
@@ -494,8 +496,9 @@ class DocsView(QWidget):
             self.detail.setText(f"{collection.documents} documents, {collection.chunks:,} passages, {embedder}. "
                                 f"From: {sources}")
             host = self.host
-            run_job(lambda: host.docs_index().documents(collection), result=self._show_documents,
-                    error=self._error)
+            if not self.state.demo:
+                run_job(lambda: host.docs_index().documents(collection), result=self._show_documents,
+                        error=self._error)
         self._update_buttons()
 
     def selected(self) -> Any:
@@ -635,6 +638,20 @@ class DocsView(QWidget):
         self.error.show_text(message)
         self._update_buttons()
         self.refresh()
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls() and not self.state.demo and not self.progress.running:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        """Files or folders dropped on the page go to the selected collection (or a new one, named first)."""
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile() and u.toLocalFile()]
+        if not paths:
+            return
+        event.acceptProposedAction()
+        name = self._target()
+        if name is not None:
+            self.add_paths_to(name, paths)
 
     # --------------------------------------------------------------- lifecycle
     def shutdown(self) -> None:

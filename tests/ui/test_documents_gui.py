@@ -278,3 +278,67 @@ def test_documents_page_says_when_no_embedding_model_is_set(qtbot, tmp_path: Pat
     qtbot.waitUntil(lambda: docs.list.count() == 1, timeout=10_000)
     assert "words only" in docs.list.item(0).text()
     close_window(window)
+
+
+def test_dropping_files_on_the_chat_attaches_them(qtbot, tmp_path: Path) -> None:
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    from app.core.docs.store import DocIndex
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\nHay is dried grass.\n", encoding="utf-8")
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (folder / "one.txt").write_text("Camelids chew cud.\n")
+    window = open_window(qtbot)
+    chat: ChatView = window.pages["Chat"]
+
+    # Onto the input box: attached, not pasted as a file:// line.
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(notes))])
+    assert chat.input.canInsertFromMimeData(mime)
+    chat.input.insertFromMimeData(mime)
+    assert chat.input.toPlainText() == ""
+    wait_indexed(qtbot, chat.attach_progress)
+    qtbot.waitUntil(lambda: chat.chip_names() == ["notes.md"], timeout=10_000)
+    conv_id = chat.conversation.id
+
+    # Onto the page: a folder.
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(folder))])
+    drop = QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    chat.dropEvent(drop)
+    report = wait_indexed(qtbot, chat.attach_progress)
+    assert [Path(p).name for p in report.added] == ["one.txt"]
+    qtbot.waitUntil(lambda: sorted(chat.chip_names()) == ["notes.md", "papers"], timeout=10_000)
+    assert chat.document_names() == [f"chat-{conv_id}"]
+
+    # Deleting the conversation forgets its attachments (the files stay).
+    chat.delete_current(confirm=False)
+
+    def gone() -> bool:
+        with DocIndex() as index:
+            return all(c.name != f"chat-{conv_id}" for c in index.collections(private=True))
+    qtbot.waitUntil(gone, timeout=10_000)
+    assert notes.exists() and chat.chip_names() == []
+    close_window(window)
+
+
+def test_screenshot_of_the_documents_page(tmp_path: Path, camelid_home: Path) -> None:
+    import subprocess
+    import sys
+
+    from PySide6.QtGui import QImage
+
+    from app.ui.screenshot import SIZE
+
+    out = tmp_path / "documents.png"
+    result = subprocess.run([sys.executable, "-m", "app", "gui", "--screenshot", str(out), "--page", "documents"],
+                            capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    image = QImage(str(out))
+    assert (image.width(), image.height()) == SIZE
+    # Demo state never opens the user's document index.
+    assert not (paths.data_dir() / "docs.sqlite3").exists()
