@@ -201,7 +201,7 @@ class SourcesRow(QWidget):
             self.links.setText(citation_links(self.passages, "passage", color))
 
     def changeEvent(self, event: QEvent) -> None:
-        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.StyleChange):
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.StyleChange) and hasattr(self, "toggle"):
             self._render()  # light ↔ dark
         super().changeEvent(event)
 
@@ -1034,7 +1034,8 @@ class ChatView(QWidget):
             self.collection_names = names
             self._show_docs_choice()
 
-        run_job(lambda: docs_view.collection_names(host), result=got, error=self.error.show_text)
+        # A document index that cannot be read says so on the Documents page; the chat goes on without it.
+        run_job(lambda: docs_view.collection_names(host), result=got, error=lambda _message: None)
 
     def _fill_docs_menu(self) -> None:
         self.docs_menu.clear()

@@ -206,8 +206,17 @@ def attachments_collection(conversation_id: int) -> str:
     return f"chat-{conversation_id}"
 
 
+def index_exists() -> bool:
+    """Whether the document index file exists: listings never create it (nor fail on read-only storage)."""
+    from app.core.docs.store import default_path
+
+    return default_path().exists()
+
+
 def list_attachments(host: Any, conversation_id: int) -> list[Attachment]:
     """The files and folders attached to a conversation (pool thread)."""
+    if not index_exists():
+        return []
     index = host.docs_index()
     try:
         collection = index.collection(attachments_collection(conversation_id))
@@ -231,6 +240,8 @@ def detach(host: Any, conversation_id: int, path: str) -> int:
 
 def forget_attachments(host: Any, conversation_id: int) -> None:
     """Drop a deleted conversation's attachments collection, if it had one."""
+    if not index_exists():
+        return
     index = host.docs_index()
     with contextlib.suppress(CamelidError):
         index.remove_collection(attachments_collection(conversation_id))
@@ -238,6 +249,8 @@ def forget_attachments(host: Any, conversation_id: int) -> None:
 
 def collection_names(host: Any) -> list[str]:
     """The named (not private) collections, for the Chat page's "Use documents" picker."""
+    if not index_exists():
+        return []
     return [c.name for c in host.docs_index().collections()]
 
 
@@ -449,6 +462,8 @@ class DocsView(QWidget):
         host = self.host
 
         def read() -> tuple[Any, list[Any]]:
+            if not index_exists():
+                return None, []
             index = host.docs_index()
             return index.notice, index.collections()
 
