@@ -88,10 +88,9 @@ def _embedder_flag(parser: argparse.ArgumentParser) -> None:
 
 
 # -- the embedding model --------------------------------------------------------------
-def load_embedding(choice: str | None, *, collection_embedder: str | None = None, quiet: bool = False) -> Any:
-    """The embedding model to use (an `indexer.EmbedderModel`), or None for words-only search."""
-    from app.core.docs.indexer import EmbedderModel
-    from app.core.embed import Embedder
+def embedding_path(choice: str | None, *, collection_embedder: str | None = None,
+                   quiet: bool = False) -> tuple[Path, str] | None:
+    """(file, identity) of the embedding model to use, or None for words-only search (said once)."""
     from app.core.settings import Settings
 
     name = choice if choice is not None else (collection_embedder or Settings()["embedding_model"] or None)
@@ -104,11 +103,26 @@ def load_embedding(choice: str | None, *, collection_embedder: str | None = None
     from app.cli.chat import looks_like_path, resolve_model
 
     path = resolve_model(name)
-    embedder = Embedder()
-    embedder.load(path)
     # The collection remembers the model by library name, or by full path for a file outside the library.
     ident = str(path.resolve()) if looks_like_path(name) or Path(name).expanduser().exists() else name
-    return EmbedderModel(embedder, ident)
+    return path, ident
+
+
+def open_embedding(found: tuple[Path, str] | None) -> Any:
+    """Load the embedding model (on this thread) as an `indexer.EmbedderModel`; None stays None."""
+    if found is None:
+        return None
+    from app.core.docs.indexer import EmbedderModel
+    from app.core.embed import Embedder
+
+    embedder = Embedder()
+    embedder.load(found[0])
+    return EmbedderModel(embedder, found[1])
+
+
+def load_embedding(choice: str | None, *, collection_embedder: str | None = None, quiet: bool = False) -> Any:
+    """The embedding model to use (an `indexer.EmbedderModel`), or None for words-only search."""
+    return open_embedding(embedding_path(choice, collection_embedder=collection_embedder, quiet=quiet))
 
 
 def _index() -> Any:
@@ -298,9 +312,30 @@ def run_ask(args: argparse.Namespace) -> int:
 
     with _index() as index:
         collection = index.collection(args.collection)
-        embedding = load_embedding(args.embedder, collection_embedder=collection.embedder, quiet=True)
+        found = embedding_path(args.embedder, collection_embedder=collection.embedder, quiet=True)
+        chat_path = resolve_model(args.model)
+        choices = LoadChoices.current()
         engine = Engine()
-        engine.load(resolve_model(args.model), choices=LoadChoices.current())
+        if found is not None:
+            # Both models must fit together: plan the chat model with the embedding model's memory taken.
+            from app.core.chat.engine import LoadParams
+            from app.core.errors import WontFitError
+            from app.core.fit import plan_beside, read_gguf
+
+            plan, embed_plan = plan_beside(read_gguf(chat_path), read_gguf(found[0]), None, choices,
+                                           improvements=False)
+            if not plan.fits:
+                from app.core.units import human_bytes
+
+                raise WontFitError(
+                    f"{chat_path.name} and the embedding model do not fit together here: they need about "
+                    f"{human_bytes(plan.total_bytes + embed_plan.total_bytes)}.",
+                    "Choose a smaller chat model, or a shorter context (`camelid plan MODEL --embedder E`).")
+            embedding = open_embedding(found)
+            engine.load(chat_path, LoadParams.from_plan(plan, n_threads=choices.threads or None), plan=plan)
+        else:
+            embedding = None
+            engine.load(chat_path, choices=choices)
         try:
             count = engine.count_text
             budget = engine.n_ctx - args.max_tokens - OVERHEAD_TOKENS - count(args.question)

@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "is then turned on")
     parser.add_argument("--ubatch", type=int, default=512, metavar="N", help="micro-batch size (default 512)")
     parser.add_argument("--revision", default="main", help="Hub revision (default main)")
+    parser.add_argument("--embedder", metavar="MODEL",
+                        help="plan it beside this embedding model (documents need both loaded): a .gguf path "
+                             "or REPO:QUANT; the embedding model's memory comes off what MODEL may use")
     add_hardware_flags(parser)
     parser.set_defaults(run=run)
 
@@ -84,14 +87,34 @@ def run(args: argparse.Namespace) -> int:
     choices = LoadChoices.current()
     flash = choices.flash_attention if args.flash_attn is None else bool(args.flash_attn)
     cache = args.cache_type or choices.kv_cache_type
+    embed_plan = None
+    if args.embedder:
+        from dataclasses import replace
+
+        from app.core.fit import plan_embedder
+        from app.core.machine import RamInfo
+
+        embed_meta = load_meta(args.embedder, revision=args.revision)
+        embed_plan = plan_embedder(embed_meta, hardware)
+        # The same rule as plan_beside: the embedding model's memory comes off the chat model's RAM.
+        hardware = replace(hardware, ram=RamInfo(
+            total_bytes=hardware.ram.total_bytes,
+            available_bytes=max(0, hardware.ram.available_bytes - embed_plan.total_bytes)))
     plan = plan_memory(meta, hardware, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers,
                        flash_attn=flash, cache_type_k=cache,
                        cache_type_v=cache, n_ubatch=args.ubatch, ctx_cap=args.ctx_cap,
                        cpu_repack=choices.cpu_repack)
     if args.json:
-        print_json(plan.to_dict())
+        print_json(plan.to_dict() | ({"embedding": embed_plan.to_dict()} if embed_plan is not None else {}))
     else:
         print(describe(plan, meta))
+        if embed_plan is not None:
+            from app.core.units import human_bytes
+
+            name = embed_plan.model.get("name") or Path(args.embedder).name
+            print(f"\nBeside it: the embedding model {name} on the CPU, {human_bytes(embed_plan.total_bytes)} "
+                  f"(weights {human_bytes(embed_plan.weights_bytes)}, context {embed_plan.n_ctx:,} tokens); "
+                  "the RAM budget above is what is left after it.")
     return 0
 
 

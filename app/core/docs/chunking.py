@@ -4,7 +4,7 @@ Tokens are the embedding model's (a passage must fit its context whole, or
 llama.cpp would cut it silently); without an embedding model an estimate
 stands in. A passage keeps where it came from: the page (and last page), the
 heading above it, and its character offsets in the document's full text, so
-a citation can point at the exact place.
+a citation can point at the exact place. A passage never spans two pages.
 
 Units are kept whole where they fit; a unit longer than a passage is split at
 sentence ends (Latin and CJK punctuation), and a sentence longer than that at
@@ -117,13 +117,17 @@ def chunk(pieces: Sequence[Piece], *, count: CountTokens = estimate_tokens, size
         group = [spans[i]]
         tokens = spans[i].tokens
         j = i + 1
-        while j < len(spans) and tokens + 1 + spans[j].tokens <= size:
+        # A passage stays on one page, so a citation's page number is exact.
+        while j < len(spans) and tokens + 1 + spans[j].tokens <= size and spans[j].page == spans[i].page:
             group.append(spans[j])
             tokens += 1 + spans[j].tokens
             j += 1
         chunks.append(_make(group, tokens))
         if j >= len(spans):
             break
+        if spans[j].page != spans[j - 1].page:
+            i = j  # a new page starts afresh: no overlap across pages
+            continue
         # The next passage starts with the last spans of this one that fit in `overlap` tokens.
         back, carried = j, 0
         while back - 1 > i and carried + spans[back - 1].tokens <= overlap:

@@ -66,6 +66,40 @@ def plan_with_choices(meta: ModelMeta, hardware: HardwareProfile | None, choices
                        cpu_repack=choices.cpu_repack, improvements=improvements, cpu_moe=choices.cpu_moe)
 
 
+#: The longest context an embedding model is planned and loaded with (app.core.embed.embedder.MAX_CTX).
+EMBED_MAX_CTX = 8192
+
+
+def plan_embedder(meta: ModelMeta, hardware: HardwareProfile | None) -> MemoryPlan:
+    """An embedding model as the Embedder loads it: on the CPU, its trained context up to 8192 tokens."""
+    n_ctx = max(64, min(meta.n_ctx_train or 512, EMBED_MAX_CTX))
+    return plan_memory(meta, hardware, n_ctx=n_ctx, n_gpu_layers=0, flash_attn=False, n_batch=n_ctx,
+                       n_ubatch=n_ctx, improvements=False)
+
+
+def plan_beside(meta: ModelMeta, embedder: ModelMeta, hardware: HardwareProfile | None,
+                choices: LoadChoices | None = None, *, improvements: bool = True) -> tuple[MemoryPlan, MemoryPlan]:
+    """The chat model planned with the embedding model loaded beside it (documents need both).
+
+    The embedding model's whole plan comes off the RAM the chat model may use, so a "fits" verdict
+    means both fit together. Returns (chat plan, embedding plan).
+    """
+    from dataclasses import replace
+
+    from app.core.machine import RamInfo
+
+    if hardware is None:
+        from app import paths
+        from app.core.machine import detect
+
+        hardware = detect(models_dir=paths.models_dir())
+    embed_plan = plan_embedder(embedder, hardware)
+    left = RamInfo(total_bytes=hardware.ram.total_bytes,
+                   available_bytes=max(0, hardware.ram.available_bytes - embed_plan.total_bytes))
+    chat_plan = plan_with_choices(meta, replace(hardware, ram=left), choices, improvements=improvements)
+    return chat_plan, embed_plan
+
+
 def load_notices(plan: MemoryPlan, choices: LoadChoices) -> list[str]:
     """What a person should be told when this plan is loaded (the rest of `plan.reasons` is detail)."""
     notices: list[str] = []

@@ -57,7 +57,7 @@ def test_pages_and_headings_follow_the_units() -> None:
     pieces = [Piece("Intro text here.", 1, "Intro", 0), Piece("More on page two.", 2, "Intro", 18),
               Piece("Methods begin.", 2, "Methods", 37)]
     chunks = chunk(pieces, count=_words, size=100)
-    assert len(chunks) == 1 and chunks[0].page == 1 and chunks[0].page_end == 2
+    assert len(chunks) == 2 and chunks[0].page == 1 and chunks[1].page == chunks[1].page_end == 2
     assert chunks[0].heading == "Intro"
 
 
@@ -66,3 +66,10 @@ def test_estimate_counts_cjk_characters() -> None:
     assert 2 <= estimate_tokens("hello world") <= 4
     with pytest.raises(ValueError):
         chunk([Piece("x", None, None, 0)], size=4)
+
+
+def test_a_passage_never_spans_two_pages() -> None:
+    pieces = [Piece(f"Short paragraph {i} on its page.", i // 2 + 1, None, i * 40) for i in range(8)]
+    chunks = chunk(pieces, count=_words, size=100, overlap=5)
+    assert [c.page for c in chunks] == [1, 2, 3, 4]
+    assert all(c.page == c.page_end for c in chunks)
