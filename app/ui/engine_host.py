@@ -130,25 +130,37 @@ class EngineHost(QObject):
         was indexed with, which wins when the setting names another one.
         """
         from app.core.docs.indexer import EmbedderModel
-
-        name = setting.strip()
-        if wanted and (not name or Path(name).name.removesuffix(".gguf") != wanted):
-            name = wanted
-        if not name or name.lower() == "none":
-            return None
-        if self._embedding is not None and self._embedding[0] == name:
-            return self._embedding[1]
-        from app.core.embed import Embedder
+        from app.core.errors import CamelidError
         from app.core.models import find_model
 
-        path = Path(find_model(name))
-        if self._embedding is not None:
-            self._embedding[1].embedder.unload()
-            self._embedding = None
+        setting = setting.strip()
+        if setting.lower() == "none":
+            setting = ""
+        if not setting and not wanted:
+            return None  # words only
+        cached = self._embedding
+        if cached is not None and ((wanted and cached[1].name == wanted) or (not wanted and cached[0] == setting)):
+            return cached[1]
+        path: Path | None = None
+        if setting:
+            try:
+                path = Path(find_model(setting))
+            except CamelidError:
+                if not wanted:
+                    raise
+        if wanted and (path is None or path.name.removesuffix(".gguf") != wanted):
+            path = Path(find_model(wanted))
+        assert path is not None
+        name = path.name.removesuffix(".gguf")
+        if cached is not None and cached[1].name == name:
+            return cached[1]
+        from app.core.embed import Embedder
+
+        self._unload_embedding()
         embedder = Embedder()
         embedder.load(path)
-        model = EmbedderModel(embedder, path.name.removesuffix(".gguf"))
-        self._embedding = (name, model)
+        model = EmbedderModel(embedder, name)
+        self._embedding = (setting, model)
         return model
 
     def _unload_embedding(self) -> None:
