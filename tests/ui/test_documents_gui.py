@@ -136,9 +136,9 @@ def test_attach_files_ask_and_open_a_citation(qtbot, tmp_path: Path, installed_m
         assert "Sources" in [w.text() for w in row.findChildren(type(row.mode))]
     else:
         # Passages given, folded until asked for.
-        assert row.toggle is not None and not row.links.isVisible()
+        assert row.toggle is not None and row.links.isHidden()
         row.toggle.click()
-        assert row.links.isVisible() and "llamas.md" in row.links.text()
+        assert not row.links.isHidden() and "llamas.md" in row.links.text()
 
     # A stored reply with citations (the tiny model rarely cites): its links open the side panel.
     passage = stats["passages"][0]
