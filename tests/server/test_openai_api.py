@@ -120,6 +120,15 @@ def test_json_schema_response_parses(client: openai.OpenAI) -> None:
     assert isinstance(data["name"], str) and isinstance(data["age"], int) and isinstance(data["tags"], list)
 
 
+def test_schema_strings_cannot_hold_raw_control_characters() -> None:
+    """JSON forbids a raw newline inside a string; llama-cpp-python's converter allows it, Camelid's grammar not."""
+    from app.core.server.generation import schema_grammar
+
+    rule = next(line for line in schema_grammar({"type": "object", "properties": {"a": {"type": "string"}}})
+                .splitlines() if line.startswith("char ::="))
+    assert "\\x00-\\x1F" in rule
+
+
 def test_json_object_response_parses(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(model=CHAT_MODEL, max_tokens=120, response_format={"type": "json_object"},
                                            messages=[{"role": "user", "content": "A JSON object about cats."}])

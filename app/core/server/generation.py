@@ -64,10 +64,13 @@ def schema_grammar(schema: Any) -> str:
     if len(text) > 256 * 1024:
         raise UsageError("The JSON schema is over 256 KB.", "Send a smaller schema.")
     try:
-        return json_schema_to_gbnf(text)
+        gbnf = json_schema_to_gbnf(text)
     except (ValueError, KeyError, TypeError, RecursionError, NotImplementedError) as exc:
         raise UsageError(f"Camelid cannot turn this JSON schema into a grammar ({exc}).",
                          "Simplify the schema (plain objects, arrays, enums and types work).") from exc
+    # llama-cpp-python's converter lets raw control characters (a newline) into strings, which JSON
+    # forbids (RFC 8259 section 7) and json.loads refuses; its own JSON grammar excludes them.
+    return gbnf.replace('char ::= [^"\\\\]', 'char ::= [^"\\\\\\x7F\\x00-\\x1F]', 1)
 
 
 def json_object_grammar() -> str:

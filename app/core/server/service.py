@@ -120,10 +120,11 @@ class ModelService:
     def __init__(self, runner: EngineRunner, *, choices: Callable[[], LoadChoices] | None = None,
                  models: Callable[[], list[LibraryModel]] | None = None,
                  queue_limit: int = DEFAULT_QUEUE_LIMIT, idle_unload_s: float = DEFAULT_IDLE_UNLOAD_S,
-                 log_size: int = 500) -> None:
+                 log_size: int = 500, embedder: Embedder | None = None) -> None:
         self.runner = runner
         self.engine = runner.engine
-        self.embedder = Embedder()
+        #: The embedding model, shared with document search when the owner passes its own.
+        self.embedder = embedder or Embedder()
         self._choices = choices or LoadChoices.current
         self._scan = models or scan_models
         self.queue_limit = queue_limit
@@ -310,8 +311,14 @@ class ModelService:
         if not name:
             if self.embedder.loaded:
                 return self.embedder
-            raise ModelNotFoundError("The request names no embedding model.",
-                                     "Name one from `camelid models`, such as all-MiniLM-L6-v2.")
+            name = _embedding_setting()
+            if not name:
+                raise ModelNotFoundError("The request names no embedding model, and none is set.",
+                                         "Name one from `camelid models`, or set `camelid settings "
+                                         "embedding_model NAME`.")
+        if self.embedder.model_path is not None and name in (str(self.embedder.model_path),
+                                                             self.embedder.model_path.stem):
+            return self.embedder
         model = self.resolve(name)
         if self.embedder.model_path != model.path:
             self.embedder.load(model.path)
@@ -344,8 +351,8 @@ class ModelService:
             self.engine.unload()
             self._emit("model", None)
         self._chat = None
-        if self.embedder.loaded:
-            self.embedder.unload()
+        if self._embed is not None and self.embedder.model_path == self._embed.path:
+            self.embedder.unload()  # only the one the server loaded; document search may share it
         self._embed = None
 
     def close(self) -> None:
@@ -354,3 +361,12 @@ class ModelService:
             self._closed = True
             self._cancel_timer()
         self.runner.call(self.unload_idle)
+
+
+def _embedding_setting() -> str | None:
+    try:
+        from app.core.settings import Settings
+
+        return str(Settings()["embedding_model"] or "") or None
+    except Exception:  # unreadable settings: as if none were set
+        return None
