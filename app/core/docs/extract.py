@@ -407,6 +407,10 @@ def _text_units(text: str, out: _Out, line_mode: bool) -> None:
         out.add_prose(_prose("\n".join(lines)), heading)
 
 
+#: Inline HTML in Markdown (READMEs' badges and sponsor logos): tags and comments, not text.
+_INLINE_HTML = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>\n]{0,1000}>", re.DOTALL)
+
+
 def _markdown_units(text: str, out: _Out) -> None:
     lines = _newlines(text).split("\n")
     heading: str | None = None
@@ -414,7 +418,9 @@ def _markdown_units(text: str, out: _Out) -> None:
 
     def flush() -> None:
         if para:
-            out.add_prose(_prose("\n".join(para)), heading)
+            prose = _prose(_INLINE_HTML.sub(" ", "\n".join(para)))
+            if prose:
+                out.add_prose(prose, heading)
             para.clear()
 
     i = 0
