@@ -71,7 +71,9 @@ STREAM_REPAINT_MS = 50
 #: Where a conversation keeps the collections it draws on (Conversation.settings).
 DOCS_KEY = "documents"
 #: Attachment chips shown before "+N more".
-MAX_CHIPS = 6
+MAX_CHIPS = 5
+#: The widest a chip's name is drawn before it ends in "…" (the full path is its tooltip).
+CHIP_NAME_PX = 170
 #: What a reply's stored docs_mode says in the notices and under the reply.
 MODE_WORDS = {"whole": "Read the documents whole", "retrieval": "Searched the documents",
               "empty": "Nothing in the documents matched the question"}
@@ -297,6 +299,8 @@ class AttachmentChip(QFrame):
         layout.setSpacing(2)
         mark = "⚠ " if attachment.problems and attachment.documents <= len(attachment.problems) else ""
         self.label = QLabel(f"{mark}{attachment.name}")
+        self.label.setText(self.label.fontMetrics().elidedText(self.label.text(), Qt.TextElideMode.ElideMiddle,
+                                                               CHIP_NAME_PX))
         tip = [attachment.path, f"{attachment.documents} file{'s' if attachment.documents != 1 else ''}, "
                                 f"{attachment.passages:,} passages"]
         tip += [docs_view.sentence(p) for p in attachment.problems]
@@ -490,8 +494,11 @@ class ChatView(QWidget):
         self.chips.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         docs_row.addWidget(self.attach_button)
         docs_row.addWidget(self.docs_button)
-        docs_row.addWidget(self.chips, 1)
+        docs_row.addStretch(1)
         layout.addLayout(docs_row)
+        # On a row of their own, so a narrow chat (the source panel open) still shows whole names.
+        self.chips.hide()
+        layout.addWidget(self.chips)
         self.attach_progress = IndexProgress()
         self.attach_progress.done.connect(self._attached)
         self.attach_progress.failed.connect(self._attach_failed)
@@ -1159,6 +1166,7 @@ class ChatView(QWidget):
             more.setToolTip("\n".join(a.path for a in found[MAX_CHIPS:]))
             self.chips_layout.addWidget(more)
         self.chips_layout.addStretch(1)
+        self.chips.setVisible(bool(found))
 
     def chip_names(self) -> list[str]:
         """The attachment chips' texts, in order (tests)."""

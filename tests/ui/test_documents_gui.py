@@ -140,6 +140,23 @@ def test_attach_files_ask_and_open_a_citation(qtbot, tmp_path: Path, installed_m
         row.toggle.click()
         assert not row.links.isHidden() and "llamas.md" in row.links.text()
 
+    # More than fits beside the question in a 2,048-token context: the best passages are searched for.
+    farm = tmp_path / "farm.md"
+    farm.write_text("\n\n".join(f"## Field {i}\n\n" + f"Field {i} grows barley, clover and rye for the herd. " * 12
+                                 for i in range(40)), encoding="utf-8")
+    chat.attach_paths([str(farm)])
+    wait_indexed(qtbot, chat.attach_progress)
+    qtbot.waitUntil(lambda: any("farm.md" in name for name in chat.chip_names()), timeout=10_000)
+    chat.input.setPlainText("What grows in field 7?")
+    qtbot.keyClick(chat.input, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: chat.reply_job is not None, timeout=5000)
+    qtbot.waitUntil(lambda: chat.reply_job is None, timeout=180_000)
+    with ChatStore() as store:
+        searched = store.conversation(conv_id).messages[-1].stats
+    assert searched["docs_mode"] == "retrieval" and 1 <= len(searched["passages"]) <= 8
+    assert "Searched the documents: the" in chat.notice.text() and "tokens" in chat.notice.text()
+    assert chat.bubbles[-1].sources_row is not None
+
     # A stored reply with citations (the tiny model rarely cites): its links open the side panel.
     passage = stats["passages"][0]
     cited = {**passage, "n": 1}
@@ -149,7 +166,7 @@ def test_attach_files_ask_and_open_a_citation(qtbot, tmp_path: Path, installed_m
                           stats={"docs_mode": "whole", "passages": [cited], "citations": [cited],
                                  "completion_tokens": 12})
     chat.open_conversation(conv_id)
-    qtbot.waitUntil(lambda: len(chat.bubbles) == 4, timeout=10_000)
+    qtbot.waitUntil(lambda: len(chat.bubbles) == 6, timeout=10_000)
     row = chat.bubbles[-1].sources_row
     assert row is not None and row.toggle is None
     assert "[1] llamas.md" in row.links.text()
