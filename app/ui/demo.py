@@ -184,5 +184,6 @@ def fill_documents(view) -> None:
                    chunks=3_918, sources=(str(root / "Papers"),)),
     ]
     view.embed_note.show_text("")
+    view.embed_edit.setText("Qwen3-Embedding-0.6B-Q8_0")
     view._fill((None, collections), "Team handbook")
     view._show_documents(documents)

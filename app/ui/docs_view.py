@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QListWidget,
     QListWidgetItem,
     QMessageBox,
@@ -48,10 +49,10 @@ from app.ui.workers import Job, run_job
 
 #: The setting that names the embedding model (app/core/settings.py).
 EMBEDDING_SETTING = "embedding_model"
-NO_EMBEDDER_NOTE = (f"No embedding model is set, so documents are searched by words only. To search by meaning "
-                    f"too, download an embedding model (for example all-MiniLM-L6-v2 or Qwen3-Embedding-0.6B) "
-                    f"and put its library name or .gguf path in the “{EMBEDDING_SETTING}” setting "
-                    "(File › Settings), then press Update.")
+NO_EMBEDDER_NOTE = (f"No embedding model is set (the “{EMBEDDING_SETTING}” setting), so documents are searched "
+                    "by words only. To search by meaning too, download an embedding model (for example "
+                    "all-MiniLM-L6-v2 or Qwen3-Embedding-0.6B), name it or its .gguf file below and press "
+                    "Save; collections indexed before keep words-only passages until added again.")
 DEFAULT_COLLECTION = "default"
 DOC_COLUMNS = ("File", "Pages", "Passages", "State")
 #: The file dialog's filter: the suffixes the extractor reads (app/core/docs/extract.py).
@@ -82,6 +83,11 @@ def file_filter() -> str:
     return f"Documents ({patterns});;{_ANY}"
 
 
+def count(n: int, word: str) -> str:
+    """"1 passage", "1,024 passages"."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def duration(seconds: float | None) -> str:
     """"about 12 s", "about 3 min"; "" when unknown."""
     if seconds is None:
@@ -93,7 +99,7 @@ def duration(seconds: float | None) -> str:
 
 def progress_text(p: Any) -> str:
     """"3/12 files · 140 passages · about 20 s left · report.pdf"."""
-    parts = [f"{p.files_done}/{p.files_total} files", f"{p.chunks:,} passages"]
+    parts = [f"{p.files_done}/{p.files_total} files", count(p.chunks, "passage")]
     eta = duration(p.eta_s)
     if eta and p.files_done < p.files_total:
         parts.append(f"{eta} left")
@@ -113,7 +119,7 @@ def report_text(report: Any) -> str:
         parts.append(f"{len(report.removed)} removed")
     if report.failed:
         parts.append(f"{len(report.failed)} could not be read")
-    text = f"{', '.join(parts)}; {report.chunks:,} new passages in {report.seconds:.1f} s."
+    text = f"{', '.join(parts)}; {count(report.chunks, 'new passage')} in {report.seconds:.1f} s."
     if report.cancelled:
         text = "Cancelled: what was indexed before stays. " + text
     if report.lexical_only:
@@ -375,6 +381,22 @@ class DocsView(QWidget):
                                 "machine."))
         self.embed_note = Notice("warning")
         layout.addWidget(self.embed_note)
+        embed_row = QHBoxLayout()
+        embed_row.setSpacing(6)
+        embed_row.addWidget(QLabel("Embedding model"))
+        self.embed_edit = QLineEdit(self._setting())
+        self.embed_edit.setPlaceholderText("a library name or .gguf path; empty: search by words only")
+        self.embed_edit.setToolTip(f"The “{EMBEDDING_SETTING}” setting: the model that turns passages into "
+                                   "vectors for search by meaning (also used by the local server's embeddings).")
+        self.embed_edit.returnPressed.connect(self.save_embedding)
+        self.embed_browse = QPushButton("Choose file…")
+        self.embed_browse.clicked.connect(lambda _c=False: self.choose_embedding())
+        self.embed_save = QPushButton("Save")
+        self.embed_save.clicked.connect(lambda _c=False: self.save_embedding())
+        embed_row.addWidget(self.embed_edit, 1)
+        embed_row.addWidget(self.embed_browse)
+        embed_row.addWidget(self.embed_save)
+        layout.addLayout(embed_row)
         self.error = Notice("error")
         layout.addWidget(self.error)
 
@@ -411,11 +433,10 @@ class DocsView(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
-        self.table.setColumnWidth(0, 260)
         right.body.addWidget(self.table, 1)
         buttons = QHBoxLayout()
         self.add_files_button = QPushButton("Add files…")
@@ -432,7 +453,7 @@ class DocsView(QWidget):
         buttons.addWidget(self.update_button)
         right.body.addLayout(buttons)
         splitter.addWidget(right)
-        splitter.setSizes([300, 800])
+        splitter.setSizes([260, 800])
         splitter.setStretchFactor(1, 1)
         layout.addWidget(splitter, 1)
 
@@ -456,6 +477,38 @@ class DocsView(QWidget):
 
     def _show_embed_note(self) -> None:
         self.embed_note.show_text("" if self._setting().strip() else NO_EMBEDDER_NOTE)
+        if not self.embed_edit.hasFocus():
+            self.embed_edit.setText(self._setting())
+
+    def choose_embedding(self) -> None:
+        from app import paths
+
+        chosen, _filter = QFileDialog.getOpenFileName(self, "Choose an embedding model", str(paths.models_dir()),
+                                                      "GGUF models (*.gguf);;All files (*)")
+        if chosen:
+            self.embed_edit.setText(chosen)
+            self.save_embedding()
+
+    def save_embedding(self, value: str | None = None) -> bool:
+        """Save the embedding_model setting (used from the next indexing or question on)."""
+        from app.core.settings import SettingsError
+
+        value = (self.embed_edit.text() if value is None else value).strip()
+        self.embed_edit.setText(value)
+        if value == self._setting() or self.state.demo:
+            return True
+        settings = self.state.settings
+        settings.set(EMBEDDING_SETTING, value)
+        try:
+            settings.save()
+        except SettingsError as exc:
+            self._error(str(exc))
+            return False
+        self.error.show_text("")
+        self.state.settings_changed.emit([EMBEDDING_SETTING])
+        self.state.status_message.emit(f"Embedding model: {value}." if value else
+                                       "No embedding model: documents are searched by words only.")
+        return True
 
     def refresh(self, select: str | None = None) -> Job:
         """Re-read the collections (pool thread), then the selected one's documents."""
@@ -479,7 +532,7 @@ class DocsView(QWidget):
         self.list.clear()
         chosen = None
         for c in collections:
-            item = QListWidgetItem(f"{c.name}\n{c.documents} documents · {c.chunks:,} passages\n"
+            item = QListWidgetItem(f"{c.name}\n{count(c.documents, 'document')} · {count(c.chunks, 'passage')}\n"
                                    f"{c.embedder or 'words only'}")
             item.setData(Qt.ItemDataRole.UserRole, c.name)
             item.setToolTip("\n".join([c.name, *c.sources]))
@@ -508,7 +561,8 @@ class DocsView(QWidget):
             embedder = f"searched with {collection.embedder}" if collection.embedder else \
                 "searched by words only (no embedding model)"
             sources = ", ".join(collection.sources) or "no files or folders"
-            self.detail.setText(f"{collection.documents} documents, {collection.chunks:,} passages, {embedder}. "
+            self.detail.setText(f"{count(collection.documents, 'document')}, {count(collection.chunks, 'passage')}, "
+                                f"{embedder}. "
                                 f"From: {sources}")
             host = self.host
             if not self.state.demo:

@@ -283,7 +283,7 @@ def test_cancel_stops_a_long_index(qtbot, tmp_path: Path, embedder_setting: Path
     close_window(window)
 
 
-def test_documents_page_says_when_no_embedding_model_is_set(qtbot, tmp_path: Path) -> None:
+def test_documents_page_says_when_no_embedding_model_is_set(qtbot, tmp_path: Path, embedding_model: Path) -> None:
     (tmp_path / "a.md").write_text("# A\n\nWords only.\n")
     window = open_window(qtbot)
     docs: DocsView = window.pages["Documents"]
@@ -294,6 +294,15 @@ def test_documents_page_says_when_no_embedding_model_is_set(qtbot, tmp_path: Pat
     assert report.lexical_only and "word search only" in docs.progress.label.text()
     qtbot.waitUntil(lambda: docs.list.count() == 1, timeout=10_000)
     assert "words only" in docs.list.item(0).text()
+
+    # Setting the model on the page saves the setting; the next collection is searched by meaning too.
+    docs.embed_edit.setText(str(embedding_model))
+    docs.embed_save.click()
+    assert Settings()[EMBEDDING_SETTING] == str(embedding_model)
+    assert not docs.embed_note.isVisible()
+    docs.add_paths_to("meaning", [str(tmp_path / "a.md")])
+    report = wait_indexed(qtbot, docs.progress)
+    assert not report.lexical_only and report.embedder == embedding_model.name.removesuffix(".gguf")
     close_window(window)
 
 
