@@ -53,8 +53,12 @@ class EngineHost(QObject):
         self.report: LoadReport | None = None
         #: The document index (app/core/docs/store.py), opened on first use from a worker (see docs_index).
         self._docs_index: Any = None
-        #: (name, EmbedderModel) of the embedding model loaded on the engine thread (see embedding).
-        self._embedding: tuple[str, Any] | None = None
+        #: (setting, EmbedderModel, path) of the embedding model loaded on the engine thread (see embedding).
+        self._embedding: tuple[str, Any, Path] | None = None
+        from app.core.embed import Embedder
+
+        #: One embedding model for the window: document search and the local server's /v1/embeddings.
+        self.embedder = Embedder()
 
     # --- store ------------------------------------------------------------------
     def store(self) -> ChatStore:
@@ -139,7 +143,10 @@ class EngineHost(QObject):
         if not setting and not wanted:
             return None  # words only
         cached = self._embedding
-        if cached is not None and ((wanted and cached[1].name == wanted) or (not wanted and cached[0] == setting)):
+        if cached is not None and self.embedder.model_path is None:
+            cached = self._embedding = None  # the server unloaded or replaced it
+        if cached is not None and ((wanted and cached[1].name == wanted) or (not wanted and cached[0] == setting)) \
+                and self.embedder.model_path == cached[2]:
             return cached[1]
         path: Path | None = None
         if setting:
@@ -152,15 +159,12 @@ class EngineHost(QObject):
             path = Path(find_model(wanted))
         assert path is not None
         name = path.name.removesuffix(".gguf")
-        if cached is not None and cached[1].name == name:
+        if cached is not None and cached[1].name == name and self.embedder.model_path == path:
             return cached[1]
-        from app.core.embed import Embedder
-
-        self._unload_embedding()
-        embedder = Embedder()
-        embedder.load(path)
-        model = EmbedderModel(embedder, name)
-        self._embedding = (setting, model)
+        if self.embedder.model_path != path:
+            self.embedder.load(path)  # replaces the one loaded before, if any
+        model = EmbedderModel(self.embedder, name)
+        self._embedding = (setting, model, path)
         return model
 
     def _unload_embedding(self) -> None:

@@ -416,12 +416,14 @@ class ServerView(QWidget):
         port = self.port_box.value()
         cors = tuple(o for o in re.split(r"[\s,]+", self.cors_edit.text().strip()) if o)
         key = self._api_key if lan else None
-        runner = self.state.engine_host().runner()
+        host = self.state.engine_host()
+        runner = host.runner()
+        embedder = host.embedder  # shared with document search: one embedding model in memory
         choices = lambda: self._choices  # noqa: E731  (read on the engine thread at each load)
         bridge = self._bridge
 
         def run() -> Started:
-            service = ModelService(runner, choices=choices, models=self._models)
+            service = ModelService(runner, choices=choices, models=self._models, embedder=embedder)
             service.add_listener(bridge.forward)
             try:
                 chosen = key or (new_api_key() if lan else None)
