@@ -181,7 +181,12 @@ class MemoryPlan:
 
     @property
     def gpu_total(self) -> int:
-        return sum(d.total for d in self.devices if d.kind in ("gpu", "unified"))
+        return sum(d.total for d in self.devices if d.kind in ("gpu", "unified", "rpc"))
+
+    @property
+    def remote_total(self) -> int:
+        """Bytes on other machines' devices (llama.cpp RPC workers)."""
+        return sum(d.total for d in self.devices if d.kind == "rpc")
 
     @property
     def ram_total(self) -> int:
@@ -314,6 +319,8 @@ def _sum_weights(meta: ModelMeta) -> tuple[int, list[int], int, int]:
 def _backend_for(hardware: HardwareProfile, budget: DeviceBudget) -> str:
     if budget.kind == "unified":
         return "Metal"
+    if budget.kind == "rpc":
+        return "RPC"
     vendor = next((g.vendor for g in hardware.gpus if g.index == budget.index), None)
     for backend in hardware.backend.gpu_backends:
         if vendor in BACKEND_VENDORS.get(backend, frozenset()):
@@ -424,8 +431,8 @@ def _fits(devices: list[DevicePlan], unified: bool) -> bool:
     ram = devices[-1]
     if any(d.total > d.budget for d in gpu):
         return False
-    if unified:
-        return sum(d.total for d in devices) <= ram.budget
+    if unified:  # this machine's GPU and CPU share one pool; other machines' devices are their own
+        return sum(d.total for d in devices if d.kind != "rpc") <= ram.budget
     return ram.total <= ram.budget
 
 
@@ -632,7 +639,8 @@ def plan_memory(meta: ModelMeta, hardware: HardwareProfile | None = None, *, n_c
         verdict = "cpu"
     if budgets.unified and machine.gpus:
         # Show the RAM side's budget as what the shared pool leaves after the GPU's share.
-        devices[-1].budget = max(0, budgets.ram.budget_bytes - sum(d.total for d in devices[:-1]))
+        devices[-1].budget = max(0, budgets.ram.budget_bytes - sum(d.total for d in devices[:-1]
+                                                                   if d.kind != "rpc"))
     plan = MemoryPlan(
         model=_model_summary(meta), n_ctx=s.n_ctx, n_layers=meta.n_layer, n_gpu_layers=k_final,
         verdict=verdict, devices=devices, flash_attn=fa, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
@@ -669,6 +677,7 @@ def _model_summary(meta: ModelMeta) -> dict[str, Any]:
     return {"name": meta.name, "architecture": meta.architecture, "quant": meta.quant,
             "file_size": meta.file_size, "tensor_bytes": meta.tensor_bytes, "n_params": meta.n_params,
             "n_ctx_train": meta.n_ctx_train, "n_layers": meta.n_layer, "n_head": meta.n_head,
+            "n_embd": meta.n_embd, "n_vocab": meta.n_vocab,
             "n_head_kv": meta.n_head_kv, "n_expert": meta.n_expert, "sliding_window": meta.sliding_window,
             "tied_embeddings": meta.tied_embeddings, "shards": len(meta.shards) or 1,
             "bytes_fetched": meta.bytes_fetched}
@@ -697,9 +706,11 @@ def _reasons(plan: MemoryPlan, meta: ModelMeta, hardware: HardwareProfile, machi
     ram = plan.devices[-1]
     gpus = plan.devices[:-1]
     total_layers = meta.n_layer + 1
+    remote = [d for d in gpus if d.kind == "rpc"]
     if plan.verdict == "full_gpu":
         spare = min(d.headroom for d in gpus)
-        where = gpus[0].name if len(gpus) == 1 else f"{len(gpus)} GPUs"
+        where = gpus[0].name if len(gpus) == 1 else f"{len(gpus)} GPUs" if not remote else \
+            f"{len(gpus)} devices ({len(remote)} on other machines)"
         out.append(f"All {total_layers} layers ({meta.n_layer} blocks + output) fit on {where} "
                    f"with {gib(spare)} to spare.")
     elif plan.verdict == "partial" and plan.cpu_moe:
@@ -728,6 +739,11 @@ def _reasons(plan: MemoryPlan, meta: ModelMeta, hardware: HardwareProfile, machi
         if need > have:
             out.append(f"Needs {gib(need)} of RAM even at {plan.n_ctx} tokens of context, but only {gib(have)} "
                        "is free for models (after what the system keeps).")
+    for d in remote:
+        if d.layers or d.output:
+            held = f"{d.layers} layers" + (" and the output layer" if d.output else "")
+            out.append(f"{d.name} holds {held}: {gib(d.weights)} of weights and {gib(d.kv_cache)} of KV cache "
+                       f"({gib(d.total)} of its {gib(d.budget)} budget).")
     if plan.unified:
         out.append("Apple unified memory: the GPU's share and the CPU's share come out of one pool, "
                    "counted once.")

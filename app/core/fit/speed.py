@@ -157,6 +157,38 @@ class SpeedEstimate:
                                for b in self.bandwidths]}
 
 
+#: Round trips per token to each RPC device that holds layers: the activations in (set_tensor), the
+#: graph run (graph_compute, which waits for the result), the activations out (get_tensor).
+#: bench/bench_cluster.py measures this on loopback.
+RPC_TRIPS_PER_DEVICE = 3
+#: The link to other machines when nothing better is known: gigabit Ethernet (125 MB/s).
+DEFAULT_LINK_BYTES_PER_S = 125e6
+
+
+def rpc_seconds_per_token(devices: Sequence[tuple[float, bool]], *, n_embd: int, n_vocab: int,
+                          link_bytes_per_s: float = DEFAULT_LINK_BYTES_PER_S) -> float:
+    """Network time one generated token costs: for each remote device used, (round-trip latency in
+    seconds, whether it holds the output layer). Each device's blocks get the token's activations
+    (n_embd float32) and return them; the one with the output layer returns the logits (n_vocab float32)."""
+    seconds = 0.0
+    for latency, output in devices:
+        payload = 2 * n_embd * 4 + (n_vocab * 4 if output else 0)
+        seconds += RPC_TRIPS_PER_DEVICE * max(latency, 0.0) + payload / link_bytes_per_s
+    return seconds
+
+
+def plan_network_seconds(plan: Any, hardware: HardwareProfile) -> float:
+    """Network seconds per token for a plan's remote devices (latencies from the workers' probes)."""
+    remote = [d for d in plan.devices if d.kind == "rpc" and (d.layers or d.output)]
+    if not remote:
+        return 0.0
+    latencies = {r.label: r.latency_s for r in hardware.remote}
+    devices = [(latencies.get(d.name) or 0.001, bool(d.output)) for d in remote]
+    n_embd = int(plan.model.get("n_embd") or 4096)
+    n_vocab = int(plan.model.get("n_vocab") or 32000)
+    return rpc_seconds_per_token(devices, n_embd=n_embd, n_vocab=n_vocab)
+
+
 def estimate_speed(
     cost: TokenCost,
     *,
@@ -165,6 +197,7 @@ def estimate_speed(
     cpu: Bandwidth,
     kv_read_bytes: int = 0,
     cpu_expert_layers: int = 0,
+    network_s: float = 0.0,
 ) -> SpeedEstimate:
     """Tokens/s for a placement: `n_gpu_layers` as llama.cpp counts them.
 
@@ -190,7 +223,8 @@ def estimate_speed(
         gpu_kv = kv_read_bytes * gpu_blocks // n_blocks
         gpu_bytes += gpu_kv
         cpu_bytes += kv_read_bytes - gpu_kv
-    seconds = cpu_bytes / cpu.effective_bytes_per_s
+    # Other machines' devices add their network round trips to every token (rpc_seconds_per_token).
+    seconds = cpu_bytes / cpu.effective_bytes_per_s + max(network_s, 0.0)
     total_share = sum(share for _, share in gpus) or 1.0
     for bandwidth, share in gpus:
         seconds += gpu_bytes * (share / total_share) / bandwidth.effective_bytes_per_s

@@ -18,6 +18,7 @@ from app.core.machine.hardware import (
     HardwareProfile,
     MiB,
     RamInfo,
+    RemoteDevice,
 )
 from app.core.machine.probes import probe_backend, probe_cpu
 from app.core.machine.simulate import find_gpu, known_hardware, preset_profile, simulate
@@ -35,6 +36,7 @@ __all__ = [
     "HardwareProfile",
     "MiB",
     "RamInfo",
+    "RemoteDevice",
     "backends",
     "detect",
     "find_gpu",

@@ -132,7 +132,7 @@ class DeviceBudget:
     """Bytes the planner may place on one device."""
 
     name: str
-    kind: str  # gpu | unified | ram
+    kind: str  # gpu | unified | rpc (another machine's device) | ram
     total_bytes: int
     free_bytes: int
     reserve_bytes: int
@@ -156,6 +156,31 @@ class Budgets:
 
 
 @dataclass
+class RemoteDevice:
+    """A device another machine offers through llama.cpp's RPC backend (`camelid worker` there)."""
+
+    endpoint: str  # host:port
+    index: int = 0
+    name: str | None = None
+    kind: str = "cpu"  # cpu | gpu: what the worker runs on
+    total_bytes: int = 0
+    free_bytes: int = 0
+    #: Where free_bytes came from: "status" (the worker measured it) or "rpc" (the protocol's own
+    #: number, which for a CPU worker is its whole RAM, not what is free).
+    source: str = "rpc"
+    #: One protocol round trip to the worker, measured by the probe (seconds).
+    latency_s: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name or ('GPU' if self.kind == 'gpu' else 'CPU')} on {self.endpoint}"
+
+
+#: A CPU worker whose free memory is not known (no status from it): the share of its RAM planned on.
+UNKNOWN_FREE_SHARE = 0.5
+
+
+@dataclass
 class HardwareProfile:
     os: str
     arch: str
@@ -171,6 +196,8 @@ class HardwareProfile:
     #: None for this machine; else the preset or file it was simulated from.
     simulated: str | None = None
     detect_seconds: float | None = None
+    #: Devices of other machines (llama.cpp RPC workers), in the order they are registered.
+    remote: list[RemoteDevice] = field(default_factory=list)
 
     # ------------------------------------------------------------------
     def usable_gpus(self) -> list[GpuInfo]:
@@ -182,8 +209,29 @@ class HardwareProfile:
             return []
         return [g for g in self.gpus if g.vendor in vendors]
 
+    def remote_budgets(self) -> list[DeviceBudget]:
+        """The workers' devices, first in llama.cpp's device order (RPC devices come before local GPUs)."""
+        out = []
+        for i, dev in enumerate(self.remote):
+            if dev.kind == "gpu":
+                free, reserve = dev.free_bytes, GPU_RESERVE_BYTES
+            else:
+                # A CPU worker's RPC answer is its whole RAM; only its own status says what is free.
+                free = dev.free_bytes if dev.source == "status" else int(dev.total_bytes * UNKNOWN_FREE_SHARE)
+                reserve = ram_reserve_bytes(dev.total_bytes)
+            out.append(DeviceBudget(name=dev.label, kind="rpc", total_bytes=dev.total_bytes, free_bytes=free,
+                                    reserve_bytes=reserve, budget_bytes=max(0, free - reserve), index=i))
+        return out
+
     def budgets(self) -> Budgets:
         """Per-device byte budgets, reserves taken off (see module constants)."""
+        budgets = self._local_budgets()
+        remote = self.remote_budgets()
+        if remote:
+            budgets = Budgets(gpus=[*remote, *budgets.gpus], ram=budgets.ram, unified=budgets.unified)
+        return budgets
+
+    def _local_budgets(self) -> Budgets:
         ram_reserve = ram_reserve_bytes(self.ram.total_bytes)
         ram = DeviceBudget(
             name="RAM",
@@ -259,6 +307,7 @@ class HardwareProfile:
             "disk": {"free_bytes": self.disk_free_bytes, "path": self.disk_path},
             "notes": list(self.notes),
             "simulated": self.simulated,
+            "remote": [asdict(r) for r in self.remote],
         }
 
     @classmethod
@@ -300,6 +349,7 @@ class HardwareProfile:
                 disk_path=disk.get("path"),
                 notes=list(data.get("notes") or []),
                 simulated=data.get("simulated") or source,
+                remote=[RemoteDevice(**_known(RemoteDevice, r)) for r in data.get("remote") or []],
             )
         except (TypeError, ValueError) as exc:
             raise HardwareFileError(
