@@ -98,7 +98,7 @@ def embedding_path(choice: str | None, *, collection_embedder: str | None = None
         if choice is None and not quiet:
             print("No embedding model is set, so documents are searched by words only. Choose one with "
                   "`camelid settings embedding_model NAME` (e.g. after `camelid download "
-                  "Qwen/Qwen3-Embedding-0.6B-GGUF --quant Q8_0`).", file=sys.stderr)
+                  "Qwen/Qwen3-Embedding-0.6B-GGUF:Q8_0`).", file=sys.stderr)
         return None
     from app.cli.chat import looks_like_path, resolve_model
 
