@@ -87,9 +87,23 @@ def add_hardware_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--unified", action="store_true",
                        help="Apple Silicon style unified memory (the GPU shares --ram)")
     group.add_argument("--gpu", metavar="NAME", help='GPU model, e.g. "RTX 4070" (VRAM looked up if known)')
+    group.add_argument("--rpc", metavar="HOST:PORT", action="append", default=[],
+                       help="also use the memory of the machine running `camelid worker` there "
+                            "(repeatable; probed first)")
 
 
 def hardware_from_args(args: argparse.Namespace) -> HardwareProfile:
+    """The machine the flags describe (this one by default), plus the --rpc workers' devices."""
+    hardware = _local_hardware(args)
+    workers = getattr(args, "rpc", None) or []
+    if workers:
+        from app.core.cluster.machines import with_workers
+
+        hardware = with_workers(hardware, workers)
+    return hardware
+
+
+def _local_hardware(args: argparse.Namespace) -> HardwareProfile:
     from app import paths
     from app.core.machine import detect, simulate
 

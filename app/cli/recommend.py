@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from app.cli.common import (
     add_hardware_flags,
@@ -33,6 +34,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="tokens/s under which a pick is marked slow (default: per use case)")
     add_hardware_flags(parser)
     parser.set_defaults(run=run)
+
+
+def _pooled_words(hardware: Any, args: argparse.Namespace, best: Any) -> None:
+    """What the added machines change: the best pick with them against this machine alone."""
+    from dataclasses import replace
+
+    from app.core.cluster.machines import endpoints_of
+    from app.core.fit import LoadChoices
+    from app.core.models import recommend
+
+    alone = recommend(replace(hardware, remote=[]), args.use_case, n_ctx=args.ctx, min_speed=args.min_speed,
+                      choices=LoadChoices.current(), limit=1)
+    machines = endpoints_of(hardware)
+    name = f"{best.model.name} {best.quant}"
+    count = f"the {len(machines)} machines you added" if len(machines) > 1 else "the machine you added"
+    if not alone:
+        print(f"\nWith {count}, you can run {name}; this machine alone fits nothing in the catalog.")
+    elif (alone[0].model.id, alone[0].quant) != (best.model.id, best.quant):
+        print(f"\nWith {count}, you can run {name}; this machine alone would get "
+              f"{alone[0].model.name} {alone[0].quant}.")
+    else:
+        print(f"\n{count.capitalize()} do not change the best pick here.")
+    print("(Layers on other machines are as fast as those machines' memory allows, plus a network round "
+          "trip per machine for every token.)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
               + ("  (found by a catalog refresh)" if pick.model.source == "hub" else ""))
         print(f"    {pick.why}")
         print(f"    camelid download {pick.model.repo}:{pick.quant}")
+    if hardware.remote:
+        _pooled_words(hardware, args, picks[0])
     if args.top:
         print("\nEvery model that fits, with --top 0.")
     print(f"\n{catalog_freshness()}")

@@ -81,6 +81,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("load_last_model", bool, True,
             "Load the last model when the app starts (or on the first message)."),
     Setting("last_model", str, "", "The model loaded last (a path; empty: none yet)."),
+    Setting("rpc_workers", str, "",
+            "Other machines running `camelid worker` whose memory Camelid may use, as HOST:PORT separated by "
+            "commas (empty: this machine only)."),
     Setting("embedding_model", str, "",
             "Embedding model for document search and /v1/embeddings (a library name or .gguf path; empty: "
             "documents are searched by words only until one is chosen)."),

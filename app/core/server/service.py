@@ -29,6 +29,7 @@ from app.core.chat.engine import Engine, EngineThread, LoadReport, plan_params
 from app.core.embed import Embedder
 from app.core.errors import CamelidError, ModelFileError, WontFitError
 from app.core.fit import LoadChoices
+from app.core.machine import HardwareProfile
 from app.core.models.library import LibraryModel, find_library_model, scan_models
 from app.core.units import human_bytes
 
@@ -120,12 +121,15 @@ class ModelService:
     def __init__(self, runner: EngineRunner, *, choices: Callable[[], LoadChoices] | None = None,
                  models: Callable[[], list[LibraryModel]] | None = None,
                  queue_limit: int = DEFAULT_QUEUE_LIMIT, idle_unload_s: float = DEFAULT_IDLE_UNLOAD_S,
-                 log_size: int = 500, embedder: Embedder | None = None) -> None:
+                 log_size: int = 500, embedder: Embedder | None = None,
+                 hardware: Callable[[], HardwareProfile] | None = None) -> None:
         self.runner = runner
         self.engine = runner.engine
         #: The embedding model, shared with document search when the owner passes its own.
         self.embedder = embedder or Embedder()
         self._choices = choices or LoadChoices.current
+        #: The machine to plan on (this one when None; with --rpc, this one plus the workers).
+        self._hardware = hardware
         self._scan = models or scan_models
         self.queue_limit = queue_limit
         self.idle_unload_s = idle_unload_s
@@ -293,7 +297,8 @@ class ModelService:
         choices = self._choices()
         if n_ctx is not None:
             choices = LoadChoices(**{**asdict(choices), "n_ctx": n_ctx})
-        params, plan, _notices = plan_params(model.path, choices)
+        params, plan, _notices = plan_params(model.path, choices,
+                                             hardware=self._hardware() if self._hardware else None)
         if not plan.fits:
             reasons = " ".join(plan.reasons[:2])
             raise WontFitError(
