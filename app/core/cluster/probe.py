@@ -240,7 +240,10 @@ def _call(sock: socket.socket, cmd: int, payload: bytes, reply_size: int, where:
     try:
         sock.settimeout(timeout)
         sock.sendall(struct.pack("<BQ", cmd, len(payload)) + payload)
-        header = _recv_exact(sock, 8)
+        try:
+            header = _recv_exact(sock, 8)
+        except (ConnectionResetError, BrokenPipeError):
+            header = None  # a server that hangs up with our request unread resets the connection
         if header is None:
             if handshake:
                 raise WorkerError(f"{where} closed the connection at the handshake: it is not a Camelid "

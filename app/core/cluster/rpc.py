@@ -35,7 +35,7 @@ _lib_handle: Any = None
 
 @dataclass(frozen=True)
 class BackendDevice:
-    index: int  # position in ggml's device list (RPC devices come first)
+    index: int  # position in ggml's device list (registered workers after the local devices)
     name: str
     description: str
     free_bytes: int
