@@ -547,8 +547,11 @@ class ChildEngine:
                     cancel_sent = True
                     continue
                 message_id, kind, payload = message
-                if message_id != request_id:
-                    continue  # a late message of an earlier request
+                if message_id != request_id:  # a late message of an abandoned request
+                    if kind == "progress":  # its load waits for an answer: cancel it
+                        with contextlib.suppress(OSError, ValueError):
+                            self._requests.send(("ack", False))
+                    continue
                 if kind == "text":
                     if on_text is not None and failed is None:
                         try:

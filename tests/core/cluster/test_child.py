@@ -24,6 +24,7 @@ from app.core.chat.engine import Engine, GenerateOptions, LoadParams
 from app.core.chat.sampling import SamplingSettings
 from app.core.cluster.child import ChildEngine
 from app.core.errors import (
+    CamelidError,
     ChatTemplateError,
     GenerationError,
     ModelLoadError,
@@ -310,3 +311,79 @@ def test_a_load_can_be_cancelled_and_close_leaves_no_process(starter_model: Path
         e.chat(QUESTION, GREEDY)
     e.stop()
     e.cancel(1)
+
+
+# -- the real thing: a llama.cpp RPC worker that dies -----------------------------------------
+def serve_rpc(port: int) -> None:
+    """A llama.cpp RPC worker on 127.0.0.1:`port` (its own process: start_server blocks in C)."""
+    from app.core.cluster import rpc
+
+    rpc.start_server("127.0.0.1", port, threads=1)
+
+
+def rpc_setup(endpoint: str) -> None:
+    """Register the worker, as Camelid will; no core file when llama.cpp aborts this process."""
+    from app.core.cluster import rpc
+
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ImportError, ValueError, OSError):  # Windows has no core files to stop
+        pass
+    rpc.add_servers([endpoint])
+
+
+def test_a_real_rpc_worker_killed_mid_reply_ends_only_the_child(starter_model: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+    import socket
+
+    from app.core.cluster import rpc
+    from app.core.cluster.probe import probe
+
+    if not rpc.supported():
+        pytest.skip("this llama.cpp build has no RPC backend")
+    monkeypatch.setenv("GGML_NO_BACKTRACE", "1")  # ggml's abort would run gdb for a backtrace
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"127.0.0.1:{port}"
+    worker = multiprocessing.get_context("spawn").Process(target=serve_rpc, args=(port,), daemon=True)
+    worker.start()
+    e = ChildEngine(("tests.core.cluster.test_child", "rpc_setup", (endpoint,)),
+                    label=f"the machine {endpoint}")
+    try:
+        for _ in range(200):
+            try:
+                probe(endpoint, timeout=1.0, status=False)
+                break
+            except Exception:
+                time.sleep(0.1)
+        report = e.load(starter_model, PARAMS.with_(n_gpu_layers=-1))
+        assert report.params.n_gpu_layers == -1 and not report.attempts  # every layer on the worker
+        assert e.chat(QUESTION, GREEDY).text.strip()
+        killed_at: list[float] = []
+
+        def kill(_piece: str) -> None:
+            if not killed_at:
+                killed_at.append(time.monotonic())
+                os.kill(worker.pid, signal.SIGKILL)
+
+        with pytest.raises(GenerationError) as caught:
+            e.chat(LONG, GREEDY.with_(max_tokens=400), on_text=kill)
+        assert time.monotonic() - killed_at[0] < 10.0
+        text = str(caught.value)
+        assert text.startswith(f"The model split across the machine {endpoint} stopped")
+        assert "Camelid is still running" in text
+        assert not e.loaded
+        worker.join(5)
+        # Loading again while the machine is still down: registration's probe says so, no abort.
+        with pytest.raises(CamelidError, match="Nothing answers at"):
+            e.load(starter_model, PARAMS.with_(n_gpu_layers=-1))
+        assert not e.loaded
+    finally:
+        e.close()
+        if worker.is_alive():
+            worker.kill()
+        worker.join(5)
