@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     status_server = None
     if status_free:
         status_server = StatusServer(host, port + STATUS_PORT_OFFSET, lambda: rpc.worker_status(
-            served, threads=threads, busy=tracker.busy, clients_served=tracker.clients)).start()
+            served, threads=threads, busy=tracker.busy, connections=tracker.clients)).start()
     status = rpc.worker_status(served, threads=threads)
     _announce(args, host, port, threads, served, status, warning, status_server is not None)
     sys.stdout.flush()
@@ -273,7 +273,7 @@ class _ClientTracker:
     def event(self, name: str, sentence: str) -> None:
         stamp = time.strftime("%H:%M:%S")
         if self.as_json:
-            print(json.dumps({"event": name, "time": stamp, "clients_served": self.clients}), flush=True)
+            print(json.dumps({"event": name, "time": stamp, "connections": self.clients}), flush=True)
         else:
             print(f"[{stamp}] {sentence}", flush=True)
 

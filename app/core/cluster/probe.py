@@ -352,8 +352,8 @@ def clean_status(value: Any) -> dict[str, Any] | None:
         out["threads"] = value["threads"]
     if isinstance(value.get("busy"), bool):
         out["busy"] = value["busy"]
-    if _is_count(value.get("clients_served")):
-        out["clients_served"] = value["clients_served"]
+    if _is_count(value.get("connections")):
+        out["connections"] = value["connections"]
     return out
 
 

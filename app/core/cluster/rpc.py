@@ -230,7 +230,7 @@ def _text(value: bytes | None) -> str:
 
 
 def worker_status(served: Sequence[BackendDevice], *, threads: int,
-                  busy: bool | None = None, clients_served: int | None = None) -> dict[str, Any]:
+                  busy: bool | None = None, connections: int | None = None) -> dict[str, Any]:
     """What `camelid worker`'s status side channel answers, measured now.
 
     Devices are indexed as the RPC protocol indexes them (their order in `served`). A CPU's free
@@ -262,6 +262,6 @@ def worker_status(served: Sequence[BackendDevice], *, threads: int,
                            "threads": threads}
     if busy is not None:
         out["busy"] = busy
-    if clients_served is not None:
-        out["clients_served"] = clients_served
+    if connections is not None:
+        out["connections"] = connections
     return out

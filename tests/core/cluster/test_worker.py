@@ -207,3 +207,25 @@ def test_unknown_device_is_a_sentence() -> None:
                           text=True, timeout=60)
     assert done.returncode == 2
     assert "no llama.cpp device named 'NOPE0'" in done.stderr and "CPU" in done.stderr
+
+
+def test_a_model_loads_across_the_worker(worker, starter_model) -> None:
+    """Every layer on the worker's RPC device, and a reply: the registry Llama() reads is ours."""
+    _, ready = worker
+    endpoint = f"127.0.0.1:{ready['port']}"
+    script = textwrap.dedent(f"""
+        from app.core.cluster import rpc
+        from app.core.machine import llama_cpp_module
+        rpc.add_servers([{endpoint!r}])
+        llama_cpp = llama_cpp_module()
+        llm = llama_cpp.Llama(model_path={str(starter_model)!r}, n_gpu_layers=-1, n_ctx=256,
+                              n_threads=1, verbose=True, seed=1)
+        print("REPLY", repr(llm("The capital of France is", max_tokens=4)["choices"][0]["text"]))
+    """)
+    time.sleep(0.2)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env(),
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "assigned to device RPC0" in done.stderr
+    assert "assigned to device CPU" not in done.stderr
+    assert "REPLY" in done.stdout
