@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
     host = _ipv4_host(args.host)
     port = int(args.port)
     if port + STATUS_PORT_OFFSET > 65535:
-        raise WorkerError(f"Port {port} leaves no room for the status side channel on port "
-                          f"{port + STATUS_PORT_OFFSET}:", "use a port below 65535.", reason="usage")
+        raise WorkerError(f"--port {port} is too high: the worker needs it and the next one (its "
+                          "status side channel).", "Use a port from 1024 to 65534.", reason="usage")
     threads = int(args.threads or max(1, (os.cpu_count() or 2) // 2))
     _check_free(host, port)
     status_free = _port_free(host, port + STATUS_PORT_OFFSET)
@@ -115,7 +115,10 @@ def run(args: argparse.Namespace) -> int:
             failure.append(exc)
 
     server = threading.Thread(target=serve, name="camelid-rpc-server", daemon=True)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        previous: Any = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread: SIGTERM keeps its default (the process ends)
+        previous = None
     server.start()
     try:
         while server.is_alive():
@@ -126,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(0)  # llama.cpp's server thread cannot be stopped any other way
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if status_server is not None:
         status_server.close()
     time.sleep(0.1)  # let the tracker pass on llama.cpp's last lines
