@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "app.cli.chat",
     "app.cli.serve",
     "app.cli.docs",
+    "app.cli.worker",
     "app.cli.gui",
 )
 

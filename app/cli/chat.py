@@ -69,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "repeatable")
     parser.add_argument("--embedder", metavar="MODEL",
                         help="embedding model for --docs and /attach (default: the embedding_model setting)")
+    parser.add_argument("--rpc", metavar="HOST:PORT", action="append", default=[],
+                        help="split the model across this machine and the one running `camelid worker` there "
+                             "(repeatable; probed first)")
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
@@ -239,13 +242,25 @@ def _flag_words(text: str) -> str:
     return text.replace("Invalid sampling settings: ", "")
 
 
-def load_params(args: argparse.Namespace, path: Path) -> tuple[Any, Any, list[str]]:
+def load_params(args: argparse.Namespace, path: Path, hardware: Any = None) -> tuple[Any, Any, list[str]]:
     from app.core.chat import plan_params
     from app.core.fit import LoadChoices
     from app.core.settings import Settings
 
-    params, plan, notices = plan_params(path, LoadChoices.from_settings(Settings(), n_ctx=args.ctx))
+    params, plan, notices = plan_params(path, LoadChoices.from_settings(Settings(), n_ctx=args.ctx),
+                                        hardware=hardware)
     return params, plan, notices
+
+
+def workers_hardware(endpoints: list[str]) -> Any:
+    """This machine plus the --rpc workers (probed now: a dead one is a sentence here), or None."""
+    if not endpoints:
+        return None
+    from app import paths
+    from app.core.cluster.machines import with_workers
+    from app.core.machine import detect
+
+    return with_workers(detect(models_dir=paths.models_dir()), endpoints)
 
 
 def chat(args: argparse.Namespace, store: Any, *, saved: bool = True) -> int:
@@ -255,7 +270,8 @@ def chat(args: argparse.Namespace, store: Any, *, saved: bool = True) -> int:
         args.system = _clean(args.system, "The system prompt")
     sampling = sampling_from_args(args)
     path = resolve_model(args.model)
-    params, plan, notices = load_params(args, path)
+    hardware = workers_hardware(list(args.rpc))
+    params, plan, notices = load_params(args, path, hardware)
     if args.resume is not None:
         conversation = store.conversation(args.resume)
         if args.system is not None:
@@ -264,7 +280,16 @@ def chat(args: argparse.Namespace, store: Any, *, saved: bool = True) -> int:
         conversation = store.create_conversation(model=path.name, system_prompt=args.system or "",
                                                  settings={"sampling": sampling.to_dict()})
     interactive = args.prompt is None
-    worker = EngineThread()
+    if hardware is not None:
+        from app.core.cluster.machines import engine_for
+
+        # A model split across machines loads in a child process: a worker failure ends only it.
+        worker = EngineThread(engine_for(hardware))
+        for line in plan.reasons:
+            if " holds " in line:
+                print(f"note: {line}", file=sys.stderr)
+    else:
+        worker = EngineThread()
     docs = DocsSession(worker, list(args.docs), args.embedder)
     try:
         progress = _progress_printer(path.name) if interactive and not args.json else None

@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="allow browser pages from ORIGIN (repeatable; e.g. http://localhost:3000)")
     parser.add_argument("--queue", type=at_least(1), default=32, metavar="N",
                         help="requests that may wait for the model before new ones get 429 (default 32)")
+    parser.add_argument("--rpc", metavar="HOST:PORT", action="append", default=[],
+                        help="also use the machine running `camelid worker` there (repeatable; probed first)")
     parser.add_argument("--idle-unload", type=at_least(0, float), default=15.0, metavar="MIN",
                         help="unload a model the server loaded after MIN idle minutes (0: never; default 15)")
     add_json_flag(parser)
@@ -52,8 +54,20 @@ def run(args: argparse.Namespace) -> int:
     if generated:
         key = new_api_key()
     config = ServerConfig(host=args.host, port=args.port, api_key=key, cors=tuple(args.cors))
-    runner = ThreadRunner()
-    service = ModelService(runner, queue_limit=args.queue, idle_unload_s=args.idle_unload * 60)
+    hardware = None
+    if args.rpc:
+        from app.cli.chat import workers_hardware
+        from app.core.chat import EngineThread
+        from app.core.cluster.machines import engine_for
+
+        first = workers_hardware(list(args.rpc))
+        # Models load in a child process that registers the workers: a worker failure ends only it.
+        runner = ThreadRunner(EngineThread(engine_for(first), name="camelid-server-engine"))
+        hardware = lambda: workers_hardware(list(args.rpc))  # noqa: E731 (probed again at each load)
+    else:
+        runner = ThreadRunner()
+    service = ModelService(runner, queue_limit=args.queue, idle_unload_s=args.idle_unload * 60,
+                           hardware=hardware)
     handle = ServerHandle(service, config)
     try:
         loaded = _preload(service, args.model) if args.model else None

@@ -30,7 +30,7 @@ def probe_workers(endpoints: Sequence[str], *, timeout: float = 3.0) -> list[Any
     out = []
     for endpoint in endpoints:
         info = probe(endpoint, timeout=timeout)
-        key = f"{info.host}:{info.port}"
+        key = info.endpoint
         if key in seen:
             continue  # llama.cpp would register its devices twice
         seen.add(key)
@@ -42,22 +42,12 @@ def remote_devices(infos: Sequence[Any]) -> list[RemoteDevice]:
     """The fit engine's view of the workers' devices, in registration order."""
     out = []
     for info in infos:
-        status = info.status or {}
-        by_index = {d.get("index"): d for d in status.get("devices", []) if isinstance(d, dict)}
         for dev in info.devices:
-            known = by_index.get(dev.index, {})
-            kind = str(known.get("kind") or ("gpu" if _looks_gpu(dev.name) else "cpu"))
-            out.append(RemoteDevice(
-                endpoint=f"{info.host}:{info.port}", index=dev.index, name=known.get("name") or dev.name,
-                kind=kind, total_bytes=int(known.get("total_bytes") or dev.total_bytes),
-                free_bytes=int(known.get("free_bytes") or dev.free_bytes),
-                source="status" if known.get("free_bytes") is not None else "rpc",
-                latency_s=info.latency_s))
+            kind = dev.kind or ("gpu" if dev.name and not str(dev.name).upper().startswith("CPU") else "cpu")
+            out.append(RemoteDevice(endpoint=info.endpoint, index=dev.index, name=dev.name, kind=kind,
+                                    total_bytes=int(dev.total_bytes), free_bytes=int(dev.free_bytes),
+                                    source=dev.free_source, latency_s=info.latency_s))
     return out
-
-
-def _looks_gpu(name: str | None) -> bool:
-    return bool(name) and not str(name).upper().startswith("CPU")
 
 
 def with_workers(hardware: HardwareProfile, endpoints: Sequence[str], *, timeout: float = 3.0) -> HardwareProfile:
@@ -75,3 +65,18 @@ def endpoints_of(hardware: HardwareProfile) -> list[str]:
         if dev.endpoint not in out:
             out.append(dev.endpoint)
     return out
+
+
+def engine_for(hardware: HardwareProfile) -> Any:
+    """A chat engine that can use the workers: a ChildEngine whose child registers them before loading
+    (a worker failure then ends only the child), or a plain Engine when there are none."""
+    endpoints = endpoints_of(hardware)
+    if not endpoints:
+        from app.core.chat import Engine
+
+        return Engine()
+    from app.core.cluster.child import ChildEngine
+
+    label = (f"the machine {endpoints[0]}" if len(endpoints) == 1 else
+             "the machines " + ", ".join(endpoints[:-1]) + f" and {endpoints[-1]}")
+    return ChildEngine(setup=("app.core.cluster.rpc", "add_servers", (endpoints,)), label=label)
