@@ -148,7 +148,9 @@ class _ChildState:
                 self.engine.stop()
                 return
             op = message[0]
-            if op == "reserve":
+            if op == "sync":
+                self.sync(*message[1:])
+            elif op == "reserve":
                 self.engine.reserve_reply()
             elif op == "stop":
                 self.engine.stop()
@@ -161,6 +163,18 @@ class _ChildState:
             with self.cond:
                 self.applied += 1
                 self.cond.notify_all()
+
+    def sync(self, issued: int, stopped_upto: int, cancelled: Sequence[int]) -> None:
+        """Bring a new child's engine to the parent's tickets (reserved and stopped before it started),
+        through its public methods: reserve up to the last stopped ticket, stop, reserve the rest."""
+        for _ in range(stopped_upto):
+            self.engine.reserve_reply()
+        if stopped_upto:
+            self.engine.stop()
+        for _ in range(issued - stopped_upto):
+            self.engine.reserve_reply()
+        for ticket in cancelled:
+            self.engine.cancel(ticket)
 
     def wait_applied(self, count: int) -> None:
         """Until the control messages sent before a request are applied (they are already in the pipe)."""
@@ -310,7 +324,11 @@ class ChildEngine:
         self._call_lock = threading.RLock()
         self._control_lock = threading.Lock()
         self._controls_sent = 0
+        #: The parent's copy of the child engine's tickets (Engine's rules), so a child started later
+        #: (or again) begins with every ticket reserved, stopped and cancelled before it.
         self._issued = 0
+        self._stopped_upto = 0
+        self._cancelled: set[int] = set()
         self._next_id = 0
         self._loaded: _Loaded | None = None
         self._model_path: Path | None = None
@@ -371,10 +389,11 @@ class ChildEngine:
         process.start()
         child_requests.close()
         child_controls.close()
-        self._process, self._requests, self._controls = process, parent_requests, parent_controls
         with self._control_lock:
+            self._process, self._requests, self._controls = process, parent_requests, parent_controls
             self._controls_sent = 0
-            self._issued = 0
+            self._send_control_locked(("sync", self._issued, self._stopped_upto,
+                                       sorted(self._cancelled)))
         deadline = time.monotonic() + self.start_timeout
         try:
             message = self._receive(deadline=deadline)
@@ -510,11 +529,17 @@ class ChildEngine:
 
     def stop(self) -> None:
         """End the current reply, and every reply reserved before now, as soon as possible. Any thread."""
-        self._send_control(("stop",))
+        with self._control_lock:
+            self._stopped_upto = self._issued
+            self._cancelled.clear()
+            self._send_control_locked(("stop",))
 
     def cancel(self, ticket: int) -> None:
         """End the reply of this one ticket (running or not yet started), leaving others alone. Any thread."""
-        self._send_control(("cancel", int(ticket)))
+        with self._control_lock:
+            if ticket > self._stopped_upto:
+                self._cancelled.add(int(ticket))
+            self._send_control_locked(("cancel", int(ticket)))
 
     # -- requests --------------------------------------------------------------------------
     def _call(self, op: str, args: dict[str, Any], *, error: type[CamelidError] = GenerationError,
@@ -633,9 +658,13 @@ class ChildEngine:
         self._require_model()
         if ticket is None:
             ticket = self.reserve_reply()
-        reply: Reply = self._call(op, {"input": data, "sampling": sampling, "ticket": ticket,
-                                       "options": options, "template_limits": self.template_limits},
-                                  on_text=on_text, ticket=ticket)
+        try:
+            reply: Reply = self._call(op, {"input": data, "sampling": sampling, "ticket": ticket,
+                                           "options": options, "template_limits": self.template_limits},
+                                      on_text=on_text, ticket=ticket)
+        finally:
+            with self._control_lock:
+                self._cancelled.discard(ticket)  # as the child's engine did when the reply began
         return reply
 
     def count_text(self, text: str) -> int:

@@ -387,3 +387,48 @@ def test_a_real_rpc_worker_killed_mid_reply_ends_only_the_child(starter_model: P
         if worker.is_alive():
             worker.kill()
         worker.join(5)
+
+
+# -- tickets across child starts, and EngineThread on top (the GUI's and the server's path) -----
+def test_tickets_reserved_before_the_child_starts_keep_their_stop(starter_model: Path) -> None:
+    e = ChildEngine(label=LABEL)
+    try:
+        stopped = e.reserve_reply()
+        e.stop()  # pressed while the load was still queued
+        kept, cancelled = e.reserve_reply(), e.reserve_reply()
+        e.cancel(cancelled)
+        e.load(starter_model, PARAMS)
+        assert e.chat(LONG, GREEDY, ticket=stopped).stats.stop_reason == "cancelled"
+        assert e.chat(LONG, GREEDY, ticket=cancelled).stats.stop_reason == "cancelled"
+        reply = e.chat(QUESTION, GREEDY, ticket=kept)
+        assert reply.stats.stop_reason in ("stop", "length") and reply.text.strip()
+        assert e.reserve_reply() == cancelled + 1  # the parent's and the child's numbers agree
+    finally:
+        e.close()
+
+
+def test_engine_thread_over_a_child_never_loses_a_stop_right_after_send(starter_model: Path) -> None:
+    from app.core.chat.engine import EngineThread, plan_params
+    from app.core.fit import LoadChoices
+
+    worker = EngineThread(ChildEngine(label=LABEL))  # type: ignore[arg-type]
+    try:
+        params, plan, _notices = plan_params(starter_model, LoadChoices(n_ctx=512))
+        report = worker.load(starter_model, params, plan=plan).result(120)
+        assert report.plan == plan and report.memory is not None and report.memory.reported
+        outcomes = []
+        for _ in range(5):
+            future = worker.chat(LONG, GREEDY.with_(max_tokens=200))
+            worker.stop()
+            outcomes.append(future.result(60).stats)
+        assert [s.stop_reason for s in outcomes] == ["cancelled"] * 5
+        assert all(s.completion_tokens == 0 and s.prompt_tokens_evaluated == 0 for s in outcomes)
+        first, second = worker.chat(LONG, GREEDY), worker.chat(LONG, GREEDY)
+        worker.stop()
+        assert first.result(60).stats.stop_reason == second.result(60).stats.stop_reason == "cancelled"
+        worker.stop()
+        after = worker.chat(QUESTION, GREEDY).result(60)
+        assert after.stats.stop_reason in ("stop", "length") and after.text.strip()
+    finally:
+        worker.close()
+    assert not worker.engine.loaded and worker.engine.pid is None
