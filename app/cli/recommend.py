@@ -55,7 +55,8 @@ def _pooled_words(hardware: Any, args: argparse.Namespace, best: Any) -> None:
         print(f"\nWith {count}, you can run {name}; this machine alone would get "
               f"{alone[0].model.name} {alone[0].quant}.")
     else:
-        print(f"\n{count.capitalize()} do not change the best pick here.")
+        verb = "do" if len(machines) > 1 else "does"
+        print(f"\n{count[0].upper() + count[1:]} {verb} not change the best pick here.")
     print("(Layers on other machines are as fast as those machines' memory allows, plus a network round "
           "trip per machine for every token.)")
 
