@@ -25,7 +25,13 @@ control message; the child's engine reserves one ticket per such message, so the
 agree (every chat and completion is sent with a ticket, the parent reserving one when the caller
 gave none). A request carries how many control messages were sent before it, and the child starts
 it only once those are applied, so Send, Stop, then the request stops it before its prompt is
-evaluated, exactly as in `Engine`.
+evaluated, exactly as in `Engine`. The parent also keeps Engine's ticket state (last reserved,
+stopped up to, cancelled one by one); a new child is brought to it first ("sync"), so a ticket
+reserved, and a Stop pressed, before the child started (the load still queued) still count.
+
+Load progress goes in step: the child waits for the caller's answer to each fraction, so a
+`progress` returning False or a `cancel` Event set stops the load at llama.cpp's next report, as
+in-process; a `cancel` set between reports is also sent as a control message.
 """
 
 from __future__ import annotations
@@ -61,7 +67,9 @@ Setup = Callable[[], None] | tuple[str, str, Sequence[Any]]
 START_TIMEOUT_S = 120.0
 #: Seconds a child is given to unload and exit before it is terminated, then killed.
 EXIT_TIMEOUT_S = 15.0
-#: How often a waiting caller looks at a load's cancel Event.
+#: Seconds a call may go on answering nothing after Stop before the child is ended.
+STOP_TIMEOUT_S = 30.0
+#: How often a waiting caller looks at a load's cancel Event and at a Stop's deadline.
 _POLL_S = 0.1
 
 
@@ -309,10 +317,16 @@ class ChildEngine:
     """
 
     def __init__(self, setup: Setup | None = None, *, label: str = "other machines",
-                 start_timeout: float = START_TIMEOUT_S) -> None:
+                 start_timeout: float = START_TIMEOUT_S, stop_timeout: float = STOP_TIMEOUT_S) -> None:
         self.setup = setup
         self.label = label
         self.start_timeout = start_timeout
+        #: Seconds a call may go on answering nothing after Stop (or a load's cancel) before the child
+        #: is ended: llama.cpp blocked on a machine that no longer answers never reads the stop flag.
+        self.stop_timeout = stop_timeout
+        #: The ticket of the reply running now, and when a stop of the running call was asked.
+        self._running_ticket: int | None = None
+        self._stop_asked: float | None = None
         #: Time and size limits for rendering the chat template, sent with every request that renders.
         self.template_limits = TemplateLimits()
         self._context = multiprocessing.get_context("spawn")
@@ -478,7 +492,6 @@ class ChildEngine:
             return
         if not kill and process.is_alive() and self._requests is not None:
             try:
-                self._send_control(("stop",))
                 self._next_id += 1
                 with self._control_lock:
                     count = self._controls_sent
@@ -491,7 +504,9 @@ class ChildEngine:
             except (_ChildDied, OSError):
                 pass
         if self._process is not None:
-            process.join(EXIT_TIMEOUT_S if not kill else 0.5)
+            if kill:  # it does not answer (or may be frozen, where SIGTERM waits): nothing to save
+                process.kill()
+            process.join(EXIT_TIMEOUT_S if not kill else 3.0)
             if process.is_alive():
                 process.terminate()
                 process.join(3.0)
@@ -532,6 +547,8 @@ class ChildEngine:
         with self._control_lock:
             self._stopped_upto = self._issued
             self._cancelled.clear()
+            if self._running_ticket is not None and self._stop_asked is None:
+                self._stop_asked = time.monotonic()
             self._send_control_locked(("stop",))
 
     def cancel(self, ticket: int) -> None:
@@ -539,6 +556,8 @@ class ChildEngine:
         with self._control_lock:
             if ticket > self._stopped_upto:
                 self._cancelled.add(int(ticket))
+            if ticket == self._running_ticket and self._stop_asked is None:
+                self._stop_asked = time.monotonic()
             self._send_control_locked(("cancel", int(ticket)))
 
     # -- requests --------------------------------------------------------------------------
@@ -555,54 +574,74 @@ class ChildEngine:
             request_id = self._next_id
             with self._control_lock:
                 count = self._controls_sent
+                self._running_ticket, self._stop_asked = ticket, None
             try:
-                self._requests.send((request_id, op, count, args))
-            except (OSError, ValueError):
-                raise self._died(self._reap(), error) from None
-            failed: BaseException | None = None
-            cancel_sent = False
-            while True:
-                watching = cancel if cancel is not None and not cancel_sent else None
-                try:
-                    message = self._receive(cancel=watching)
-                except _ChildDied as died:
-                    raise self._died(died.detail, error) from None
-                if message is None:  # the caller's cancel Event was set
-                    self._send_control(("cancel_load", request_id))
-                    cancel_sent = True
-                    continue
-                message_id, kind, payload = message
-                if message_id != request_id:  # a late message of an abandoned request
-                    if kind == "progress":  # its load waits for an answer: cancel it
-                        with contextlib.suppress(OSError, ValueError):
-                            self._requests.send(("ack", False))
-                    continue
-                if kind == "text":
-                    if on_text is not None and failed is None:
-                        try:
-                            on_text(payload)
-                        except BaseException as exc:  # as in Engine: the reply ends, the error is raised
-                            failed = exc
-                            if ticket is not None:
-                                self.cancel(ticket)
-                elif kind == "progress":
-                    wanted = None
-                    if progress is not None:
-                        try:
-                            wanted = progress(payload)
-                        except Exception:
-                            wanted = None  # as in Engine: a failing progress callback is ignored
-                    go_on = wanted is not False and not (cancel is not None and cancel.is_set())
-                    with contextlib.suppress(OSError, ValueError):  # a gone child: the next read says so
-                        self._requests.send(("ack", go_on))
-                elif kind == "error":
-                    if failed is not None:
-                        raise failed
-                    raise _rebuild_error(payload)
-                else:
-                    if failed is not None:
-                        raise failed
-                    return payload
+                return self._run_call(request_id, op, count, args, error=error, on_text=on_text,
+                                      progress=progress, cancel=cancel, ticket=ticket)
+            finally:
+                with self._control_lock:
+                    self._running_ticket = self._stop_asked = None
+
+    def _run_call(self, request_id: int, op: str, count: int, args: dict[str, Any], *,
+                  error: type[CamelidError], on_text: OnText | None, progress: Progress | None,
+                  cancel: threading.Event | None, ticket: int | None) -> Any:
+        assert self._requests is not None
+        try:
+            self._requests.send((request_id, op, count, args))
+        except (OSError, ValueError):
+            raise self._died(self._reap(), error) from None
+        failed: BaseException | None = None
+        cancel_sent = False
+        while True:
+            try:
+                message = self._receive(deadline=time.monotonic() + _POLL_S)
+            except _ChildDied as died:
+                raise self._died(died.detail, error) from None
+            if cancel is not None and cancel.is_set() and not cancel_sent:
+                self._send_control(("cancel_load", request_id))
+                cancel_sent = True
+                with self._control_lock:
+                    self._stop_asked = self._stop_asked or time.monotonic()
+            asked = self._stop_asked
+            if message is None and asked is not None and \
+                    time.monotonic() - asked > self.stop_timeout:
+                self._end(kill=True)
+                raise self._died(f"it answered nothing for {self.stop_timeout:.0f} seconds after "
+                                 "Stop, so Camelid ended its process", error)
+            if message is None:
+                continue
+            message_id, kind, payload = message
+            if message_id != request_id:  # a late message of an abandoned request
+                if kind == "progress":  # its load waits for an answer: cancel it
+                    with contextlib.suppress(OSError, ValueError):
+                        self._requests.send(("ack", False))
+                continue
+            if kind == "text":
+                if on_text is not None and failed is None:
+                    try:
+                        on_text(payload)
+                    except BaseException as exc:  # as in Engine: the reply ends, the error is raised
+                        failed = exc
+                        if ticket is not None:
+                            self.cancel(ticket)
+            elif kind == "progress":
+                wanted = None
+                if progress is not None:
+                    try:
+                        wanted = progress(payload)
+                    except Exception:
+                        wanted = None  # as in Engine: a failing progress callback is ignored
+                go_on = wanted is not False and not (cancel is not None and cancel.is_set())
+                with contextlib.suppress(OSError, ValueError):  # a gone child: the next read says so
+                    self._requests.send(("ack", go_on))
+            elif kind == "error":
+                if failed is not None:
+                    raise failed
+                raise _rebuild_error(payload)
+            else:
+                if failed is not None:
+                    raise failed
+                return payload
 
     def _failure_parts(self) -> tuple[str, str]:
         failure = self._failure or ""

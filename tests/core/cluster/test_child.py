@@ -432,3 +432,38 @@ def test_engine_thread_over_a_child_never_loses_a_stop_right_after_send(starter_
     finally:
         worker.close()
     assert not worker.engine.loaded and worker.engine.pid is None
+
+
+def test_a_child_that_stops_answering_is_ended_after_stop(starter_model: Path) -> None:
+    """llama.cpp blocked on a machine that no longer answers never reads the stop flag: after
+    `stop_timeout` the child is ended and the call says so (SIGSTOP freezes the child here)."""
+    import signal
+
+    e = ChildEngine(label=LABEL, stop_timeout=1.0)
+    e.load(starter_model, PARAMS)
+    pid = e.pid
+    assert pid is not None
+    frozen = threading.Event()
+
+    def freeze(_piece: str) -> None:
+        if not frozen.is_set():
+            os.kill(pid, signal.SIGSTOP)
+            frozen.set()
+
+    def press_stop() -> None:
+        frozen.wait(60)
+        time.sleep(0.2)
+        e.stop()
+
+    thread = threading.Thread(target=press_stop)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(GenerationError, match="answered nothing for 1 seconds after Stop") as caught:
+            e.chat(LONG, GREEDY.with_(max_tokens=400), on_text=freeze)
+        assert time.monotonic() - started < 15.0
+        assert str(caught.value).startswith(f"The model split across {LABEL} stopped")
+        assert not e.loaded and e.pid is None and no_zombie(pid)
+    finally:
+        thread.join(10)
+        e.close()
