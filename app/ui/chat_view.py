@@ -142,8 +142,22 @@ class PromptEdit(QPlainTextEdit):
         super().keyPressEvent(event)
 
 
+def machine_lines(report: LoadReport) -> list[str]:
+    """What each machine holds of a model split across machines (the plan's " holds " lines); [] otherwise."""
+    plan = report.plan
+    if plan is None or not any(d.kind == "rpc" for d in plan.devices):
+        return []
+    return [line for line in plan.reasons if " holds " in line]
+
+
 def load_verdict(report: LoadReport) -> str:
     """Where the loaded model sits, from the parameters llama.cpp accepted."""
+    plan = report.plan
+    remote = [d for d in plan.devices if d.kind == "rpc" and (d.layers or d.output)] if plan is not None else []
+    if remote:
+        # The input embeddings always stay here, so "this machine" is always part of it.
+        others = len({d.name.rsplit(" on ", 1)[-1] for d in remote})  # "CUDA0 on 10.0.0.2:50052"
+        return f"split across this machine and {others} other{'s' if others > 1 else ''}"
     layers = report.params.n_gpu_layers
     total = report.plan.n_layers + 1 if report.plan is not None else None
     if layers == 0:
@@ -756,10 +770,13 @@ class ChatView(QWidget):
         memory = report.memory.summary() if report.memory is not None else ""
         self.verdict.setToolTip(memory)
         self.state.set_model({"name": path.stem, "path": str(path), "verdict_text": where,
-                              "backend": "CPU" if report.params.n_gpu_layers == 0 else None,
+                              "backend": "RPC" if machine_lines(report) else
+                              "CPU" if report.params.n_gpu_layers == 0 else None,
                               "n_ctx": report.n_ctx, "memory": memory})
-        if report.notices:
-            self.notice.show_text(" ".join(report.notices))
+        # A model split across machines: what each one holds, in the plan's words.
+        notes = [*machine_lines(report), *report.notices]
+        if notes:
+            self.notice.show_text(" ".join(notes))
         # The meter counts the open conversation (its last reply's prompt + answer), not zero.
         self._update_meter(self._last_stats())
         if self.model_picker.findData(str(path)) < 0:
@@ -916,6 +933,10 @@ class ChatView(QWidget):
             bubble.setParent(None)
             bubble.deleteLater()
         self.error.show_text(message)
+        if self.state.model is not None and not self.host.engine.loaded:
+            # The model went with its process (a machine it was split across failed): nothing is loaded.
+            self.host.report = None
+            self.state.set_model(None)
         self._update_buttons()
 
     def _finish_stream(self) -> None:

@@ -187,3 +187,24 @@ def fill_documents(view) -> None:
     view.embed_edit.setText("Qwen3-Embedding-0.6B-Q8_0")
     view._fill((None, collections), "Team handbook")
     view._show_documents(documents)
+
+
+def fill_machines(view) -> None:
+    """The Machines page with two workers that answered (one through an SSH tunnel) and one that is off."""
+    from app.core.cluster.probe import PROTOCOL, WorkerDevice, WorkerInfo
+    from app.ui.machines_view import Probed
+
+    GiB = 1 << 30
+    samples = (
+        ("127.0.0.1:50052", [WorkerDevice(0, "CUDA0", int(21.7 * GiB), 24 * GiB, "gpu", "status")], 0.0004),
+        ("192.168.1.20:50052", [WorkerDevice(0, "CPU", int(41.2 * GiB), 64 * GiB, "cpu", "status")], 0.0011),
+    )
+    for endpoint, devices, latency in samples:
+        host, port = endpoint.rsplit(":", 1)
+        info = WorkerInfo(endpoint, host, int(port), PROTOCOL, devices, latency)
+        view._add_row(endpoint).show_result(Probed(endpoint, info=info))
+    off = "192.168.1.31:50052"
+    view._add_row(off).show_result(Probed(off, error="Nothing answers at 192.168.1.31:50052: start `camelid "
+                                               "worker` there, or check the address.", reason="refused"))
+    view.use_box.setChecked(True)
+    view._refresh()

@@ -5,6 +5,13 @@ the model (load, reply, unload) is a Job on `engine_thread`; `stop()` is the
 one call made from the GUI thread, as core's Engine allows. The conversation
 store gets its own thread so listing or searching chats never waits behind a
 reply (ChatStore keeps one SQLite connection per thread).
+
+Models split across machines (the Machines page): `engine` is a `SharedEngine`,
+one object for the chat, the local server's runner and document search, that
+holds a local `Engine` and a `ChildEngine` (the model in a child process that
+registers the workers first, so a worker's failure is a sentence, not a crash)
+and forwards every call to the one in use. A load switches between them on the
+engine thread, ending the other's model first.
 """
 
 from __future__ import annotations
@@ -24,6 +31,131 @@ from app.ui.workers import Handler, Job, OwnerThread, run_job
 T = TypeVar("T")
 
 
+class SharedEngine:
+    """The window's engine: this machine's `Engine`, or a `ChildEngine` for a model split across machines.
+
+    Everything that holds the window's engine (chat, local server, documents) holds this one object,
+    so switching between the two never leaves a stale reference. Tickets stay one sequence: each
+    `reserve_reply`, `stop` and `cancel` goes to both engines (their counters stay equal), and every
+    reply is sent with a ticket, so a ticket reserved before a switch means the same reply after it.
+    Loads and replies run on the engine thread; `stop`, `cancel`, `reserve_reply` from any thread.
+    """
+
+    def __init__(self) -> None:
+        from app.core.cluster.child import ChildEngine
+
+        self.local = Engine()
+        #: Its setup (register the workers) and label are set before each split load; no process until then.
+        self.child = ChildEngine()
+        self.current: Any = self.local
+        #: The workers the split model was loaded on (empty: the model, if any, is on this machine).
+        self.endpoints: list[str] = []
+
+    # -- state of the engine in use ------------------------------------------------
+    @property
+    def split(self) -> bool:
+        """Whether the engine in use is the one for a model split across machines."""
+        return self.current is self.child
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self.current.loaded)
+
+    @property
+    def report(self) -> LoadReport | None:
+        return self.current.report  # type: ignore[no-any-return]
+
+    @property
+    def model_path(self) -> Path | None:
+        return self.current.model_path  # type: ignore[no-any-return]
+
+    @property
+    def failure(self) -> str | None:
+        """Why the split model stopped (a worker failed), until the next load; None otherwise."""
+        return self.child.failure if self.split else None
+
+    @property
+    def template_limits(self) -> Any:
+        return self.current.template_limits
+
+    @template_limits.setter
+    def template_limits(self, limits: Any) -> None:
+        self.local.template_limits = limits
+        self.child.template_limits = limits
+
+    def __getattr__(self, name: str) -> Any:
+        # n_ctx, template_source, architecture, chat, complete, count_tokens, render...: the engine in use.
+        if name in ("local", "child", "current", "endpoints"):
+            raise AttributeError(name)
+        return getattr(self.current, name)
+
+    # -- tickets (any thread) ---------------------------------------------------------
+    def reserve_reply(self) -> int:
+        ticket = self.local.reserve_reply()
+        self.child.reserve_reply()
+        return ticket
+
+    def stop(self) -> None:
+        self.local.stop()
+        self.child.stop()
+
+    def cancel(self, ticket: int) -> None:
+        self.local.cancel(ticket)
+        self.child.cancel(ticket)
+
+    # -- replies: always with a ticket, so both counters stay equal ------------------
+    def chat(self, messages: Any, sampling: SamplingSettings | None = None, *, ticket: int | None = None,
+             **kwargs: Any) -> Any:
+        if ticket is None:
+            ticket = self.reserve_reply()
+        return self.current.chat(messages, sampling, ticket=ticket, **kwargs)
+
+    def complete(self, prompt: str, sampling: SamplingSettings | None = None, *, ticket: int | None = None,
+                 **kwargs: Any) -> Any:
+        if ticket is None:
+            ticket = self.reserve_reply()
+        return self.current.complete(prompt, sampling, ticket=ticket, **kwargs)
+
+    # -- loads (engine thread) ------------------------------------------------------------
+    def load(self, path: Path | str, params: Any = None, **kwargs: Any) -> LoadReport:
+        """Load on this machine (as `Engine.load`), ending a split model first."""
+        if self.split:
+            self.child.close()
+            self.current = self.local
+            self.endpoints = []
+        return self.local.load(path, params, **kwargs)
+
+    def load_split(self, path: Path, choices: LoadChoices, endpoints: list[str], *,
+                   progress: Any = None, cancel: threading.Event | None = None) -> LoadReport:
+        """Plan `path` over this machine and the workers at `endpoints` (probed now: a dead one is its
+        sentence, and the model loaded before stays), then load it in the child process."""
+        from app import paths
+        from app.core.chat.engine import plan_params
+        from app.core.cluster.machines import endpoints_of, engine_for, with_workers
+        from app.core.machine import detect
+
+        hardware = with_workers(detect(models_dir=paths.models_dir()), endpoints)
+        params, plan, notices = plan_params(path, choices, hardware=hardware)
+        # One model at a time: this machine's first, and a child that registered other workers.
+        self.local.unload()
+        self.child.close()
+        self.current = self.child
+        made = engine_for(hardware)  # the setup and the sentence's label for exactly these workers
+        self.child.setup, self.child.label = made.setup, made.label
+        self.endpoints = endpoints_of(hardware)
+        report = self.child.load(path, params, plan=plan, progress=progress, cancel=cancel)
+        if notices:
+            report.notices[:0] = notices
+        return report
+
+    def unload(self) -> None:
+        """Unload whichever model is loaded (and end the child process)."""
+        self.local.unload()
+        self.child.close()
+        self.current = self.local
+        self.endpoints = []
+
+
 class OwnerRunner:
     """The server's way onto the window's engine: its `EngineRunner` (app/core/server/service.py).
 
@@ -31,7 +163,7 @@ class OwnerRunner:
     so a model loaded in the window is the one the server answers with (and the other way round).
     """
 
-    def __init__(self, engine: Engine, thread: OwnerThread) -> None:
+    def __init__(self, engine: SharedEngine | Engine, thread: OwnerThread) -> None:
         self.engine = engine
         self._thread = thread
 
@@ -44,7 +176,9 @@ class EngineHost(QObject):
 
     def __init__(self, store_path: Path | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.engine = Engine()
+        self.engine = SharedEngine()
+        #: The workers (HOST:PORT) a load plans with, set by the Machines page; empty: this machine only.
+        self.machines: list[str] = []
         self.engine_thread = OwnerThread("camelid-engine")
         self.store_thread = OwnerThread("camelid-store")
         self._store_path = store_path
@@ -77,7 +211,11 @@ class EngineHost(QObject):
     # --- engine -------------------------------------------------------------------
     def load(self, path: Path, choices: LoadChoices, *, result: Handler = None, error: Handler = None,
              progress: Handler = None, cancelled: Handler = None) -> Job:
+        machines = list(self.machines)
+
         def run(progress: Any, cancel: threading.Event) -> LoadReport:
+            if machines:  # planned over this machine and the workers, loaded in a child process
+                return self.engine.load_split(path, choices, machines, progress=progress, cancel=cancel)
             # Planned from the header with the user's choices, loaded, and checked against the plan.
             return self.engine.load(path, choices=choices, progress=progress, cancel=cancel)
 

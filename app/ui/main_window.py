@@ -1,4 +1,4 @@
-"""The main window: navigation (Chat, Documents, Models, Hardware, Server), status bar, menus, and `run_app()`."""
+"""The main window: navigation (Chat, Documents, Models, Hardware, Server, Machines), status bar, menus, and `run_app()`."""
 
 from __future__ import annotations
 
@@ -154,10 +154,16 @@ class MainWindow(QMainWindow):
                 view.collections_changed.connect(page.refresh_collections)
             return view
 
+        def machines() -> QWidget:
+            from app.ui.machines_view import MachinesView
+
+            return MachinesView(self.state)
+
         factories: list[tuple[str, Callable[[], QWidget]]] = [("Chat", chat), ("Documents", documents),
                                                               ("Models", models)]
         factories.append(("Hardware", lambda: HardwareView(self.state)))
         factories.append(("Server", server))
+        factories.append(("Machines", machines))
         return factories
 
     def add_page(self, name: str, widget: QWidget) -> None:

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-PAGES = ("chat", "documents", "models", "hardware", "server", "wizard")
+PAGES = ("chat", "documents", "models", "hardware", "server", "machines", "wizard")
 DEMO_PRESET = "rtx-4090"
 #: The window Camelid opens on a 1920x1080 screen (main_window.default_size).
 SIZE = (1280, 800)
