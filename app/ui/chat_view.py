@@ -743,7 +743,9 @@ class ChatView(QWidget):
         self.error.show_text("")
         self.load_progress.setValue(0)
         self.load_progress.show()
-        self.verdict.setText(f"Loading {path.name}…")
+        others = len(self.host.machines)
+        across = f" across this machine and {others} other{'s' if others > 1 else ''}" if others else ""
+        self.verdict.setText(f"Loading {path.name}{across}…")
         self.load_job = self.host.load(
             path, LoadChoices.from_settings(self.state.settings),
             progress=lambda f: self.load_progress.setValue(int(float(f) * 100)),

@@ -154,6 +154,8 @@ class MachineRow(QFrame):
         layout.addWidget(self.devices_label)
         self.error = Notice("error")
         layout.addWidget(self.error)
+        #: Whether its last probe answered (or it holds part of the loaded model).
+        self.usable = False
         self.show_probing()
 
     def show_probing(self) -> None:
@@ -163,6 +165,7 @@ class MachineRow(QFrame):
     def show_result(self, probed: Probed, *, in_use: bool = False) -> None:
         self.probe_button.setEnabled(True)
         info = probed.info
+        self.usable = info is not None or in_use
         if info is not None:
             self.state_label.setText(state_text(info))
             lines = [device_text(d) for d in info.devices] + list(info.notes)
@@ -179,10 +182,6 @@ class MachineRow(QFrame):
             self.state_label.setText("Not usable")
             self.devices_label.hide()
             self.error.show_text(probed.error)
-
-    @property
-    def usable(self) -> bool:
-        return self.probe_button.isEnabled() and not self.error.isVisible()
 
 
 class MachinesView(QWidget):

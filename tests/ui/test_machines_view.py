@@ -3,6 +3,7 @@ across this machine and a worker from the Chat page's Load, then the worker kill
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 from collections.abc import Iterator
@@ -119,6 +120,9 @@ def test_a_model_split_across_a_worker_then_the_worker_killed(qtbot, worker, ins
     qtbot.mouseClick(chat.load_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: chat.load_job is None, timeout=180_000)
     assert not chat.error.isVisibleTo(chat), chat.error.text()
+    if shots := os.environ.get("CAMELID_TEST_SHOTS"):  # a look at the Chat page (not checked)
+        window.show_page("Chat")
+        window.grab().save(f"{shots}/chat-split.png")
     engine = chat.host.engine
     assert engine.loaded and engine.split and engine.endpoints == [endpoint]
     report = chat.host.report
@@ -151,6 +155,9 @@ def test_a_model_split_across_a_worker_then_the_worker_killed(qtbot, worker, ins
     assert "Traceback" not in message
     assert not engine.loaded and window.state.model is None and chat.verdict.text() == "No model loaded"
     assert window.model_label.text() == "No model loaded"
+    job = page.probe(endpoint)  # the page says it is gone too
+    qtbot.waitUntil(lambda: job.done.is_set() and row.probe_button.isEnabled(), timeout=15_000)
+    assert f"Nothing answers at {endpoint}" in row.error.text() and not row.usable
 
     # This machine only again: the same Load works locally.
     page.set_use(False)
