@@ -794,7 +794,11 @@ class ChatView(QWidget):
         self._send_after_load = False
         self.load_job = None
         self.load_progress.hide()
-        self.verdict.setText("No model loaded")
+        report = self.host.engine.report if self.host.engine.loaded else None
+        if report is not None:  # refused before anything was unloaded (a machine did not answer)
+            self._show_loaded(report)
+        else:
+            self.verdict.setText("No model loaded")
         self.error.show_text(message)
         self._update_buttons()
 

@@ -169,4 +169,12 @@ def test_a_model_split_across_a_worker_then_the_worker_killed(qtbot, worker, ins
     send(qtbot, chat, "Hello.", 5)
     assert not chat.error.isVisibleTo(chat), chat.error.text()
     assert chat.bubbles[-1].role == "assistant" and chat.bubbles[-1].text.strip()
+
+    # Machines on again with the worker still dead: the probe's sentence, and the local model stays.
+    page.set_use(True)
+    qtbot.mouseClick(chat.load_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: chat.load_job is None, timeout=60_000)
+    assert f"Nothing answers at {endpoint}" in chat.error.text()
+    assert engine.loaded and not engine.split and chat.verdict.text().startswith("Loaded")
+    assert window.state.model is not None
     close_window(window)
