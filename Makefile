@@ -93,7 +93,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 # Each page of the desktop app, rendered offscreen with demo state (a simulated RTX 4090).
-SCREENSHOT_PAGES := hardware chat models wizard server documents
+SCREENSHOT_PAGES := hardware chat models wizard server documents machines
 screenshots: $(VENV)/.installed
 	@mkdir -p docs/screenshots
 	@for page in $(SCREENSHOT_PAGES); do \
