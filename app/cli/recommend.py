@@ -57,7 +57,7 @@ def _pooled_words(hardware: Any, args: argparse.Namespace, best: Any) -> None:
     else:
         verb = "do" if len(machines) > 1 else "does"
         print(f"\n{count[0].upper() + count[1:]} {verb} not change the best pick here.")
-    print("(Layers on other machines are as fast as those machines' memory allows, plus a network round "
+    print("(Layers on other machines are as fast as those machines' memory allows, plus one network round "
           "trip per machine for every token.)")
 
 

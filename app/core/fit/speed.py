@@ -157,10 +157,13 @@ class SpeedEstimate:
                                for b in self.bandwidths]}
 
 
-#: Round trips per token to each RPC device that holds layers: the activations in (set_tensor), the
-#: graph run (graph_compute, which waits for the result), the activations out (get_tensor).
-#: bench/bench_cluster.py measures this on loopback.
-RPC_TRIPS_PER_DEVICE = 3
+#: Round trips per token to each RPC device that holds layers. Measured (bench/bench_cluster.py, a
+#: counting proxy parsing the protocol): the client waits only on one GET_TENSOR per device per token
+#: (the next device's activations, or the logits); SET_TENSOR and GRAPH_RECOMPUTE are one-way.
+RPC_TRIPS_PER_DEVICE = 1
+#: Bytes per device per token besides activations and logits: tensor descriptors (296 bytes each),
+#: positions, KV indices and the attention mask (measured 2-4 kB at a short context).
+RPC_OVERHEAD_BYTES = 4096
 #: The link to other machines when nothing better is known: gigabit Ethernet (125 MB/s).
 DEFAULT_LINK_BYTES_PER_S = 125e6
 
@@ -172,7 +175,7 @@ def rpc_seconds_per_token(devices: Sequence[tuple[float, bool]], *, n_embd: int,
     (n_embd float32) and return them; the one with the output layer returns the logits (n_vocab float32)."""
     seconds = 0.0
     for latency, output in devices:
-        payload = 2 * n_embd * 4 + (n_vocab * 4 if output else 0)
+        payload = 2 * n_embd * 4 + (n_vocab * 4 if output else 0) + RPC_OVERHEAD_BYTES
         seconds += RPC_TRIPS_PER_DEVICE * max(latency, 0.0) + payload / link_bytes_per_s
     return seconds
 

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from app.core.fit import plan_memory, read_gguf
-from app.core.fit.speed import RPC_TRIPS_PER_DEVICE, plan_network_seconds, rpc_seconds_per_token
+from app.core.fit.speed import (
+    RPC_OVERHEAD_BYTES,
+    RPC_TRIPS_PER_DEVICE,
+    plan_network_seconds,
+    rpc_seconds_per_token,
+)
 from app.core.machine import GiB, HardwareProfile, RemoteDevice
 
 
@@ -69,7 +74,7 @@ def test_workers_make_a_model_fit_that_this_machine_cannot_hold(tmp_path: Path) 
 
 def test_network_cost_per_token() -> None:
     one = rpc_seconds_per_token([(0.001, False)], n_embd=4096, n_vocab=128256, link_bytes_per_s=125e6)
-    assert one == pytest.approx(RPC_TRIPS_PER_DEVICE * 0.001 + 2 * 4096 * 4 / 125e6)
+    assert one == pytest.approx(RPC_TRIPS_PER_DEVICE * 0.001 + (2 * 4096 * 4 + RPC_OVERHEAD_BYTES) / 125e6)
     two = rpc_seconds_per_token([(0.001, False), (0.001, True)], n_embd=4096, n_vocab=128256,
                                 link_bytes_per_s=125e6)
     assert two == pytest.approx(2 * one + 128256 * 4 / 125e6)
