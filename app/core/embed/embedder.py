@@ -77,7 +77,12 @@ class Embedder:
 
     def load(self, path: Path | str, *, n_gpu_layers: int = 0, n_threads: int | None = None) -> EmbedReport:
         """Load `path` (unloading any current one). ModelFileError/UsageError/ModelLoadError with a sentence."""
-        from app.core.chat.engine import check_gguf, default_threads, llama_reason
+        from app.core.chat.engine import (
+            check_gguf,
+            default_batch_threads,
+            default_threads,
+            llama_reason,
+        )
         from app.core.machine import llama_cpp_module
 
         path = Path(path)
@@ -92,11 +97,14 @@ class Embedder:
         n_ctx = max(64, min(meta.n_ctx_train or 512, MAX_CTX))
         started = time.perf_counter()
         threads = n_threads or default_threads()
+        # Embedding is prompt processing: the batch threads Camelid gives prompts (all physical cores,
+        # except on 2 cores where one is left for the rest of the machine).
+        batch_threads = n_threads or default_batch_threads()
         with LlamaLogCapture() as log:
             try:
                 llm = llama_cpp.Llama(str(path), embedding=True, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
                                       n_gpu_layers=n_gpu_layers, n_threads=threads,
-                                      n_threads_batch=threads, verbose=False)
+                                      n_threads_batch=batch_threads, verbose=False)
             except (ValueError, RuntimeError, OSError) as exc:
                 reason = llama_reason(log.text) or str(exc)
                 raise ModelLoadError(f"llama.cpp could not load the embedding model {path.name} ({reason}).",
