@@ -388,9 +388,12 @@ class DocIndex:
         return [_passage(r) for r in rows]
 
     # -- search ---------------------------------------------------------------------------
-    def lexical(self, collection: Collection, query: str, *, limit: int = CANDIDATES) -> list[tuple[int, float]]:
-        """(chunk id, BM25 score) best first; trigram MATCH, plus a LIKE scan for 2-character CJK words."""
-        terms = query_terms(query)
+    def lexical(self, collection: Collection, query: str, *, limit: int = CANDIDATES,
+                keep_stop_words: bool = False) -> list[tuple[int, float]]:
+        """(chunk id, BM25 score) best first; trigram MATCH, plus a LIKE scan for 2-character CJK words.
+
+        `keep_stop_words` searches every word (how it was before stop words were dropped; benchmarks)."""
+        terms = query_terms(query, keep_stop_words=keep_stop_words)
         hits: dict[int, float] = {}
         with self._lock:
             if terms.match:
@@ -487,7 +490,7 @@ class QueryTerms:
     short: list[str]
 
 
-def query_terms(query: str) -> QueryTerms:
+def query_terms(query: str, *, keep_stop_words: bool = False) -> QueryTerms:
     """A question as FTS5 terms: words of 3+ characters less stop words, and each CJK run's trigrams (or
     itself if 2 long)."""
     terms: list[str] = []
@@ -499,7 +502,7 @@ def query_terms(query: str) -> QueryTerms:
             short.append(run)
     rest = _CJK_RUN.sub(" ", query)
     words = [w for w in _WORD.findall(rest) if len(w) >= 3]
-    kept = [w for w in words if w.lower() not in STOP_WORDS]
+    kept = words if keep_stop_words else [w for w in words if w.lower() not in STOP_WORDS]
     terms += kept or words
     unique = list(dict.fromkeys(t.lower() for t in terms))[:64]
     match = " OR ".join('"' + t.replace('"', '""') + '"' for t in unique)
