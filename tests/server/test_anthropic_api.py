@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 WEATHER = {"name": "get_weather", "description": "The current weather in a city",
            "input_schema": {"type": "object",
-                            "properties": {"city": {"type": "string"},
+                            # Bounded, so a forced call always closes within max_tokens whatever is sampled.
+                            "properties": {"city": {"type": "string", "maxLength": 24},
                                            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
                             "required": ["city", "unit"]}}
 HELLO = [{"role": "user", "content": "Say hello."}]

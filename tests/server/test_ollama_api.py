@@ -24,7 +24,8 @@ HELLO = [{"role": "user", "content": "Say hello."}]
 SHORT = {"num_predict": 8}
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 24}},
+                   "required": ["city"]}}}
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+    # Bounded, so a forced call always closes within max_tokens whatever is sampled.
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 24},
                                                     "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
                    "required": ["city", "unit"]}}}
 
@@ -107,8 +108,11 @@ def test_stop_strings_end_the_reply(client: openai.OpenAI) -> None:
 
 
 def test_json_schema_response_parses(client: openai.OpenAI) -> None:
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
-                                               "tags": {"type": "array", "items": {"type": "string"}}},
+    # Bounded strings and list: the reply always closes within max_tokens whatever is sampled.
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 30},
+                                               "age": {"type": "integer", "minimum": 0, "maximum": 150},
+                                               "tags": {"type": "array", "maxItems": 3,
+                                                        "items": {"type": "string", "maxLength": 20}}},
               "required": ["name", "age", "tags"], "additionalProperties": False}
     reply = client.chat.completions.create(
         model=CHAT_MODEL, max_tokens=200, temperature=0.7,

@@ -66,10 +66,13 @@ def test_the_model_splits_across_both_workers_as_planned(two_workers: list[str],
         report = engine.load(starter_model, params, plan=plan)
         assert report.memory is not None
         model_buffers = report.memory.buffers["model"]
-        rpc = sorted((k for k in model_buffers if k.startswith("RPC")), key=lambda k: int(k[3:k.index("[")]))
+        # llama.cpp names a worker's buffer RPC<device on that worker>[host:port]; its log lists them in no
+        # fixed order, so each is matched by endpoint. The plan's device i is the i-th registered worker.
+        rpc = [k for k in model_buffers if k.startswith("RPC")]
         assert len(rpc) == 2, model_buffers
-        for key, device, endpoint in zip(rpc, remote, two_workers, strict=True):
-            assert endpoint in key  # llama.cpp names the buffer after the worker: RPC0[127.0.0.1:PORT]
+        for device, endpoint in zip(remote, two_workers, strict=True):
+            assert device.name.endswith(f" on {endpoint}")
+            key = next(k for k in rpc if k.endswith(f"[{endpoint}]"))
             measured = model_buffers[key] * MiB
             assert abs(measured - device.weights) <= max(0.05 * device.weights, 8 * MiB), (key, measured, device)
 
