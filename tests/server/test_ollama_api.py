@@ -123,7 +123,8 @@ def test_images_in_chat_are_refused(client: ollama.Client) -> None:
 def test_format_schema(client: ollama.Client) -> None:
     schema = {"type": "object", "properties": {"sunny": {"type": "boolean"},
                                                "colour": {"type": "string", "enum": ["red", "green", "blue"]}},
-              "required": ["sunny", "colour"]}
+              # No other keys: an extra key's string is unbounded and could outrun num_predict.
+              "required": ["sunny", "colour"], "additionalProperties": False}
     reply = client.chat(model=CHAT_MODEL, messages=[{"role": "user", "content": "Describe the sky as JSON."}],
                         format=schema, options={"num_predict": 60})
     data = json.loads(reply.message.content or "")
