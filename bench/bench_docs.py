@@ -566,8 +566,8 @@ Embedding time per round (CPU seconds per wall second in brackets: 1.00 = one co
 up to 256 tokens per call beats llama-cpp-python's packing of a list into batches of up to n_batch tokens (two \
 256-token passages per batch). **Against llama-cpp-python's default threads: {statistics.median(ratios_default):.2f}**{below} \
 (rounds: {", ".join(f"{r:.2f}" for r in ratios_default)}). The difference from the same-threads ratio is \
-the thread count: Camelid's `Embedder.load` passes `n_threads_batch=default_threads()`, {t} on this 2-core \
-machine (generation threads: physical cores less one; `default_batch_threads()` also gives 1 for 2 cores), \
+the thread count: Camelid's `Embedder.load` passes `n_threads_batch=default_batch_threads()`, {t} on this \
+2-core machine (Camelid leaves one of 2 cores to the rest of the machine, for prompts as for replies), \
 while llama-cpp-python runs batches on every logical core ({d_batch}). Embedding is prompt processing, which \
 scales with cores, but two threads only help when both cores are free: {spread}. More batch threads for the \
 embedder would index faster on an idle machine, at the cost of a busier one while indexing. Camelid's and bare vectors of the same passages agree to a cosine of at least \
