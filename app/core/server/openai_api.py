@@ -57,9 +57,10 @@ class StreamOptions(_Loose):
     include_usage: bool = False
 
 
-class ChatRequest(_Loose):
+class _Generating(_Loose):
+    """The fields every generating request shares: the model, streaming, and sampling."""
+
     model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -69,11 +70,15 @@ class ChatRequest(_Loose):
     repeat_penalty: float | None = Field(default=None, gt=0)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int = 1
+
+
+class ChatRequest(_Generating):
+    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: dict[str, Any] | None = None
@@ -81,22 +86,9 @@ class ChatRequest(_Loose):
     tool_choice: str | dict[str, Any] | None = None
 
 
-class CompletionRequest(_Loose):
-    model: str | None = None
+class CompletionRequest(_Generating):
     prompt: str | list[str]
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    min_p: float | None = Field(default=None, ge=0, lt=1)
-    repeat_penalty: float | None = Field(default=None, gt=0)
-    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
-    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     max_tokens: int | None = Field(default=16, ge=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = 1
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=5)
     suffix: str | None = None
