@@ -193,6 +193,9 @@ def _print_report(report: Any, *, json_out: bool) -> None:
 def run_add(args: argparse.Namespace) -> int:
     from app.core.docs.indexer import add_paths
 
+    missing = next((p for p in args.paths if not Path(p).expanduser().exists()), None)
+    if missing is not None:  # before loading any model
+        raise UsageError(f"There is no file or folder at {Path(missing).expanduser()}.", "Check the path.")
     with _index() as index:
         existing = next((c for c in index.collections() if c.name.lower() == args.collection.lower()), None)
         embedding = load_embedding(args.embedder, collection_embedder=existing.embedder if existing else None,
