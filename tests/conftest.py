@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,28 @@ def camelid_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     return home
+
+
+@pytest.fixture(autouse=True)
+def gui_thread_collection(request: pytest.FixtureRequest, camelid_home: Path):
+    """Qt tests run as the app does: cyclic garbage is collected on the GUI thread only (app/ui/gc_guard.py).
+
+    Without it a worker thread's collection can delete a finished test's widgets from the wrong thread and
+    crash the run. After a Qt test everything is collected here, on the GUI thread, so no Qt garbage is left
+    for later tests; after the others, the thresholds decide, as they would in the app.
+    """
+    guard = None
+    if "qtbot" in request.fixturenames or "qapp" in request.fixturenames:
+        from app.ui import gc_guard
+
+        guard = gc_guard.install(request.getfixturevalue("qapp"))
+    yield
+    if guard is not None:
+        guard.collect(2)
+    else:
+        loaded = sys.modules.get("app.ui.gc_guard")  # never imported here: core tests stay free of Qt
+        if loaded is not None and loaded.installed() is not None:
+            loaded.installed().tick()
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,7 @@ from app import __version__, paths
 from app.core.machine import HardwareProfile, detect
 from app.core.models import should_show_wizard
 from app.core.settings import SettingsError
-from app.ui import text, theme
+from app.ui import gc_guard, text, theme
 from app.ui.hardware_view import HardwareView
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.state import AppState
@@ -442,6 +442,7 @@ def build_app(argv: list[str] | None = None) -> QApplication:
     app.setApplicationDisplayName("Camelid")
     app.setOrganizationName("Camelid")
     app.setApplicationVersion(__version__)
+    gc_guard.install(app)
     return app
 
 

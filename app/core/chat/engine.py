@@ -81,6 +81,16 @@ from app.core.units import human_bytes
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _collect_cycles_now() -> None:
+    gc.collect()
+
+
+# How the engine gets cyclic garbage (a freed model's Python side) collected after an unload. A GUI replaces it
+# with a request to collect on its own thread (app/ui/gc_guard.py): collecting here, on the engine's owner
+# thread, could delete Qt objects from the wrong thread.
+collect_cycles: Callable[[], None] = _collect_cycles_now
 Progress = Callable[[float], None]
 OnText = Callable[[str], None]
 
@@ -617,7 +627,7 @@ class Engine:
         self._owner = None
         self.report = None
         self.model_path = None
-        gc.collect()
+        collect_cycles()
 
     def clear_cache(self) -> None:
         """Forget the evaluated prompt: the next reply evaluates its whole prompt again.
