@@ -193,12 +193,20 @@ def _load(llama_cpp: ModuleType) -> BackendState:
         return BackendState(dynamic=bool(variants), error=f"llama.cpp's library could not be opened: {exc}")
     forced = os.environ.get(CPU_VARIANT_ENV, "").strip().lower() or None
     dynamic = lib.ggml_backend_reg_count() == 0
+    avoided = False
     if dynamic:
         if forced and forced not in variants:
             known = ", ".join(sorted(variants)) or "none"
             return BackendState(dynamic=True, cpu_variants=sorted(variants),
                                 error=f"{CPU_VARIANT_ENV}={forced} names no CPU variant of this build "
                                       f"(it has: {known}); unset it to let llama.cpp choose.")
+        if not forced and "sapphirerapids" in variants and not amx_usable():
+            # ggml picks its AMX variant from CPUID alone; where the kernel does not enable AMX tile data
+            # (many VMs), that variant dies with an illegal instruction at the first matrix product.
+            forced = _chosen_variant({k: v for k, v in variants.items() if k != "sapphirerapids"})
+            avoided = True
+        else:
+            avoided = False
         with LlamaLogCapture():
             if forced:
                 _load_forced(lib, folder, variants[forced])
@@ -213,7 +221,7 @@ def _load(llama_cpp: ModuleType) -> BackendState:
         devices.append((_text(lib.ggml_backend_dev_name(dev)),
                         _DEVICE_TYPES.get(lib.ggml_backend_dev_type(dev), "other")))
     result = BackendState(dynamic=dynamic, registries=registries, cpu_variants=sorted(variants),
-                          devices=devices, forced=bool(forced and dynamic))
+                          devices=devices, forced=bool(forced and dynamic and not avoided))
     if dynamic:
         result.cpu_variant = forced or _chosen_variant(variants)
         if "CPU" not in registries:
@@ -232,6 +240,25 @@ def _load_forced(lib: Any, folder: Path, cpu: Path) -> None:
                 path.suffix in (".so", ".dll", ".dylib") and path.name.count(".") == 1:
             lib.ggml_backend_load(os.fsencode(path))
     lib.ggml_backend_load(os.fsencode(cpu))
+
+
+def amx_usable() -> bool:
+    """Whether the kernel lets this process use AMX tile data (Linux x86-64; False elsewhere or unknown).
+
+    CPUID can report AMX while the kernel (or a hypervisor) leaves XTILEDATA out of the state it
+    supports; ARCH_GET_XCOMP_SUPP says which. Python's os module has no arch_prctl, hence ctypes.
+    """
+    if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        supported = ctypes.c_ulong(0)
+        if libc.syscall(158, 0x1022, ctypes.byref(supported)) != 0:  # arch_prctl(ARCH_GET_XCOMP_SUPP)
+            return False
+    except (OSError, AttributeError):
+        return False
+    return bool(supported.value & (1 << 18))  # XFEATURE_XTILEDATA
 
 
 def _chosen_variant(variants: dict[str, Path]) -> str | None:
