@@ -200,13 +200,12 @@ def _load(llama_cpp: ModuleType) -> BackendState:
             return BackendState(dynamic=True, cpu_variants=sorted(variants),
                                 error=f"{CPU_VARIANT_ENV}={forced} names no CPU variant of this build "
                                       f"(it has: {known}); unset it to let llama.cpp choose.")
-        if not forced and "sapphirerapids" in variants and not amx_usable():
+        amx = {k for k in variants if any(f.startswith("AMX") for f in X86_VARIANTS.get(k, ()))}
+        if not forced and amx and not amx_usable():
             # ggml picks its AMX variant from CPUID alone; where the kernel does not enable AMX tile data
             # (many VMs), that variant dies with an illegal instruction at the first matrix product.
-            forced = _chosen_variant({k: v for k, v in variants.items() if k != "sapphirerapids"})
+            forced = _chosen_variant({k: v for k, v in variants.items() if k not in amx})
             avoided = True
-        else:
-            avoided = False
         with LlamaLogCapture():
             if forced:
                 _load_forced(lib, folder, variants[forced])
