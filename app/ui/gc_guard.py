@@ -40,7 +40,6 @@ class GuiThreadCollector(QObject):
         self.timer = QTimer(self)
         self.timer.setInterval(tick_ms)
         self.timer.timeout.connect(self.tick)
-        self._engine_hook = engine.collect_cycles
         engine.collect_cycles = self.want
         gc.disable()
         self.timer.start()
@@ -85,17 +84,6 @@ class GuiThreadCollector(QObject):
     def want(self) -> None:
         """Collect everything on the next tick (any thread)."""
         self._wanted.set()
-
-    @Slot()
-    def stop(self) -> None:
-        """Give automatic collection back to Python (only once no Qt object can be garbage any more)."""
-        global _guard
-        self.timer.stop()
-        with _lock:
-            if _guard is self:
-                _guard = None
-                engine.collect_cycles = self._engine_hook
-                gc.enable()
 
 
 def install(app: QCoreApplication | None = None) -> GuiThreadCollector:
